@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, then runs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_packages=()
+command -v systemd-socket-activate >/dev/null || need_packages+=(systemd)
+if [ ${#need_packages[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
+    else
+        echo "scripts/test.sh: please install: ${need_packages[*]}" >&2
+        exit 1
+    fi
+fi
+
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc "$@"

@@ -1,0 +1,120 @@
+//! The LISTEN_FDS convention (systemd's `sd_listen_fds`): listening sockets
+//! passed from descriptor 3 on, `LISTEN_FDS` of them, meant for the process
+//! whose pid is `LISTEN_PID`, named by the colon-separated `LISTEN_FDNAMES`.
+//!
+//! drover's supervisor hands sockets to its workers the same way, so one
+//! worker binary runs unchanged under systemd directly or under drover.
+
+use std::io;
+
+use crate::listener::{adopt_listener_fd, Listener};
+
+/// `LISTEN_FDS`: how many sockets were passed.
+pub const LISTEN_FDS: &str = "LISTEN_FDS";
+/// `LISTEN_PID`: the pid they were passed to.
+pub const LISTEN_PID: &str = "LISTEN_PID";
+/// `LISTEN_FDNAMES`: their names, colon-separated.
+pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+/// The first passed descriptor.
+pub const LISTEN_FDS_START: i32 = 3;
+
+/// A socket received through LISTEN_FDS, with its name.
+#[derive(Debug)]
+pub struct InheritedListener {
+    /// The socket, close-on-exec, still in the mode it was passed in.
+    pub listener: Listener,
+    /// Its entry in `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`,
+    /// `systemd-socket-activate --fdname`), or `None` when no names came.
+    pub name: Option<String>,
+}
+
+/// Why the LISTEN_FDS sockets could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenFdsError {
+    /// `LISTEN_FDS` is not in the environment: nothing was passed.
+    #[error("no sockets were passed: LISTEN_FDS is not set")]
+    Missing,
+    /// `LISTEN_PID` is absent or names another process (the variables
+    /// were inherited from a parent they were meant for).
+    #[error("LISTEN_FDS is meant for pid {intended}, not for this process ({ours})")]
+    OtherProcess {
+        /// The value of `LISTEN_PID` as found.
+        intended: String,
+        /// This process's pid.
+        ours: u32,
+    },
+    /// A variable does not parse, or the names do not match the count.
+    #[error("malformed socket activation environment ({LISTEN_FDS}={fds:?}, {LISTEN_PID}={pid:?}): {source}")]
+    Malformed {
+        /// `LISTEN_FDS` as found.
+        fds: String,
+        /// `LISTEN_PID` as found.
+        pid: String,
+        /// What sd_listen_fds objected to.
+        #[source]
+        source: io::Error,
+    },
+    /// `LISTEN_FDS=0`.
+    #[error("LISTEN_FDS is 0: no sockets were passed")]
+    Empty,
+    /// A passed descriptor is closed, or not a listening stream socket.
+    #[error("passed descriptor {fd}: {source}")]
+    BadDescriptor {
+        /// The descriptor number.
+        fd: i32,
+        /// What is wrong with it.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Takes every socket passed by LISTEN_FDS, in order.
+///
+/// The variables are checked (set, meant for this pid, well formed, names
+/// matching the count) and every descriptor must be a listening stream
+/// socket; anything else is an error that says which. The environment is
+/// left as it is: changing it is unsound once threads run, and a child
+/// never matches `LISTEN_PID` anyway. Each descriptor can be taken once per
+/// process; a second call fails with [`ListenFdsError::BadDescriptor`].
+pub fn inherited_listeners() -> Result<Vec<InheritedListener>, ListenFdsError> {
+    let fds = std::env::var(LISTEN_FDS).map_err(|_| ListenFdsError::Missing)?;
+    let pid = std::env::var(LISTEN_PID).unwrap_or_default();
+    let ours = std::process::id();
+    if pid.trim().parse::<u32>().is_ok_and(|p| p != ours) {
+        return Err(ListenFdsError::OtherProcess {
+            intended: pid,
+            ours,
+        });
+    }
+    let malformed = |source| ListenFdsError::Malformed {
+        fds: fds.clone(),
+        pid: pid.clone(),
+        source,
+    };
+    let named = std::env::var_os(LISTEN_FDNAMES).is_some();
+    let passed: Vec<(i32, String)> = sd_notify::listen_fds_with_names()
+        .map_err(malformed)?
+        .collect();
+    if passed.is_empty() {
+        // sd_listen_fds reports "nothing" for a missing LISTEN_PID too.
+        return Err(if pid.is_empty() {
+            malformed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "LISTEN_PID is not set",
+            ))
+        } else {
+            ListenFdsError::Empty
+        });
+    }
+    passed
+        .into_iter()
+        .map(|(fd, name)| {
+            let listener = adopt_listener_fd(fd)
+                .map_err(|source| ListenFdsError::BadDescriptor { fd, source })?;
+            Ok(InheritedListener {
+                listener,
+                name: named.then_some(name),
+            })
+        })
+        .collect()
+}

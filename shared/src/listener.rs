@@ -1,0 +1,237 @@
+//! An open listening socket, TCP or Unix, and the address it listens on.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use socket2::{Domain, SockRef, Type};
+
+/// A listening stream socket, blocking or not, as the std library has it.
+///
+/// Dropping it closes this process's descriptor only: the socket keeps
+/// listening while another process (a sibling worker, the supervisor) holds
+/// it. A Unix socket file is removed only by an explicit
+/// [`Listener::remove_socket_file`], never on drop, so that a forked child
+/// can never unlink its parent's socket by accident.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix stream listener and, when this process created its socket
+    /// file, that file.
+    Unix(UnixListener, Option<SocketFile>),
+}
+
+/// The address a listener is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// A TCP address, with the real port when port 0 was asked for.
+    Tcp(SocketAddr),
+    /// A Unix socket path (empty for an unnamed socket).
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// The TCP address, if this is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(addr) => Some(*addr),
+            Self::Unix(_) => None,
+        }
+    }
+
+    /// The socket path, if this is a Unix address.
+    pub fn unix(&self) -> Option<&Path> {
+        match self {
+            Self::Tcp(_) => None,
+            Self::Unix(path) => Some(path),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    /// Formats in the `--bind` syntax: `127.0.0.1:8000`, `[::1]:8000`,
+    /// `unix:/run/app.sock`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A Unix socket file this process created, identified by inode so that a
+/// file someone else has since put at the same path is left alone.
+#[derive(Debug, Clone)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file if it is still the one this process created.
+    pub fn remove(&self) -> io::Result<()> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                std::fs::remove_file(&self.path)
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Listener {
+    /// Wraps a Unix listener whose socket file this process just created.
+    pub(crate) fn unix_created(listener: UnixListener, path: &Path) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        let file = SocketFile {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        Ok(Self::Unix(listener, Some(file)))
+    }
+
+    /// The address the socket is bound to (port 0 resolved).
+    pub fn local_addr(&self) -> io::Result<ListenAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr().map(ListenAddr::Tcp),
+            Self::Unix(l, _) => {
+                let addr = l.local_addr()?;
+                Ok(ListenAddr::Unix(
+                    addr.as_pathname().map(Path::to_owned).unwrap_or_default(),
+                ))
+            }
+        }
+    }
+
+    /// Sets or clears `O_NONBLOCK` on the socket.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Self::Tcp(l) => l.set_nonblocking(nonblocking),
+            Self::Unix(l, _) => l.set_nonblocking(nonblocking),
+        }
+    }
+
+    /// The socket file this process created, if any.
+    pub fn socket_file(&self) -> Option<&SocketFile> {
+        match self {
+            Self::Unix(_, file) => file.as_ref(),
+            Self::Tcp(_) => None,
+        }
+    }
+
+    /// Removes the socket file this process created, if there is one and it
+    /// is still ours. Inherited and TCP sockets: nothing to do.
+    pub fn remove_socket_file(&self) -> io::Result<()> {
+        self.socket_file().map_or(Ok(()), SocketFile::remove)
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Self::Tcp(listener)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    /// An adopted Unix listener: its socket file belongs to whoever made it.
+    fn from(listener: UnixListener) -> Self {
+        Self::Unix(listener, None)
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Tcp(l) => l.as_fd(),
+            Self::Unix(l, _) => l.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// Descriptors already adopted by this process: adopting one twice would
+/// close it twice.
+static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// Takes ownership of inherited descriptor `fd` once it is known to be a
+/// listening stream socket (TCP or Unix), and marks it close-on-exec.
+///
+/// A descriptor that fails the check is left open and untouched. Each
+/// descriptor can be adopted once per process; a second attempt is an
+/// error rather than a double close.
+pub(crate) fn adopt_listener_fd(fd: RawFd) -> io::Result<Listener> {
+    let mut adopted = ADOPTED.lock().unwrap_or_else(|e| e.into_inner());
+    if adopted.contains(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("descriptor {fd} was already adopted by this process"),
+        ));
+    }
+    let domain = with_borrowed_fd(fd, |borrowed| {
+        let socket = SockRef::from(&borrowed);
+        let listening =
+            socket.r#type().ok() == Some(Type::STREAM) && socket.is_listener().unwrap_or(false);
+        let domain = socket
+            .domain()
+            .ok()
+            .filter(|d| listening && matches!(*d, Domain::IPV4 | Domain::IPV6 | Domain::UNIX));
+        domain.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} is not a listening stream socket"),
+            )
+        })
+    })?;
+    adopted.push(fd);
+    // SAFETY: `fd` is open (with_borrowed_fd checked), by the fd:// and
+    // LISTEN_FDS conventions it was handed to this process for it to own,
+    // and ADOPTED guarantees nothing in this process took it before.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    SockRef::from(&owned).set_cloexec(true)?;
+    Ok(if domain == Domain::UNIX {
+        Listener::Unix(UnixListener::from(owned), None)
+    } else {
+        Listener::Tcp(TcpListener::from(owned))
+    })
+}
+
+/// Runs `check` on descriptor `fd` without taking it; an fd that is not
+/// open is an error.
+fn with_borrowed_fd<T>(
+    fd: RawFd,
+    check: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
+) -> io::Result<T> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+    }
+    // SAFETY: the borrow lives only for this call, during which nothing
+    // closes `fd`; F_GETFD on a number that is not open just fails.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("descriptor {fd} is not open"),
+        ));
+    }
+    check(borrowed)
+}

@@ -1,0 +1,196 @@
+//! Per-connection request tracking: how many requests are in flight and
+//! since when the connection has been idle.
+//!
+//! hyper does not say when an HTTP/1.1 connection sits idle between
+//! requests, and the keep-alive timeout and the drain on close both need to
+//! know. So the application is wrapped: a request counts as in flight from
+//! the call until its response body has been sent (or dropped), and the
+//! moment the last one ends is recorded. The connection task reads this
+//! lazily, when a timer it set fires, so the request path pays two
+//! uncontended lock/unlock pairs and no task wake-up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use http::header::{HeaderValue, CONNECTION};
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::lifecycle::Lifecycle;
+use crate::service::HttpService;
+
+/// What one connection is doing, shared by its task and its requests.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    state: Mutex<Traffic>,
+    /// Set on the first HTTP/2 request: such a connection is closed with
+    /// GOAWAY, never with a `connection: close` header.
+    http2: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Traffic {
+    in_flight: usize,
+    /// When `in_flight` last dropped to 0 (or the connection opened).
+    idle_since: Instant,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(Traffic {
+                in_flight: 0,
+                idle_since: Instant::now(),
+            }),
+            http2: AtomicBool::new(false),
+        }
+    }
+
+    /// `Some(since)` while no request is in flight.
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        let traffic = *self.lock();
+        (traffic.in_flight == 0).then_some(traffic.idle_since)
+    }
+
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.lock().in_flight += 1;
+        RequestGuard(Arc::clone(self))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Traffic> {
+        // The critical sections cannot panic; a poisoned lock still holds
+        // consistent counts.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One request in flight; ends it when dropped.
+#[derive(Debug)]
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let mut traffic = self.0.lock();
+        traffic.in_flight -= 1;
+        if traffic.in_flight == 0 {
+            traffic.idle_since = Instant::now();
+        }
+    }
+}
+
+/// The application as one connection runs it: counts requests, and once
+/// the server is closing marks HTTP/1 responses `connection: close`, so a
+/// request that reaches an open connection during the drain is answered
+/// and then the connection ends cleanly.
+#[derive(Clone)]
+pub(crate) struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl<S> Tracked<S> {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>, lifecycle: Arc<Lifecycle>) -> Self {
+        Self {
+            inner,
+            activity,
+            lifecycle,
+        }
+    }
+}
+
+impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Tracked<S> {
+    type Response = Response<TrackedBody<S::ResBody>>;
+    type Error = S::Error;
+    type Future = TrackedResponse<S::Future>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if request.version() == Version::HTTP_2 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
+        let http1 = request.version() < Version::HTTP_2;
+        self.lifecycle.count_request();
+        TrackedResponse {
+            guard: Some(self.activity.begin()),
+            // Checked when the response is ready, not now: the handler
+            // itself may be what closes the server.
+            close_check: http1.then(|| Arc::clone(&self.lifecycle)),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The application's response future, carrying the request's guard on
+    /// to the body.
+    pub(crate) struct TrackedResponse<F> {
+        #[pin]
+        inner: F,
+        guard: Option<RequestGuard>,
+        // For HTTP/1 requests: whose closing marks the response.
+        close_check: Option<Arc<Lifecycle>>,
+    }
+}
+
+impl<F, B, E> Future for TrackedResponse<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if this.close_check.as_ref().is_some_and(|l| l.is_closing()) {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        let guard = this.guard.take();
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends its request when it has been sent in full
+    /// or dropped.
+    pub(crate) struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            this.guard.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

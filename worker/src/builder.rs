@@ -1,0 +1,189 @@
+//! Server options, and the three ways to get listeners: bind, adopt, inherit.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_shared::listen_fds::inherited_listeners;
+use drover_shared::{Listener, ListenerSpec, DEFAULT_BACKLOG};
+
+use crate::accept::ListenerSlot;
+use crate::connection::ConnectionConfig;
+use crate::lifecycle::Lifecycle;
+use crate::service::BoxError;
+use crate::sockets::IntoListener;
+use crate::{Error, Server, ServerHandle};
+
+pub(crate) type StartupHook =
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
+pub(crate) type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Options for a [`Server`]; finish with [`bind`](Builder::bind),
+/// [`from_sockets`](Builder::from_sockets) or [`from_env`](Builder::from_env).
+///
+/// ```
+/// # async fn demo() -> Result<(), drover_worker::Error> {
+/// use std::time::Duration;
+/// let server = drover_worker::Server::builder()
+///     .graceful_timeout(Duration::from_secs(5))
+///     .max_connections(1000)
+///     .on_startup(|| async { Ok::<_, std::io::Error>(()) })
+///     .bind("127.0.0.1:0")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until bind, from_sockets or from_env"]
+pub struct Builder {
+    pub(crate) graceful_timeout: Option<Duration>,
+    pub(crate) keep_alive_timeout: Option<Duration>,
+    pub(crate) header_read_timeout: Option<Duration>,
+    pub(crate) max_connections: Option<usize>,
+    backlog: u32,
+    pub(crate) startup: Vec<StartupHook>,
+    pub(crate) shutdown: Vec<ShutdownHook>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            graceful_timeout: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Some(Duration::from_secs(5)),
+            header_read_timeout: Some(Duration::from_secs(30)),
+            max_connections: None,
+            backlog: DEFAULT_BACKLOG,
+            startup: Vec::new(),
+            shutdown: Vec::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// How long connections may take to finish after close before they
+    /// are aborted. Default 30 s; `None` waits for ever.
+    pub fn graceful_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.graceful_timeout = timeout.into();
+        self
+    }
+
+    /// How long an idle HTTP/1.1 connection is kept open between requests.
+    /// Default 5 s; `None` keeps it until the client leaves;
+    /// `Duration::ZERO` turns keep-alive off (one request per connection).
+    pub fn keep_alive_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.keep_alive_timeout = timeout.into();
+        self
+    }
+
+    /// How long a client may take to send a complete HTTP/1 request head
+    /// (slowloris protection). Default 30 s; `None` for no limit.
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.header_read_timeout = timeout.into();
+        self
+    }
+
+    /// At most `limit` connections at once; beyond it the server stops
+    /// accepting and new connections wait in the kernel's backlog.
+    /// Default: no limit.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.max_connections = Some(limit.max(1));
+        self
+    }
+
+    /// The listen backlog for sockets [`bind`](Builder::bind) opens
+    /// (default 2048, capped by the kernel's `somaxconn`). Adopted sockets
+    /// keep theirs.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Runs `hook` in [`start_serving`](Server::start_serving) before the
+    /// server accepts. Hooks run in the order added; the first error stops
+    /// the start: `start_serving` returns [`Error::Startup`] with it, the
+    /// listeners are closed and the shutdown hooks do not run.
+    pub fn on_startup<F, Fut, E>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.startup.push(Box::new(move || {
+            Box::pin(async move { hook().await.map_err(Into::into) })
+        }));
+        self
+    }
+
+    /// Runs `hook` after close, once every connection has ended, before
+    /// [`wait_closed`](ServerHandle::wait_closed) resolves. Only for a
+    /// server whose startup hooks all succeeded.
+    pub fn on_shutdown<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.shutdown.push(Box::new(move || Box::pin(hook())));
+        self
+    }
+
+    /// Opens a listener on `addr`: `HOST:PORT` (IPv4, or a name resolved
+    /// now), `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free
+    /// port. The socket listens at once (connects queue in the backlog) but
+    /// nothing is accepted before [`start_serving`](Server::start_serving).
+    /// A Unix socket file created here is removed when the server closes.
+    pub async fn bind(self, addr: impl AsRef<str>) -> Result<Server, Error> {
+        let spec: ListenerSpec = addr.as_ref().parse()?;
+        let backlog = self.backlog;
+        // Resolving a host name may block.
+        let listener = tokio::task::spawn_blocking(move || spec.open(backlog))
+            .await
+            .map_err(|e| Error::Adopt(Arc::new(std::io::Error::other(e))))??;
+        self.build(vec![(listener, None)])
+    }
+
+    /// Adopts listeners that are already open: std or tokio
+    /// `TcpListener`/`UnixListener`, or [`Listener`]s (to mix kinds in one
+    /// call: `[Listener::from(tcp), Listener::from(unix)]`). They must be
+    /// listening; the server sets non-blocking mode itself when it starts.
+    /// Their socket files are never removed by the server.
+    pub fn from_sockets<I>(self, listeners: I) -> Result<Server, Error>
+    where
+        I: IntoIterator,
+        I::Item: IntoListener,
+    {
+        let listeners = listeners
+            .into_iter()
+            .map(|l| l.into_listener().map(|l| (l, None)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::Adopt(Arc::new(e)))?;
+        self.build(listeners)
+    }
+
+    /// Adopts the sockets passed by systemd socket activation or by the
+    /// drover supervisor (the LISTEN_FDS convention: descriptors from 3,
+    /// `LISTEN_PID` equal to this process, names from `LISTEN_FDNAMES`
+    /// kept as [`ListenerInfo::name`](crate::ListenerInfo::name)). Missing,
+    /// malformed or foreign variables, and descriptors that are not
+    /// listening sockets, are an [`Error::ListenFds`] that says which.
+    pub fn from_env(self) -> Result<Server, Error> {
+        let listeners = inherited_listeners()?
+            .into_iter()
+            .map(|inherited| (inherited.listener, inherited.name))
+            .collect();
+        self.build(listeners)
+    }
+
+    fn build(self, listeners: Vec<(Listener, Option<String>)>) -> Result<Server, Error> {
+        if listeners.is_empty() {
+            let none = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listeners given");
+            return Err(Error::Adopt(Arc::new(none)));
+        }
+        let slots = listeners
+            .into_iter()
+            .map(|(listener, name)| ListenerSlot::new(listener, name))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::Adopt(Arc::new(e)))?;
+        let connections = ConnectionConfig::new(self.keep_alive_timeout, self.header_read_timeout);
+        let handle = ServerHandle::new(Arc::new(Lifecycle::new(slots, connections)));
+        Ok(Server::new(handle, Mutex::new(Some(self))))
+    }
+}

@@ -1,0 +1,58 @@
+//! The server's error type.
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::Arc;
+
+use drover_shared::listen_fds::ListenFdsError;
+use drover_shared::{ListenAddr, SpecError};
+
+/// What can go wrong with a server. Cheap to clone: every waiter in
+/// [`wait_closed`](crate::ServerHandle::wait_closed) gets the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// [`Server::bind`](crate::Server::bind) could not parse or open the
+    /// address (bad syntax, port in use, permission denied...).
+    #[error(transparent)]
+    Bind(Arc<SpecError>),
+    /// [`Server::from_env`](crate::Server::from_env) found no usable
+    /// LISTEN_FDS sockets.
+    #[error(transparent)]
+    ListenFds(Arc<ListenFdsError>),
+    /// A listener given to [`Server::from_sockets`](crate::Server::from_sockets)
+    /// could not be adopted or registered with the runtime.
+    #[error("cannot adopt listener: {0}")]
+    Adopt(#[source] Arc<io::Error>),
+    /// A startup hook returned an error; nothing is accepting.
+    #[error("startup hook failed: {0}")]
+    Startup(#[source] Arc<dyn StdError + Send + Sync>),
+    /// `start_serving` was called on a server that is already starting or
+    /// serving; the running server is unaffected.
+    #[error("the server is already serving")]
+    AlreadyStarted,
+    /// The server was closed before (or while) it started.
+    #[error("the server is closed")]
+    Closed,
+    /// A listener failed in a way retrying cannot mend (the server closed).
+    #[error("accepting on {addr} failed: {source}")]
+    Accept {
+        /// The listener's address.
+        addr: ListenAddr,
+        /// The system's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+}
+
+impl From<SpecError> for Error {
+    fn from(e: SpecError) -> Self {
+        Self::Bind(Arc::new(e))
+    }
+}
+
+impl From<ListenFdsError> for Error {
+    fn from(e: ListenFdsError) -> Self {
+        Self::ListenFds(Arc::new(e))
+    }
+}

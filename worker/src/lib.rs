@@ -1,0 +1,55 @@
+//! An HTTP server whose lifecycle you drive from code, after Python's
+//! `asyncio.Server`: open listeners or adopt ones that are already open,
+//! [`start_serving`](Server::start_serving) (returns once accepting, or an
+//! error, never hangs), [`close`](ServerHandle::close) (synchronous, from
+//! anywhere), [`wait_closed`](ServerHandle::wait_closed) (until every
+//! connection is gone), a [scoped form](Server::serve_while), and no
+//! signal handlers unless asked for.
+//!
+//! Every worker process of the `drover` supervisor builds its server
+//! through [`Server::from_env`]; a test fixture or any tokio program can
+//! use it on its own:
+//!
+//! ```
+//! use drover_worker::Server;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), drover_worker::Error> {
+//! let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+//! let server = Server::bind("127.0.0.1:0").await?;
+//! server.start_serving(app).await?;
+//! println!("listening on {}", server.local_addrs()[0]);
+//! server.close();
+//! server.wait_closed().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Nothing here polls: `close()` fires one signal that every accept loop
+//! and connection waits on, so it pre-empts every wait at once.
+#![deny(missing_docs)]
+
+mod accept;
+mod activity;
+mod builder;
+mod connection;
+mod error;
+mod handle;
+mod lifecycle;
+mod server;
+pub mod service;
+mod signals;
+mod sockets;
+
+pub use builder::Builder;
+pub use drover_shared::{ListenAddr, Listener};
+pub use error::Error;
+pub use handle::{ListenerInfo, ServerHandle};
+pub use lifecycle::{CloseReport, ServerStats};
+pub use server::Server;
+pub use service::{BoxError, IntoHttpService};
+pub use sockets::IntoListener;
+
+// The README's code blocks are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

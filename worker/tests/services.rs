@@ -1,0 +1,134 @@
+//! What start_serving accepts (axum, tower, hyper service_fn) and the
+//! protocols it speaks (HTTP/1.1, HTTP/2 with prior knowledge).
+
+mod common;
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use common::{app, get_once, within, Probe};
+use drover_worker::Server;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn axum_router_is_served_with_no_adapter() {
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "from axum" }));
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addrs()[0].clone();
+    server.start_serving(router).await.unwrap();
+    assert_eq!(get_once(&addr, "/").await, (200, "from axum".into()));
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn hyper_service_fn_is_served_with_no_adapter() {
+    let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+        let body = format!("hyper saw {}", request.uri().path());
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+    });
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addrs()[0].clone();
+    server.start_serving(service).await.unwrap();
+    assert_eq!(get_once(&addr, "/x").await, (200, "hyper saw /x".into()));
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+/// A plain tower Service, neither axum nor hyper.
+#[derive(Clone)]
+struct Teapot;
+
+impl tower_service::Service<Request<Incoming>> for Teapot {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Incoming>) -> Self::Future {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"short and stout")));
+        *response.status_mut() = http::StatusCode::IM_A_TEAPOT;
+        ready(Ok(response))
+    }
+}
+
+#[tokio::test]
+async fn tower_service_is_served_with_no_adapter() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addrs()[0].clone();
+    server.start_serving(Teapot).await.unwrap();
+    assert_eq!(get_once(&addr, "/").await, (418, "short and stout".into()));
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+async fn http2_client(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+fn h2_get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://test{path}"))
+        .version(Version::HTTP_2)
+        .body(Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_answered() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    server.start_serving(app(Default::default())).await.unwrap();
+    let (mut sender, _connection) = http2_client(addr).await;
+    let response = within("h2 response", sender.send_request(h2_get("/")))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "hello");
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn http2_connection_gets_goaway_on_close_and_its_stream_completes() {
+    let probe = Arc::new(Probe::default());
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    server.start_serving(app(probe.clone())).await.unwrap();
+    let (mut sender, connection) = http2_client(addr).await;
+    let held = tokio::spawn(sender.send_request(h2_get("/hold")));
+    within("the handler to start", probe.entered.notified()).await;
+
+    server.close();
+    probe.release.notify_one();
+    let response = within("the held h2 response", held).await.unwrap().unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "held");
+    // After GOAWAY and the last stream, the server ends the connection.
+    within("the h2 connection to end", connection)
+        .await
+        .unwrap()
+        .unwrap();
+    let report = within("wait_closed", server.wait_closed()).await.unwrap();
+    assert_eq!((report.drained, report.aborted), (1, 0));
+}
