@@ -14,5 +14,5 @@ pub mod listen_fds;
 mod listener;
 mod spec;
 
-pub use listener::{ListenAddr, Listener, SocketFile};
+pub use listener::{adopt_fd, ListenAddr, Listener, SocketFile};
 pub use spec::{ListenerSpec, SpecError, DEFAULT_BACKLOG};

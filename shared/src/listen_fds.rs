@@ -7,7 +7,7 @@
 
 use std::io;
 
-use crate::listener::{adopt_listener_fd, Listener};
+use crate::listener::{adopt_fd, Listener};
 
 /// `LISTEN_FDS`: how many sockets were passed.
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
@@ -34,8 +34,8 @@ pub enum ListenFdsError {
     /// `LISTEN_FDS` is not in the environment: nothing was passed.
     #[error("no sockets were passed: LISTEN_FDS is not set")]
     Missing,
-    /// `LISTEN_PID` is absent or names another process (the variables
-    /// were inherited from a parent they were meant for).
+    /// `LISTEN_PID` names another process (the variables were inherited
+    /// from a parent they were meant for).
     #[error("LISTEN_FDS is meant for pid {intended}, not for this process ({ours})")]
     OtherProcess {
         /// The value of `LISTEN_PID` as found.
@@ -43,7 +43,8 @@ pub enum ListenFdsError {
         /// This process's pid.
         ours: u32,
     },
-    /// A variable does not parse, or the names do not match the count.
+    /// A variable does not parse, `LISTEN_PID` is missing, the names do not
+    /// match the count, or a passed descriptor is not open.
     #[error("malformed socket activation environment ({LISTEN_FDS}={fds:?}, {LISTEN_PID}={pid:?}): {source}")]
     Malformed {
         /// `LISTEN_FDS` as found.
@@ -57,7 +58,7 @@ pub enum ListenFdsError {
     /// `LISTEN_FDS=0`.
     #[error("LISTEN_FDS is 0: no sockets were passed")]
     Empty,
-    /// A passed descriptor is closed, or not a listening stream socket.
+    /// A passed descriptor is not a listening stream socket.
     #[error("passed descriptor {fd}: {source}")]
     BadDescriptor {
         /// The descriptor number.
@@ -80,7 +81,8 @@ pub fn inherited_listeners() -> Result<Vec<InheritedListener>, ListenFdsError> {
     let fds = std::env::var(LISTEN_FDS).map_err(|_| ListenFdsError::Missing)?;
     let pid = std::env::var(LISTEN_PID).unwrap_or_default();
     let ours = std::process::id();
-    if pid.trim().parse::<u32>().is_ok_and(|p| p != ours) {
+    // sd_listen_fds answers "nothing" for a foreign pid; tell which.
+    if pid.parse::<u32>().is_ok_and(|p| p != ours) {
         return Err(ListenFdsError::OtherProcess {
             intended: pid,
             ours,
@@ -109,8 +111,12 @@ pub fn inherited_listeners() -> Result<Vec<InheritedListener>, ListenFdsError> {
     passed
         .into_iter()
         .map(|(fd, name)| {
-            let listener = adopt_listener_fd(fd)
-                .map_err(|source| ListenFdsError::BadDescriptor { fd, source })?;
+            // SAFETY: by the LISTEN_FDS convention these descriptors were
+            // passed to this process (LISTEN_PID matched) for it to own;
+            // adopt_fd refuses any number this process already took.
+            let adopted = unsafe { adopt_fd(fd) };
+            let listener =
+                adopted.map_err(|source| ListenFdsError::BadDescriptor { fd, source })?;
             Ok(InheritedListener {
                 listener,
                 name: named.then_some(name),

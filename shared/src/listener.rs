@@ -139,6 +139,34 @@ impl Listener {
     pub fn remove_socket_file(&self) -> io::Result<()> {
         self.socket_file().map_or(Ok(()), SocketFile::remove)
     }
+
+    /// The same socket, no longer owning its socket file: whoever takes it
+    /// now never removes the file (it belongs to whoever created it).
+    pub fn without_socket_file(self) -> Self {
+        match self {
+            Self::Unix(listener, _) => Self::Unix(listener, None),
+            tcp => tcp,
+        }
+    }
+
+    /// Checks that this is a listening stream socket (`listen()` was
+    /// called), so that a socket that is only bound is refused up front
+    /// rather than failing at the first accept.
+    pub fn check_listening(&self) -> io::Result<()> {
+        // SO_ACCEPTCONN alone: only a stream socket can be listening, and
+        // the enum's variants are stream sockets by type.
+        if SockRef::from(self).is_listener()? {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "descriptor {} is not a listening stream socket (was listen() called?)",
+                    self.as_raw_fd()
+                ),
+            ))
+        }
+    }
 }
 
 impl From<TcpListener> for Listener {
@@ -169,17 +197,23 @@ impl AsRawFd for Listener {
     }
 }
 
-/// Descriptors already adopted by this process: adopting one twice would
-/// close it twice.
+/// Descriptors already adopted by this process, so that the same number is
+/// never taken (and later closed) twice. It only grows by what a process
+/// inherits: a handful of entries.
 static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
-/// Takes ownership of inherited descriptor `fd` once it is known to be a
-/// listening stream socket (TCP or Unix), and marks it close-on-exec.
+/// Takes ownership of descriptor `fd`, once it is known to be a listening
+/// stream socket (TCP or Unix), and marks it close-on-exec.
 ///
-/// A descriptor that fails the check is left open and untouched. Each
-/// descriptor can be adopted once per process; a second attempt is an
-/// error rather than a double close.
-pub(crate) fn adopt_listener_fd(fd: RawFd) -> io::Result<Listener> {
+/// A descriptor that fails a check stays open and is not taken. A number
+/// already adopted by this process is refused rather than owned twice.
+///
+/// # Safety
+///
+/// `fd` must be a descriptor that nothing else in this process owns or
+/// will close: one inherited for this purpose (`fd://N` on a command line,
+/// LISTEN_FDS), not one a live `TcpListener` or `File` holds.
+pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
     let mut adopted = ADOPTED.lock().unwrap_or_else(|e| e.into_inner());
     if adopted.contains(&fd) {
         return Err(io::Error::new(
@@ -187,25 +221,25 @@ pub(crate) fn adopt_listener_fd(fd: RawFd) -> io::Result<Listener> {
             format!("descriptor {fd} was already adopted by this process"),
         ));
     }
-    let domain = with_borrowed_fd(fd, |borrowed| {
-        let socket = SockRef::from(&borrowed);
-        let listening =
-            socket.r#type().ok() == Some(Type::STREAM) && socket.is_listener().unwrap_or(false);
-        let domain = socket
-            .domain()
-            .ok()
-            .filter(|d| listening && matches!(*d, Domain::IPV4 | Domain::IPV6 | Domain::UNIX));
-        domain.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("descriptor {fd} is not a listening stream socket"),
-            )
-        })
+    if !is_open(fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: `fd` is open (checked just above) and, by the caller's
+    // contract, nothing else in this process closes it meanwhile.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let domain = listening_domain(SockRef::from(&borrowed)).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a listening stream socket"),
+        )
     })?;
     adopted.push(fd);
-    // SAFETY: `fd` is open (with_borrowed_fd checked), by the fd:// and
-    // LISTEN_FDS conventions it was handed to this process for it to own,
-    // and ADOPTED guarantees nothing in this process took it before.
+    // SAFETY: open and a listening socket (checked above); the caller
+    // guarantees nothing else owns it, and ADOPTED that this process has
+    // not taken it before.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     SockRef::from(&owned).set_cloexec(true)?;
     Ok(if domain == Domain::UNIX {
@@ -215,23 +249,64 @@ pub(crate) fn adopt_listener_fd(fd: RawFd) -> io::Result<Listener> {
     })
 }
 
-/// Runs `check` on descriptor `fd` without taking it; an fd that is not
-/// open is an error.
-fn with_borrowed_fd<T>(
-    fd: RawFd,
-    check: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
-) -> io::Result<T> {
-    if fd < 0 {
-        return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+/// The domain of a listening TCP or Unix stream socket; `None` for
+/// anything else.
+fn listening_domain(socket: SockRef<'_>) -> Option<Domain> {
+    let listening =
+        socket.r#type().ok() == Some(Type::STREAM) && socket.is_listener().unwrap_or(false);
+    socket
+        .domain()
+        .ok()
+        .filter(|d| listening && matches!(*d, Domain::IPV4 | Domain::IPV6 | Domain::UNIX))
+}
+
+/// Whether `fd` is an open descriptor.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: fcntl(F_GETFD) reads the flags of a descriptor number; it
+    // touches no memory and fails with EBADF for a number that is not open.
+    fd >= 0 && unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } != -1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn adopting_a_descriptor_that_is_not_a_listener_leaves_it_open() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: the file stays owned by `file`; adopt_fd refuses it
+        // (not a socket) without taking it.
+        let err = unsafe { adopt_fd(file.as_raw_fd()) }.unwrap_err();
+        assert!(err.to_string().contains("not a listening"), "{err}");
+        assert!(file.metadata().is_ok(), "still open and ours");
     }
-    // SAFETY: the borrow lives only for this call, during which nothing
-    // closes `fd`; F_GETFD on a number that is not open just fails.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    if nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("descriptor {fd} is not open"),
-        ));
+
+    #[test]
+    fn a_listening_socket_is_adopted_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fd = listener.into_raw_fd();
+        // SAFETY: ownership of `fd` was released just above.
+        let adopted = unsafe { adopt_fd(fd) }.unwrap();
+        assert_eq!(adopted.local_addr().unwrap(), ListenAddr::Tcp(addr));
+        // SAFETY: refused before anything is taken (already adopted).
+        let again = unsafe { adopt_fd(fd) }.unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
     }
-    check(borrowed)
+
+    #[test]
+    fn a_bound_but_not_listening_socket_fails_the_listening_check() {
+        let socket = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        let listener = Listener::Tcp(socket.into());
+        assert!(listener.check_listening().is_err());
+    }
 }

@@ -23,7 +23,7 @@ use std::str::FromStr;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::listener::{adopt_listener_fd, Listener};
+use crate::listener::Listener;
 
 /// The listen backlog drover uses unless told otherwise (the kernel caps it
 /// at `net.core.somaxconn`).
@@ -126,10 +126,12 @@ impl ListenerSpec {
     ///
     /// TCP sockets get `SO_REUSEADDR` (a restart does not wait out
     /// TIME_WAIT); IPv6 ones are IPv6-only, so `[::]:P` and `0.0.0.0:P` can
-    /// both be bound. A Unix path left behind by a dead server (nothing
-    /// answers on it) is replaced; one a live server answers on is an
-    /// "address in use" error. `fd://N` takes ownership of descriptor `N`
-    /// after checking that it is a listening stream socket; open it once.
+    /// both be bound; a host name binds its first address. A Unix path left
+    /// behind by a dead server (nothing answers on it) is replaced; one a
+    /// live server answers on is an "address in use" error; the file is the
+    /// returned listener's to remove. `fd://N` is not opened here: taking
+    /// over a descriptor is [`adopt_fd`](crate::adopt_fd)'s job, which is
+    /// `unsafe` because only the caller knows nothing else owns it.
     pub fn open(&self, backlog: u32) -> Result<Listener, SpecError> {
         let open_error = |source| SpecError::Open {
             spec: self.to_string(),
@@ -143,7 +145,10 @@ impl ListenerSpec {
                     .map_err(open_error)
             }
             Self::Unix(path) => open_unix(path, backlog).map_err(open_error),
-            Self::Fd(fd) => adopt_listener_fd(*fd).map_err(open_error),
+            Self::Fd(_) => Err(SpecError::Invalid {
+                spec: self.to_string(),
+                reason: "a descriptor is adopted, not opened (systemd: LISTEN_FDS; in code: from_sockets)",
+            }),
         }
     }
 }

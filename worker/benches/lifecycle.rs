@@ -8,9 +8,11 @@
 //! drover is faster) and drover ÷ baseline for rates.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use drover_worker::Server;
@@ -21,7 +23,7 @@ use tokio::sync::oneshot;
 
 /// Cycles per subject under `cargo bench`; `cargo test --benches` runs one
 /// block as a smoke test.
-const CYCLES: usize = 300;
+const CYCLES: usize = 500;
 const IDLE_CONNECTIONS: usize = 100;
 const BLOCK: usize = 25;
 
@@ -31,9 +33,9 @@ fn app() -> Router {
 
 /// A server under test: drover's lifecycle or axum's serve.
 trait Subject {
-    /// Bound and accepting once the future resolves; the time to first
-    /// response is measured on top.
-    fn start(&mut self, listener: std::net::TcpListener) -> impl Future<Output = ()>;
+    /// Serves on `listener` and returns the address a client connects to,
+    /// learnt the subject's own way (a fixture on port 0 needs it).
+    fn start(&mut self, listener: std::net::TcpListener) -> impl Future<Output = SocketAddr>;
     /// Close and wait until closed.
     fn stop(&mut self) -> impl Future<Output = ()>;
 }
@@ -42,10 +44,12 @@ trait Subject {
 struct Drover(Option<Server>);
 
 impl Subject for Drover {
-    async fn start(&mut self, listener: std::net::TcpListener) {
+    async fn start(&mut self, listener: std::net::TcpListener) -> SocketAddr {
         let server = Server::from_sockets([listener]).unwrap();
         server.start_serving(app()).await.unwrap();
+        let addr = server.local_addrs()[0].tcp().unwrap();
         self.0 = Some(server);
+        addr
     }
 
     async fn stop(&mut self) {
@@ -59,15 +63,22 @@ impl Subject for Drover {
 struct Axum(Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>);
 
 impl Subject for Axum {
-    async fn start(&mut self, listener: std::net::TcpListener) {
+    async fn start(&mut self, listener: std::net::TcpListener) -> SocketAddr {
         listener.set_nonblocking(true).unwrap();
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The same socket option drover sets on every connection, as
+        // axum's own documentation shows it.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let (tx, rx) = oneshot::channel();
         let serve = axum::serve(listener, app()).with_graceful_shutdown(async {
             let _ = rx.await;
         });
         let task = tokio::spawn(async move { serve.await.unwrap() });
         self.0 = Some((tx, task));
+        addr
     }
 
     async fn stop(&mut self) {
@@ -147,9 +158,8 @@ async fn cycle<S: Subject + Default>(samples: &mut Samples, clients: &IdleClient
     // start, first response, close with no connection left open
     let mut subject = S::default();
     let listener = fresh_listener();
-    let addr = listener.local_addr().unwrap();
     let begun = Instant::now();
-    subject.start(listener).await;
+    let addr = subject.start(listener).await;
     samples.start_returns.push(begun.elapsed());
     drop(idle_connection(addr).await);
     samples.start_to_first_response.push(begun.elapsed());
@@ -160,9 +170,7 @@ async fn cycle<S: Subject + Default>(samples: &mut Samples, clients: &IdleClient
     // close with 100 idle keep-alive connections (opened from the
     // clients' own thread while this runtime serves them)
     let mut subject = S::default();
-    let listener = fresh_listener();
-    let addr = listener.local_addr().unwrap();
-    subject.start(listener).await;
+    let addr = subject.start(fresh_listener()).await;
     let requests = clients.requests.clone();
     tokio::task::spawn_blocking(move || {
         let (done, finished) = std::sync::mpsc::channel();
@@ -175,7 +183,7 @@ async fn cycle<S: Subject + Default>(samples: &mut Samples, clients: &IdleClient
     subject.stop().await;
     samples.close_idle100.push(closing.elapsed());
 
-    // a bare cycle: bind, serve, close, closed
+    // a bare fixture cycle: bind port 0, serve, learn the port, close, closed
     let begun = Instant::now();
     let mut subject = S::default();
     subject.start(fresh_listener()).await;

@@ -26,26 +26,29 @@ use crate::service::HttpService;
 
 /// What one connection is doing, shared by its task and its requests.
 #[derive(Debug)]
-pub(crate) struct Activity {
-    state: Mutex<Traffic>,
+pub(crate) struct ConnectionActivity {
+    state: Mutex<RequestCounts>,
     /// Set on the first HTTP/2 request: such a connection is closed with
     /// GOAWAY, never with a `connection: close` header.
     http2: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Traffic {
+struct RequestCounts {
+    /// Requests received so far on this connection.
+    received: u64,
     in_flight: usize,
     /// When `in_flight` last dropped to 0 (or the connection opened).
     idle_since: Instant,
 }
 
-impl Activity {
-    pub(crate) fn new() -> Self {
+impl ConnectionActivity {
+    pub(crate) fn new(opened: Instant) -> Self {
         Self {
-            state: Mutex::new(Traffic {
+            state: Mutex::new(RequestCounts {
+                received: 0,
                 in_flight: 0,
-                idle_since: Instant::now(),
+                idle_since: opened,
             }),
             http2: AtomicBool::new(false),
         }
@@ -53,8 +56,13 @@ impl Activity {
 
     /// `Some(since)` while no request is in flight.
     pub(crate) fn idle_since(&self) -> Option<Instant> {
-        let traffic = *self.lock();
-        (traffic.in_flight == 0).then_some(traffic.idle_since)
+        let counts = *self.lock();
+        (counts.in_flight == 0).then_some(counts.idle_since)
+    }
+
+    /// Whether any request has arrived on this connection.
+    pub(crate) fn has_had_requests(&self) -> bool {
+        self.lock().received > 0
     }
 
     pub(crate) fn is_http2(&self) -> bool {
@@ -62,11 +70,14 @@ impl Activity {
     }
 
     fn begin(self: &Arc<Self>) -> RequestGuard {
-        self.lock().in_flight += 1;
+        let mut counts = self.lock();
+        counts.received += 1;
+        counts.in_flight += 1;
+        drop(counts);
         RequestGuard(Arc::clone(self))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Traffic> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RequestCounts> {
         // The critical sections cannot panic; a poisoned lock still holds
         // consistent counts.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -75,14 +86,14 @@ impl Activity {
 
 /// One request in flight; ends it when dropped.
 #[derive(Debug)]
-struct RequestGuard(Arc<Activity>);
+struct RequestGuard(Arc<ConnectionActivity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let mut traffic = self.0.lock();
-        traffic.in_flight -= 1;
-        if traffic.in_flight == 0 {
-            traffic.idle_since = Instant::now();
+        let mut counts = self.0.lock();
+        counts.in_flight -= 1;
+        if counts.in_flight == 0 {
+            counts.idle_since = Instant::now();
         }
     }
 }
@@ -92,14 +103,18 @@ impl Drop for RequestGuard {
 /// request that reaches an open connection during the drain is answered
 /// and then the connection ends cleanly.
 #[derive(Clone)]
-pub(crate) struct Tracked<S> {
+pub(crate) struct ConnectionService<S> {
     inner: S,
-    activity: Arc<Activity>,
+    activity: Arc<ConnectionActivity>,
     lifecycle: Arc<Lifecycle>,
 }
 
-impl<S> Tracked<S> {
-    pub(crate) fn new(inner: S, activity: Arc<Activity>, lifecycle: Arc<Lifecycle>) -> Self {
+impl<S> ConnectionService<S> {
+    pub(crate) fn new(
+        inner: S,
+        activity: Arc<ConnectionActivity>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
         Self {
             inner,
             activity,
@@ -108,7 +123,7 @@ impl<S> Tracked<S> {
     }
 }
 
-impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Tracked<S> {
+impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionService<S> {
     type Response = Response<TrackedBody<S::ResBody>>;
     type Error = S::Error;
     type Future = TrackedResponse<S::Future>;

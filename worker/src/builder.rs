@@ -2,15 +2,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_shared::listen_fds::inherited_listeners;
 use drover_shared::{Listener, ListenerSpec, DEFAULT_BACKLOG};
 
-use crate::accept::ListenerSlot;
-use crate::connection::ConnectionConfig;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, StartOptions};
+use crate::listeners::ListenerSlot;
 use crate::service::BoxError;
 use crate::sockets::IntoListener;
 use crate::{Error, Server, ServerHandle};
@@ -35,13 +34,13 @@ pub(crate) type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = (
 /// ```
 #[must_use = "a builder does nothing until bind, from_sockets or from_env"]
 pub struct Builder {
-    pub(crate) graceful_timeout: Option<Duration>,
-    pub(crate) keep_alive_timeout: Option<Duration>,
-    pub(crate) header_read_timeout: Option<Duration>,
-    pub(crate) max_connections: Option<usize>,
+    graceful_timeout: Option<Duration>,
+    keep_alive_timeout: Option<Duration>,
+    header_read_timeout: Option<Duration>,
+    max_connections: Option<usize>,
     backlog: u32,
-    pub(crate) startup: Vec<StartupHook>,
-    pub(crate) shutdown: Vec<ShutdownHook>,
+    startup: Vec<StartupHook>,
+    shutdown: Vec<ShutdownHook>,
 }
 
 impl Default for Builder {
@@ -66,26 +65,32 @@ impl Builder {
         self
     }
 
-    /// How long an idle HTTP/1.1 connection is kept open between requests.
-    /// Default 5 s; `None` keeps it until the client leaves;
+    /// How long an idle connection is kept open between requests (and, on
+    /// a new connection, until its first request). Default 5 s.
     /// `Duration::ZERO` turns keep-alive off (one request per connection).
+    /// `None` sets no idle limit of its own; `header_read_timeout` still
+    /// bounds the wait for the next request head, since hyper measures both
+    /// from the moment a connection starts waiting. The shorter of the two
+    /// applies.
     pub fn keep_alive_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.keep_alive_timeout = timeout.into();
         self
     }
 
-    /// How long a client may take to send a complete HTTP/1 request head
-    /// (slowloris protection). Default 30 s; `None` for no limit.
+    /// How long a client may take to send a complete HTTP/1 request head,
+    /// measured from when the connection starts waiting for it (slowloris
+    /// protection). Default 30 s, in effect capped by `keep_alive_timeout`
+    /// (see there); `None` for no limit of its own.
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.header_read_timeout = timeout.into();
         self
     }
 
-    /// At most `limit` connections at once; beyond it the server stops
-    /// accepting and new connections wait in the kernel's backlog.
-    /// Default: no limit.
+    /// At most `limit` connections at once (at least 1); beyond it the
+    /// server stops accepting and new connections wait in the kernel's
+    /// backlog. Default: no limit.
     pub fn max_connections(mut self, limit: usize) -> Self {
-        self.max_connections = Some(limit.max(1));
+        self.max_connections = Some(limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
         self
     }
 
@@ -126,25 +131,30 @@ impl Builder {
     }
 
     /// Opens a listener on `addr`: `HOST:PORT` (IPv4, or a name resolved
-    /// now), `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free
-    /// port. The socket listens at once (connects queue in the backlog) but
-    /// nothing is accepted before [`start_serving`](Server::start_serving).
-    /// A Unix socket file created here is removed when the server closes.
+    /// now; its first address is bound), `[V6]:PORT` or `unix:PATH`; port 0
+    /// picks a free port. The socket listens at once (connects queue in the
+    /// backlog) but nothing is accepted before
+    /// [`start_serving`](Server::start_serving). A Unix socket file created
+    /// here is removed when the server closes. For several addresses, open
+    /// them with [`ListenerSpec::open`] and use
+    /// [`from_sockets`](Self::from_sockets); for inherited descriptors,
+    /// [`from_env`](Self::from_env).
     pub async fn bind(self, addr: impl AsRef<str>) -> Result<Server, Error> {
         let spec: ListenerSpec = addr.as_ref().parse()?;
         let backlog = self.backlog;
         // Resolving a host name may block.
-        let listener = tokio::task::spawn_blocking(move || spec.open(backlog))
-            .await
-            .map_err(|e| Error::Adopt(Arc::new(std::io::Error::other(e))))??;
+        let opened = tokio::task::spawn_blocking(move || spec.open(backlog)).await;
+        let listener =
+            opened.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?;
         self.build(vec![(listener, None)])
     }
 
     /// Adopts listeners that are already open: std or tokio
     /// `TcpListener`/`UnixListener`, or [`Listener`]s (to mix kinds in one
     /// call: `[Listener::from(tcp), Listener::from(unix)]`). They must be
-    /// listening; the server sets non-blocking mode itself when it starts.
-    /// Their socket files are never removed by the server.
+    /// listening (a socket that is only bound is an error); the server sets
+    /// non-blocking mode itself when it starts. Their socket files belong
+    /// to whoever created them and are never removed by the server.
     pub fn from_sockets<I>(self, listeners: I) -> Result<Server, Error>
     where
         I: IntoIterator,
@@ -152,7 +162,7 @@ impl Builder {
     {
         let listeners = listeners
             .into_iter()
-            .map(|l| l.into_listener().map(|l| (l, None)))
+            .map(|l| l.into_listener().map(|l| (l.without_socket_file(), None)))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::Adopt(Arc::new(e)))?;
         self.build(listeners)
@@ -174,16 +184,25 @@ impl Builder {
 
     fn build(self, listeners: Vec<(Listener, Option<String>)>) -> Result<Server, Error> {
         if listeners.is_empty() {
-            let none = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listeners given");
-            return Err(Error::Adopt(Arc::new(none)));
+            return Err(Error::NoListeners);
         }
         let slots = listeners
             .into_iter()
             .map(|(listener, name)| ListenerSlot::new(listener, name))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::Adopt(Arc::new(e)))?;
-        let connections = ConnectionConfig::new(self.keep_alive_timeout, self.header_read_timeout);
-        let handle = ServerHandle::new(Arc::new(Lifecycle::new(slots, connections)));
-        Ok(Server::new(handle, Mutex::new(Some(self))))
+        let options = StartOptions {
+            graceful_timeout: self.graceful_timeout,
+            max_connections: self.max_connections,
+            startup: self.startup,
+            shutdown: self.shutdown,
+        };
+        let lifecycle = Lifecycle::new(
+            slots,
+            options,
+            self.keep_alive_timeout,
+            self.header_read_timeout,
+        );
+        Ok(Server::new(ServerHandle::new(Arc::new(lifecycle))))
     }
 }

@@ -1,14 +1,16 @@
-//! Serving one connection: HTTP/1.1 or HTTP/2, its keep-alive timeout, and
-//! how it ends when the server closes.
+//! Serving one connection: HTTP/1.1 or HTTP/2, its idle limits, and how it
+//! ends when the server closes.
 //!
-//! # Keep-alive
+//! # Idle limits
 //!
-//! hyper starts its request-head timer the moment an HTTP/1 connection
-//! begins waiting for a request, before any byte arrives, so one timer
-//! bounds both the time a keep-alive connection may sit idle and the time
-//! a client may take to send a head (slowloris). The connection gets the
-//! shorter of `keep_alive_timeout` and `header_read_timeout`, and this
-//! module adds no timer of its own while the server runs.
+//! hyper's request-head timer starts the moment an HTTP/1 connection waits
+//! for its next request, so after a first request it bounds both the idle
+//! time between requests and the time a client takes to send a head
+//! (slowloris). The connection gets the shorter of `keep_alive_timeout` and
+//! `header_read_timeout` for it. That timer does not run before hyper knows
+//! the protocol, nor on HTTP/2, so there the connection keeps a watchdog of
+//! its own with the same limit: a client that connects and sends nothing is
+//! closed, and so is an HTTP/2 connection idle for the limit (with GOAWAY).
 //!
 //! # Closing: fast or draining, one mechanism
 //!
@@ -21,64 +23,128 @@
 //!
 //! `close()` uses a window of zero (idle connections close at once: what a
 //! test fixture wants); `close_draining(w)` a longer one, for a worker
-//! being replaced under load. Closing an idle connection races with a
-//! client that is just sending its next request on it: the bytes arrive
-//! after our FIN, the kernel answers with a reset and the client sees an
-//! error. Busy keep-alive clients send a request within any reasonable
-//! window, get `connection: close` and stop reusing the connection; the
-//! window shrinks the race to clients that were quiet for all of it.
+//! being replaced under load.
+//!
+//! Closing an idle connection races with a client that is just sending its
+//! next request on it. A fast close accepts that (nothing would serve the
+//! client anyway, and a fixture wants the close over at once); a draining
+//! close, whose point is that no client sees an error, closes two cases:
+//! - the request already reached our socket, but this task has not read
+//!   it yet (the runtime learns of readable sockets only when it next asks
+//!   the kernel): before closing an idle connection the socket is peeked,
+//!   and unread bytes get [`UNREAD_GRACE`] to become a request, which is
+//!   answered with `connection: close`;
+//! - the request is still on its way: closing would make the kernel answer
+//!   it with a reset. Busy keep-alive clients send a request within any
+//!   reasonable drain window and get `connection: close` on it; the window
+//!   shrinks this race to clients that were quiet for all of it.
+//!
+//! Upgraded connections (WebSocket) leave hyper, and with it this module,
+//! once upgraded: they belong to the application, which can end them when
+//! [`ServerHandle::closing`](crate::ServerHandle::closing) resolves.
 
-use std::pin::Pin;
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use nix::sys::socket::{recv, MsgFlags};
+
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::accept::Stream;
-use crate::activity::{Activity, Tracked};
+use crate::activity::{ConnectionActivity, ConnectionService};
 use crate::lifecycle::Lifecycle;
 use crate::service::HttpService;
+use crate::stream::Stream;
 
 /// How a server speaks HTTP on its connections.
 pub(crate) struct ConnectionConfig {
-    http: auto::Builder<TokioExecutor>,
+    http: auto::Builder<StreamExecutor>,
+    /// The idle limit (see the module docs); `None`: none.
+    idle_limit: Option<Duration>,
 }
 
 impl ConnectionConfig {
     /// `keep_alive`: how long an idle HTTP/1 connection stays open (`None`:
-    /// no limit; zero: no keep-alive at all). `header_read_timeout`: how
-    /// long a client may take to send a request head.
-    pub(crate) fn new(keep_alive: Option<Duration>, header_read_timeout: Option<Duration>) -> Self {
-        let head_timer = match (keep_alive.filter(|ka| !ka.is_zero()), header_read_timeout) {
+    /// no limit of its own; zero: no keep-alive at all).
+    /// `header_read_timeout`: how long a client may take to send a request
+    /// head. HTTP/2 streams run on `tasks` and stop at `abort`.
+    pub(crate) fn new(
+        keep_alive: Option<Duration>,
+        header_read_timeout: Option<Duration>,
+        tasks: TaskTracker,
+        abort: CancellationToken,
+    ) -> Self {
+        let idle_limit = match (keep_alive.filter(|ka| !ka.is_zero()), header_read_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (one, other) => one.or(other),
         };
-        let mut http = auto::Builder::new(TokioExecutor::new());
+        let mut http = auto::Builder::new(StreamExecutor { tasks, abort });
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(head_timer)
+            .header_read_timeout(idle_limit)
             .keep_alive(keep_alive != Some(Duration::ZERO));
         // No HTTP/2 timer: it only drives keep-alive pings, which are off.
-        Self { http }
+        Self { http, idle_limit }
     }
 }
 
+/// Runs hyper's HTTP/2 stream tasks among the server's tracked tasks, so
+/// that `wait_closed` waits for them and an abort stops them.
+#[derive(Clone)]
+pub(crate) struct StreamExecutor {
+    tasks: TaskTracker,
+    abort: CancellationToken,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let abort = self.abort.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                () = abort.cancelled() => {}
+                _ = stream => {}
+            }
+        });
+    }
+}
+
+/// How long bytes found unread on an idle connection at close get to
+/// become a request (they are already there: hyper reads them at its next
+/// turn; this only bounds a client that sent part of a request and
+/// stopped).
+pub(crate) const UNREAD_GRACE: Duration = Duration::from_secs(1);
+
 /// How far a connection is on its way out.
+#[derive(Debug, Clone, Copy)]
 enum Phase {
-    /// Serving.
-    Open,
+    /// Serving. `watched`: the watchdog runs (no request yet, or HTTP/2).
+    Open { watched: bool },
     /// The server closed while this connection was idle: it ends after
     /// answering one more request, or after `window` of quiet from `since`.
-    Draining {
-        since: Instant,
-        window: Duration,
-        timer: Pin<Box<Sleep>>,
-    },
+    Draining { since: Instant, window: Duration },
     /// hyper was told to finish: in-flight requests complete, then it ends.
     Finishing,
+}
+
+impl Phase {
+    fn timer_armed(self) -> bool {
+        match self {
+            Self::Open { watched } => watched,
+            Self::Draining { .. } => true,
+            Self::Finishing => false,
+        }
+    }
 }
 
 /// Serves `stream` until the client leaves, the connection is closed by the
@@ -90,48 +156,65 @@ pub(crate) async fn serve_connection<S: HttpService>(
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _open = lifecycle.connection_opened();
-    let activity = Arc::new(Activity::new());
-    let service = Tracked::new(service, Arc::clone(&activity), Arc::clone(&lifecycle));
-    let connection = lifecycle
-        .connections
+    let opened = Instant::now();
+    // For peeking at unread bytes; valid while hyper holds the stream,
+    // which is as long as `connection` below runs.
+    let fd = stream.as_raw_fd();
+    let activity = Arc::new(ConnectionActivity::new(opened));
+    let service = ConnectionService::new(service, Arc::clone(&activity), Arc::clone(&lifecycle));
+    let config = &lifecycle.connections;
+    let connection = config
         .http
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
 
-    let mut phase = Phase::Open;
+    let idle_limit = config.idle_limit;
+    let mut phase = Phase::Open {
+        watched: idle_limit.is_some(),
+    };
+    // One timer for the watchdog and the drain window; armed per `phase`.
+    let timer = tokio::time::sleep_until(opened + idle_limit.unwrap_or(Duration::ZERO));
+    tokio::pin!(timer);
     let result = loop {
         tokio::select! {
             biased;
             result = connection.as_mut() => break Some(result),
             () = lifecycle.aborting() => break None,
-            () = lifecycle.closing(), if matches!(phase, Phase::Open) => {
-                let window = lifecycle.drain_window();
+            () = lifecycle.closing(), if matches!(phase, Phase::Open { .. }) => {
                 let idle_http1 = activity.idle_since().is_some() && !activity.is_http2();
-                phase = if idle_http1 && !window.is_zero() {
-                    let since = Instant::now();
-                    let timer = Box::pin(tokio::time::sleep_until(since + window));
-                    Phase::Draining { since, window, timer }
-                } else {
+                let window = match lifecycle.drain_window() {
+                    _ if !idle_http1 => Duration::ZERO,
+                    window if !window.is_zero() && has_unread_bytes(fd) => window.max(UNREAD_GRACE),
+                    window => window,
+                };
+                phase = if window.is_zero() {
+                    // Not through the timer: tokio rounds deadlines up to
+                    // the next millisecond, and a fast close must be fast.
                     connection.as_mut().graceful_shutdown();
                     Phase::Finishing
+                } else {
+                    let since = Instant::now();
+                    timer.as_mut().reset(since + window);
+                    Phase::Draining { since, window }
                 };
             }
-            () = drain_timer(&mut phase), if matches!(phase, Phase::Draining { .. }) => {
-                // Requests never touch the timer, so when it fires, see
-                // whether the connection really was quiet for the window.
-                let Phase::Draining { since, window, timer } = &mut phase else {
-                    unreachable!("the drain timer only runs while draining")
+            () = timer.as_mut(), if phase.timer_armed() => {
+                // Requests never touch the timer: when it fires, see whether
+                // the connection was quiet for long enough; if not, set it
+                // to the moment it will have been.
+                let quiet_until = match phase {
+                    Phase::Open { .. } => watchdog_deadline(&activity, idle_limit),
+                    Phase::Draining { since, window } => drain_deadline(&activity, fd, since, window),
+                    Phase::Finishing => None,
                 };
-                match activity.idle_since() {
-                    Some(idle) if idle.max(*since) + *window > Instant::now() => {
-                        timer.as_mut().reset(idle.max(*since) + *window);
-                    }
-                    // Quiet for the window, or a request came in during
-                    // it: answer what is in flight, then end.
-                    _ => {
+                match quiet_until {
+                    Some(Deadline::At(deadline)) => timer.as_mut().reset(deadline),
+                    Some(Deadline::Passed) => {
                         connection.as_mut().graceful_shutdown();
                         phase = Phase::Finishing;
                     }
+                    // hyper's head timer has taken over.
+                    None => phase = Phase::Open { watched: false },
                 }
             }
         }
@@ -153,10 +236,60 @@ pub(crate) async fn serve_connection<S: HttpService>(
     }
 }
 
-/// Fires when the drain window of a draining connection ends.
-async fn drain_timer(phase: &mut Phase) {
-    match phase {
-        Phase::Draining { timer, .. } => timer.as_mut().await,
-        _ => std::future::pending().await,
+/// When a timer check says a connection should end.
+enum Deadline {
+    At(Instant),
+    Passed,
+}
+
+impl Deadline {
+    fn of(deadline: Instant) -> Self {
+        if deadline > Instant::now() {
+            Self::At(deadline)
+        } else {
+            Self::Passed
+        }
     }
+}
+
+/// The watchdog while serving: a connection with no request yet must send
+/// one within the idle limit; an HTTP/2 one must not stay idle longer.
+/// `None` once hyper's own timer covers the connection (HTTP/1 after a
+/// first request).
+fn watchdog_deadline(activity: &ConnectionActivity, limit: Option<Duration>) -> Option<Deadline> {
+    let limit = limit?;
+    if activity.has_had_requests() && !activity.is_http2() {
+        return None;
+    }
+    Some(match activity.idle_since() {
+        Some(idle) => Deadline::of(idle + limit),
+        None => Deadline::At(Instant::now() + limit), // busy: look again later
+    })
+}
+
+/// The drain window: quiet for `window` since the close (or the last
+/// response), and it ends, unless bytes wait unread. A request that came in
+/// meanwhile, or any HTTP/2 traffic, ends it at once: hyper answers what is
+/// in flight, then closes.
+fn drain_deadline(
+    activity: &ConnectionActivity,
+    fd: RawFd,
+    since: Instant,
+    window: Duration,
+) -> Option<Deadline> {
+    Some(match activity.idle_since() {
+        Some(idle) if !activity.is_http2() => match Deadline::of(idle.max(since) + window) {
+            Deadline::Passed if has_unread_bytes(fd) => Deadline::At(Instant::now() + UNREAD_GRACE),
+            deadline => deadline,
+        },
+        _ => Deadline::Passed,
+    })
+}
+
+/// Whether bytes wait unread on the socket: a request the client sent that
+/// hyper has not seen yet.
+fn has_unread_bytes(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(recv(fd, &mut byte, flags), Ok(n) if n > 0)
 }

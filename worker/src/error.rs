@@ -21,9 +21,14 @@ pub enum Error {
     #[error(transparent)]
     ListenFds(Arc<ListenFdsError>),
     /// A listener given to [`Server::from_sockets`](crate::Server::from_sockets)
-    /// could not be adopted or registered with the runtime.
-    #[error("cannot adopt listener: {0}")]
+    /// is not a listening socket, or a listener could not be registered with
+    /// the runtime when the server started.
+    #[error("cannot use listener: {0}")]
     Adopt(#[source] Arc<io::Error>),
+    /// [`Server::from_sockets`](crate::Server::from_sockets) was given no
+    /// listener.
+    #[error("no listeners given")]
+    NoListeners,
     /// A startup hook returned an error; nothing is accepting.
     #[error("startup hook failed: {0}")]
     Startup(#[source] Arc<dyn StdError + Send + Sync>),
@@ -34,6 +39,10 @@ pub enum Error {
     /// The server was closed before (or while) it started.
     #[error("the server is closed")]
     Closed,
+    /// `start_serving` was cancelled (its future dropped) or a startup hook
+    /// panicked before the server started; the server is closed.
+    #[error("the start was cancelled before the server was serving")]
+    StartCancelled,
     /// A listener failed in a way retrying cannot mend (the server closed).
     #[error("accepting on {addr} failed: {source}")]
     Accept {

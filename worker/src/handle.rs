@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use drover_shared::ListenAddr;
 
-use crate::lifecycle::{CloseReport, Lifecycle, ServerStats};
+use crate::lifecycle::Lifecycle;
+use crate::report::{CloseReport, ServerStats};
 use crate::Error;
 
 /// A cheap, cloneable handle to a [`Server`](crate::Server), usable from

@@ -3,66 +3,55 @@
 //!
 //! ```text
 //!   Bound ──start_serving──▶ Starting ──hooks ok──▶ Serving
-//!     │                        │  └──hook failed──▶ Closed(Err)
-//!     │ close()                │ close()              │ close() / fatal accept error
+//!     │                        │  └──hook failed, start cancelled──▶ Closing(fatal) ─▶ Closed(Err)
+//!     │ close()                │ close()              │ close(), fatal accept error
 //!     ▼                        ▼                      ▼
-//!   Closed(Ok) ◀── shutdown hooks ── Closing ◀────────┘
+//!   Closed(Ok) ◀─ hooks, report ─ Closing { drain window, fatal error } ◀──┘
 //! ```
 //!
-//! `close()` is synchronous: it moves the state, closes every listening
-//! socket and fires the close signal before it returns. Tasks never poll
-//! a flag; they wait on the signal, so closing pre-empts every wait at once.
+//! `close()` is synchronous: it closes every listening socket, moves the
+//! state and fires the close signal before it returns. Tasks never poll a
+//! flag; they wait on the signal, so closing pre-empts every wait at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
-use crate::accept::ListenerSlot;
+use crate::builder::{ShutdownHook, StartupHook};
 use crate::connection::ConnectionConfig;
+use crate::listeners::ListenerSlot;
+use crate::report::{CloseReport, ServerStats};
 use crate::Error;
 
+/// What `start_serving` needs, kept in the `Bound` state until it runs.
+pub(crate) struct StartOptions {
+    pub(crate) graceful_timeout: Option<Duration>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) startup: Vec<StartupHook>,
+    pub(crate) shutdown: Vec<ShutdownHook>,
+}
+
 /// Where a server is in its life.
-#[derive(Debug, Clone)]
-pub(crate) enum State {
+enum State {
     /// Listeners open, nothing accepting yet.
-    Bound,
+    Bound(StartOptions),
     /// `start_serving` is running the startup hooks.
     Starting,
     /// Accepting on every listener.
     Serving,
     /// Listeners closed; connections finishing; shutdown hooks to run.
-    Closing,
+    Closing {
+        /// How long an idle HTTP/1 connection may stay (zero: none).
+        drain: Duration,
+        /// The error that closed the server, if one did.
+        fatal: Option<Error>,
+    },
     /// Every connection has ended and the shutdown hooks have run.
     Closed(Result<CloseReport, Error>),
-}
-
-/// What a server's close did, returned by
-/// [`wait_closed`](crate::ServerHandle::wait_closed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CloseReport {
-    /// Connections open at close that finished on their own (answered
-    /// their in-flight requests, or were idle and closed).
-    pub drained: u64,
-    /// Connections still open at the graceful deadline, or at
-    /// [`abort`](crate::ServerHandle::abort), and cut.
-    pub aborted: u64,
-    /// Requests the server received over its whole life.
-    pub requests_served: u64,
-}
-
-/// Live counters of a serving server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerStats {
-    /// Requests received so far.
-    pub requests_served: u64,
-    /// Connections open now.
-    pub open_connections: u64,
 }
 
 /// Everything the server's tasks and handles share.
@@ -70,18 +59,15 @@ pub(crate) struct Lifecycle {
     state: Mutex<State>,
     /// Notified when the state becomes `Closed`.
     closed: Notify,
-    close: CancellationToken,
-    abort: CancellationToken,
-    /// How long an idle connection may stay after close; set by the first
-    /// close (`u64::MAX`: not closed yet).
-    drain_window_ns: AtomicU64,
-    fatal: Mutex<Option<Error>>,
+    close_signal: CancellationToken,
+    abort_signal: CancellationToken,
     pub(crate) listeners: Vec<ListenerSlot>,
-    /// The HTTP settings every connection uses (kept here rather than in an
-    /// Arc of their own: one allocation fewer per server, one Arc fewer to
-    /// clone per connection).
+    /// How connections speak HTTP (kept here rather than behind an Arc of
+    /// their own: one allocation fewer per server, one Arc fewer to clone
+    /// per connection).
     pub(crate) connections: ConnectionConfig,
-    /// Accept loops and connections: `wait_closed` waits for all of them.
+    /// The accept loop's connections and HTTP/2 streams: `wait_closed`
+    /// waits for all of them.
     pub(crate) tasks: TaskTracker,
     requests: AtomicU64,
     open_connections: AtomicU64,
@@ -90,17 +76,28 @@ pub(crate) struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub(crate) fn new(listeners: Vec<ListenerSlot>, connections: ConnectionConfig) -> Self {
+    pub(crate) fn new(
+        listeners: Vec<ListenerSlot>,
+        options: StartOptions,
+        keep_alive: Option<Duration>,
+        header_read_timeout: Option<Duration>,
+    ) -> Self {
+        let tasks = TaskTracker::new();
+        let abort_signal = CancellationToken::new();
+        let connections = ConnectionConfig::new(
+            keep_alive,
+            header_read_timeout,
+            tasks.clone(),
+            abort_signal.clone(),
+        );
         Self {
-            connections,
-            state: Mutex::new(State::Bound),
+            state: Mutex::new(State::Bound(options)),
             closed: Notify::new(),
-            close: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            drain_window_ns: AtomicU64::new(u64::MAX),
-            fatal: Mutex::new(None),
+            close_signal: CancellationToken::new(),
+            abort_signal,
             listeners,
-            tasks: TaskTracker::new(),
+            connections,
+            tasks,
             requests: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
             drained: AtomicU64::new(0),
@@ -108,16 +105,17 @@ impl Lifecycle {
         }
     }
 
-    /// Bound → Starting. Any other state is an error for the caller.
-    pub(crate) fn begin_start(&self) -> Result<(), Error> {
+    /// Bound → Starting, handing over the start options. Any other state is
+    /// an error for the caller and changes nothing.
+    pub(crate) fn begin_start(&self) -> Result<StartOptions, Error> {
         let mut state = self.lock_state();
-        match *state {
-            State::Bound => {
-                *state = State::Starting;
-                Ok(())
-            }
+        match &*state {
+            State::Bound(_) => match std::mem::replace(&mut *state, State::Starting) {
+                State::Bound(options) => Ok(options),
+                _ => unreachable!("matched Bound just above"),
+            },
             State::Starting | State::Serving => Err(Error::AlreadyStarted),
-            State::Closing | State::Closed(_) => Err(Error::Closed),
+            State::Closing { .. } | State::Closed(_) => Err(Error::Closed),
         }
     }
 
@@ -135,70 +133,72 @@ impl Lifecycle {
     /// Closes with `drain` as the idle window (zero: idle connections end
     /// at once). Idempotent; the first close sets the window.
     pub(crate) fn close(&self, drain: Duration) {
-        let window = u64::try_from(drain.as_nanos()).unwrap_or(u64::MAX - 1);
-        let _ = self.drain_window_ns.compare_exchange(
-            u64::MAX,
-            window,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        let first = {
-            let mut state = self.lock_state();
-            match *state {
-                // Nothing was ever started: there is nothing to wait for.
-                State::Bound => {
-                    *state = State::Closed(Ok(CloseReport::default()));
-                    self.closed.notify_waiters();
-                    true
-                }
-                State::Starting | State::Serving => {
-                    *state = State::Closing;
-                    true
-                }
-                State::Closing | State::Closed(_) => false,
-            }
-        };
-        // Sockets go before the signal, so that once close() returns a
-        // connect is refused (when no other process holds the socket).
-        for listener in &self.listeners {
-            listener.close();
-        }
-        self.close.cancel();
-        if first {
-            tracing::debug!("server closing");
-        }
-    }
-
-    /// Closes and cuts every connection now.
-    pub(crate) fn abort(&self) {
-        self.close(Duration::ZERO);
-        self.abort.cancel();
+        self.close_with(drain, None);
     }
 
     /// Records an error the server cannot go on after, then closes.
     pub(crate) fn fail(&self, error: Error) {
         tracing::error!(%error, "server failing");
-        self.fatal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(error);
-        self.close(Duration::ZERO);
+        self.close_with(Duration::ZERO, Some(error));
     }
 
-    /// Closing (or Starting, after a failed hook) → Closed.
+    fn close_with(&self, drain: Duration, error: Option<Error>) {
+        // Sockets go first, so that once close() returns (or a waiter wakes)
+        // a connect is refused, unless another process holds the socket. A
+        // draining close first takes the connections already queued.
+        let sweep = !drain.is_zero() && !self.close_signal.is_cancelled();
+        for listener in &self.listeners {
+            listener.close(sweep);
+        }
+        {
+            let mut state = self.lock_state();
+            match &mut *state {
+                // Nothing was ever started: there is nothing to wait for.
+                State::Bound(_) => {
+                    *state = State::Closed(error.map_or(Ok(CloseReport::default()), Err));
+                    self.closed.notify_waiters();
+                }
+                State::Starting | State::Serving => {
+                    tracing::debug!(?drain, "server closing");
+                    *state = State::Closing {
+                        drain,
+                        fatal: error,
+                    };
+                }
+                State::Closing { fatal, .. } => {
+                    if fatal.is_none() {
+                        *fatal = error;
+                    }
+                }
+                State::Closed(_) => {}
+            }
+        }
+        self.close_signal.cancel();
+    }
+
+    /// Closes and cuts every connection now.
+    pub(crate) fn abort(&self) {
+        self.close(Duration::ZERO);
+        self.abort_signal.cancel();
+    }
+
+    /// Closing → Closed, with the report or the error that closed it.
     pub(crate) fn finish(&self) {
-        let result = match self.fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            Some(error) => Err(error),
-            None => Ok(self.report()),
+        let mut state = self.lock_state();
+        let fatal = match &mut *state {
+            State::Closing { fatal, .. } => fatal.take(),
+            _ => None,
         };
+        let result = fatal.map_or_else(|| Ok(self.report()), Err);
         tracing::debug!(?result, "server closed");
-        *self.lock_state() = State::Closed(result);
+        *state = State::Closed(result);
+        drop(state);
         self.closed.notify_waiters();
     }
 
     pub(crate) async fn wait_closed(&self) -> Result<CloseReport, Error> {
         loop {
-            // Register before looking, so a close between the two is seen.
+            // Register before looking, so that a close in between is seen.
             let notified = self.closed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -213,29 +213,25 @@ impl Lifecycle {
         matches!(*self.lock_state(), State::Serving)
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        // Transitions cannot panic half-way; a poisoned lock holds a state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn is_closing(&self) -> bool {
-        self.close.is_cancelled()
+        self.close_signal.is_cancelled()
     }
 
-    /// Resolves once `close()` (or `abort()`) has been called.
+    /// Resolves once `close()` (or `abort()`, or a fatal error) happened.
     pub(crate) fn closing(&self) -> WaitForCancellationFuture<'_> {
-        self.close.cancelled()
+        self.close_signal.cancelled()
     }
 
     /// Resolves once connections must be cut.
     pub(crate) fn aborting(&self) -> WaitForCancellationFuture<'_> {
-        self.abort.cancelled()
+        self.abort_signal.cancelled()
     }
 
+    /// The drain window of a closing server (zero otherwise).
     pub(crate) fn drain_window(&self) -> Duration {
-        match self.drain_window_ns.load(Ordering::Relaxed) {
-            u64::MAX => Duration::ZERO,
-            ns => Duration::from_nanos(ns),
+        match &*self.lock_state() {
+            State::Closing { drain, .. } => *drain,
+            _ => Duration::ZERO,
         }
     }
 
@@ -270,6 +266,11 @@ impl Lifecycle {
             aborted: self.aborted.load(Ordering::Relaxed),
             requests_served: self.requests.load(Ordering::Relaxed),
         }
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // Transitions cannot panic half-way; a poisoned lock holds a state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

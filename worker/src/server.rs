@@ -1,16 +1,18 @@
 //! [`Server`]: open, start, serve, close.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover_shared::ListenAddr;
 use tokio::sync::Semaphore;
 
 use crate::accept::accept_loop;
-use crate::builder::{Builder, ShutdownHook};
-use crate::lifecycle::{CloseReport, Lifecycle, ServerStats};
+use crate::builder::Builder;
+use crate::lifecycle::Lifecycle;
+use crate::report::{CloseReport, ServerStats};
 use crate::service::IntoHttpService;
+use crate::shutdown::drive_close;
 use crate::sockets::IntoListener;
 use crate::{Error, ListenerInfo, ServerHandle};
 
@@ -37,13 +39,11 @@ use crate::{Error, ListenerInfo, ServerHandle};
 /// [`serve_while`](Self::serve_while).
 pub struct Server {
     handle: ServerHandle,
-    /// The options, until `start_serving` takes them.
-    options: Mutex<Option<Builder>>,
 }
 
 impl Server {
-    pub(crate) fn new(handle: ServerHandle, options: Mutex<Option<Builder>>) -> Self {
-        Self { handle, options }
+    pub(crate) fn new(handle: ServerHandle) -> Self {
+        Self { handle }
     }
 
     /// A [`Builder`] for a server with non-default options or hooks.
@@ -84,20 +84,23 @@ impl Server {
     /// [`Error::AlreadyStarted`] while it is starting or serving, and
     /// [`Error::Closed`] once it is closing or closed (also when `close()`
     /// came while the startup hooks ran); the running server is never
-    /// affected.
+    /// affected. If this future is dropped before it returns, or a hook
+    /// panics, the server is closed and `wait_closed` returns
+    /// [`Error::StartCancelled`].
+    ///
+    /// Needs a tokio runtime with I/O and time enabled (what
+    /// `#[tokio::main]` and `#[tokio::test]` build).
     pub async fn start_serving<S, K>(&self, service: S) -> Result<(), Error>
     where
         S: IntoHttpService<K>,
     {
         let lifecycle = &self.handle.lifecycle;
-        lifecycle.begin_start()?;
+        let options = lifecycle.begin_start()?;
         let begun = Instant::now();
-        let options = self
-            .options
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or(Error::AlreadyStarted)?;
+        // Until the server's task runs, this future owns the start: if it
+        // is dropped or a hook panics, the guard closes the server, so that
+        // nothing is left half-started and wait_closed still resolves.
+        let guard = StartGuard(Some(lifecycle));
 
         let prepared = async {
             for slot in &lifecycle.listeners {
@@ -109,37 +112,37 @@ impl Server {
             Ok::<(), Error>(())
         };
         if let Err(error) = prepared.await {
+            guard.disarm();
             lifecycle.fail(error.clone());
             lifecycle.finish();
             return Err(error);
         }
 
-        let service = service.into_http_service();
+        // Serving from here, unless a close came during the hooks; then the
+        // task below only runs the shutdown hooks and reports.
+        let serving = lifecycle.started();
         let limit = options.max_connections.map(|n| Arc::new(Semaphore::new(n)));
-        let accept =
-            |index| accept_loop(Arc::clone(lifecycle), index, service.clone(), limit.clone());
-        for index in 1..lifecycle.listeners.len() {
-            lifecycle.tasks.spawn(accept(index));
-        }
-        // The first listener's loop and the close driver share a task: one
-        // spawn fewer per server. It is not tracked, as it waits for the
-        // tracked tasks; its accept loop has ended before it does.
-        let first = accept(0);
-        let (lifecycle_, graceful, hooks) = (
+        let accept = accept_loop(Arc::clone(lifecycle), service.into_http_service(), limit);
+        let close = drive_close(
             Arc::clone(lifecycle),
             options.graceful_timeout,
             options.shutdown,
         );
+        // One task per server: the accept loop, then the close driver. It is
+        // not tracked, as the driver waits for the tracked tasks.
         tokio::spawn(async move {
-            first.await;
-            drive_close(lifecycle_, graceful, hooks).await;
+            accept.await;
+            close.await;
         });
-        lifecycle.started()?;
-        tracing::info!(
-            addrs = %display_addrs(&self.local_addrs()),
-            took = ?begun.elapsed(),
-            "serving"
-        );
+        guard.disarm();
+        serving?;
+        if tracing::enabled!(tracing::Level::INFO) {
+            tracing::info!(
+                addrs = %display_addrs(&self.local_addrs()),
+                took = ?begun.elapsed(),
+                "serving"
+            );
+        }
         Ok(())
     }
 
@@ -236,48 +239,31 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// After close: wait for the connections up to the graceful deadline,
-/// abort what is left, run the shutdown hooks, report.
-async fn drive_close(
-    lifecycle: Arc<Lifecycle>,
-    graceful_timeout: Option<Duration>,
-    shutdown_hooks: Vec<ShutdownHook>,
-) {
-    lifecycle.closing().await;
-    let begun = Instant::now();
-    lifecycle.tasks.close();
-    let drained = async {
-        match graceful_timeout {
-            Some(deadline) => tokio::time::timeout(deadline, lifecycle.tasks.wait())
-                .await
-                .is_ok(),
-            None => {
-                lifecycle.tasks.wait().await;
-                true
-            }
-        }
-    };
-    let finished_in_time = tokio::select! {
-        finished = drained => finished,
-        () = lifecycle.aborting() => false,
-    };
-    if !finished_in_time {
-        lifecycle.abort();
-        lifecycle.tasks.wait().await;
-    }
-    for hook in shutdown_hooks {
-        hook().await;
-    }
-    lifecycle.finish();
-    tracing::info!(took = ?begun.elapsed(), stats = ?lifecycle.stats(), "closed");
-}
-
 fn display_addrs(addrs: &[ListenAddr]) -> String {
     addrs
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Fails the start if dropped while armed (a cancelled `start_serving`, a
+/// panicking hook).
+struct StartGuard<'a>(Option<&'a Arc<Lifecycle>>);
+
+impl StartGuard<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lifecycle) = self.0 {
+            lifecycle.fail(Error::StartCancelled);
+            lifecycle.finish();
+        }
+    }
 }
 
 /// Closes the server when dropped (the scoped form's guard).

@@ -9,10 +9,22 @@ use std::time::Duration;
 use common::{app, read_body, within, Client, Probe};
 use drover_worker::Server;
 use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A server whose idle connections stay until closed: the keep-alive limit
+/// must not be what ends them in these tests.
+async fn server_without_idle_limit() -> Server {
+    Server::builder()
+        .keep_alive_timeout(None)
+        .header_read_timeout(None)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_at_once_by_close() {
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let server = server_without_idle_limit().await;
     let addr = server.local_addrs()[0].clone();
     server.start_serving(app(Default::default())).await.unwrap();
     let mut client = Client::connect(&addr).await.unwrap();
@@ -76,6 +88,12 @@ async fn endless_stream_is_aborted_at_the_graceful_deadline_and_counted() {
     assert_eq!(first.into_data().unwrap(), "tick\n");
 
     server.close();
+    // Not cut at close: the stream goes on until the deadline.
+    let after_close = within("a chunk after close", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after_close.into_data().unwrap(), "tick\n");
     let report = within("wait_closed", server.wait_closed()).await.unwrap();
     assert_eq!((report.drained, report.aborted), (0, 1));
     // The client sees the stream cut, not a clean end.
@@ -101,7 +119,7 @@ async fn abort_cuts_in_flight_requests_at_once() {
 
 #[tokio::test]
 async fn draining_close_answers_a_request_on_an_idle_connection() {
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let server = server_without_idle_limit().await;
     let addr = server.local_addrs()[0].clone();
     server.start_serving(app(Default::default())).await.unwrap();
     let mut client = Client::connect(&addr).await.unwrap();
@@ -123,7 +141,7 @@ async fn draining_close_answers_a_request_on_an_idle_connection() {
 
 #[tokio::test]
 async fn draining_close_ends_a_quiet_connection_after_the_window() {
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let server = server_without_idle_limit().await;
     let addr = server.local_addrs()[0].clone();
     server.start_serving(app(Default::default())).await.unwrap();
     let mut client = Client::connect(&addr).await.unwrap();
@@ -163,18 +181,25 @@ async fn keep_alive_timeout_closes_idle_connections_while_serving() {
 async fn keep_alive_timeout_never_cuts_a_slow_request() {
     let probe = Arc::new(Probe::default());
     let server = Server::builder()
-        .keep_alive_timeout(Duration::from_millis(10))
+        .keep_alive_timeout(Duration::from_millis(20))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
     let addr = server.local_addrs()[0].clone();
     server.start_serving(app(probe.clone())).await.unwrap();
-    let mut client = Client::connect(&addr).await.unwrap();
-    let response = tokio::spawn(async move { client.send("/hold").await });
+    let mut busy = Client::connect(&addr).await.unwrap();
+    let response = tokio::spawn(async move { busy.send("/hold").await });
     within("the handler to start", probe.entered.notified()).await;
-    // Let several keep-alive periods pass while the request is held: wait
-    // for a timer far past the timeout on the test's side.
-    tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: lets the keep-alive timer fire while busy; the assertion is on the outcome
+
+    // An idle connection opened now is cut after the keep-alive limit: once
+    // that has happened, the busy one has been busy for longer than it.
+    let mut idle = Client::connect(&addr).await.unwrap();
+    idle.get("/").await;
+    within("the idle connection's keep-alive limit", idle.closed)
+        .await
+        .unwrap()
+        .unwrap();
+
     probe.release.notify_one();
     let (head, body) = read_body(
         within("the held response", response)
@@ -185,5 +210,59 @@ async fn keep_alive_timeout_never_cuts_a_slow_request() {
     .await;
     assert_eq!((head.status().as_u16(), body.as_str()), (200, "held"));
     server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_anything_is_closed_at_the_idle_limit() {
+    let server = Server::builder()
+        .keep_alive_timeout(Duration::from_millis(50))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    server.start_serving(app(Default::default())).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = within(
+        "the server to close a silent connection",
+        silent.read(&mut buf),
+    )
+    .await;
+    assert!(matches!(read, Ok(0)), "{read:?}");
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn draining_close_answers_a_request_that_reaches_an_idle_connection_at_close() {
+    let server = server_without_idle_limit().await;
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    server.start_serving(app(Default::default())).await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: test\r\n\r\n";
+    client.write_all(request).await.unwrap();
+    let mut first = Vec::new();
+    while !first.ends_with(b"hello") {
+        let mut chunk = [0u8; 512];
+        let n = within("the first response", client.read(&mut chunk))
+            .await
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&chunk[..n]);
+    }
+
+    // The next request is in the server's socket when the close runs,
+    // before the server has had a chance to read it; the window is far
+    // shorter than it takes to notice.
+    client.write_all(request).await.unwrap();
+    server.close_draining(Duration::from_nanos(1));
+    let mut second = String::new();
+    within("the second response", client.read_to_string(&mut second))
+        .await
+        .expect("answered, not reset");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.contains("connection: close"), "{second}");
+    assert!(second.ends_with("hello"), "{second}");
     within("wait_closed", server.wait_closed()).await.unwrap();
 }

@@ -100,6 +100,10 @@ async fn many_tasks_wait_closed_before_and_after_close() {
             tokio::spawn(async move { handle.wait_closed().await })
         })
         .collect();
+    // On this single-threaded runtime, yielding runs the spawned waiters
+    // first: they are waiting before close().
+    tokio::task::yield_now().await;
+    assert!(waiters.iter().all(|w| !w.is_finished()));
     server.close();
     for waiter in waiters {
         within("a waiter", waiter).await.unwrap().unwrap();
@@ -236,5 +240,49 @@ async fn serve_while_closes_even_if_the_scope_panics() {
     });
     assert!(within("scope task", task).await.unwrap_err().is_panic());
     within("wait_closed", server.wait_closed()).await.unwrap();
+    assert!(connect_refused(&addr).await);
+}
+
+#[tokio::test]
+async fn a_cancelled_start_closes_the_server_instead_of_leaving_it_half_started() {
+    let server = Server::builder()
+        .on_startup(std::future::pending::<Result<(), std::io::Error>>)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].clone();
+    let start = server.start_serving(app(Default::default()));
+    // Give up on a start that cannot finish: its future is dropped while
+    // the hook waits (the hook runs on the first poll, then yield_now wins).
+    tokio::select! {
+        biased;
+        _ = start => panic!("the hook never returns"),
+        () = tokio::task::yield_now() => {}
+    }
+    let closed = within("wait_closed", server.wait_closed()).await;
+    assert!(matches!(closed, Err(Error::StartCancelled)), "{closed:?}");
+    assert!(connect_refused(&addr).await);
+}
+
+#[tokio::test]
+async fn a_panicking_startup_hook_closes_the_server() {
+    let server = Arc::new(
+        Server::builder()
+            .on_startup(|| async { panic!("hook exploded") as Result<(), std::io::Error> })
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap(),
+    );
+    let addr = server.local_addrs()[0].clone();
+    let starter = Arc::clone(&server);
+    let start = tokio::spawn(async move {
+        let _ = starter.start_serving(app(Default::default())).await;
+    });
+    assert!(within("the start task", start)
+        .await
+        .unwrap_err()
+        .is_panic());
+    let closed = within("wait_closed", server.wait_closed()).await;
+    assert!(matches!(closed, Err(Error::StartCancelled)), "{closed:?}");
     assert!(connect_refused(&addr).await);
 }

@@ -5,7 +5,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{app, within, Client, Probe};
-use drover_worker::Server;
+use drover_worker::{Listener, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How many connections wait in the accept queue of the TCP listener on
 /// `port` (the kernel's rx_queue of a LISTEN socket in /proc/net/tcp).
@@ -60,5 +61,74 @@ async fn beyond_max_connections_clients_wait_in_the_backlog() {
     );
     assert_eq!(accept_queue(port), 0);
     server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn max_connections_is_shared_by_all_listeners_without_starving_one() {
+    let dir = std::env::temp_dir().join(format!("drover-limit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unix = std::os::unix::net::UnixListener::bind(dir.join("s.sock")).unwrap();
+    let server = Server::builder()
+        .max_connections(1)
+        .from_sockets([Listener::from(tcp), Listener::from(unix)])
+        .unwrap();
+    server.start_serving(app(Default::default())).await.unwrap();
+    // One connection at a time, on either listener, each served in turn.
+    for addr in server
+        .local_addrs()
+        .iter()
+        .chain(server.local_addrs().iter())
+    {
+        let mut client = Client::connect(addr).await.unwrap();
+        assert_eq!(
+            within("a response", client.get("/")).await.1,
+            "hello",
+            "{addr}"
+        );
+        drop(client);
+    }
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn draining_close_answers_a_connection_waiting_in_the_accept_queue() {
+    let server = Server::builder()
+        .max_connections(1)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].clone();
+    server.start_serving(app(Default::default())).await.unwrap();
+    // The only slot is taken, so the next connection waits in the queue
+    // with its request already sent.
+    let mut first = Client::connect(&addr).await.unwrap();
+    first.get("/").await;
+    let mut queued = tokio::net::TcpStream::connect(addr.tcp().unwrap())
+        .await
+        .unwrap();
+    queued
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+
+    server.close_draining(std::time::Duration::from_millis(1));
+    let mut answer = String::new();
+    within(
+        "the queued request's answer",
+        queued.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered, not reset");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("hello"), "{answer}");
     within("wait_closed", server.wait_closed()).await.unwrap();
 }

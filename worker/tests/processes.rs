@@ -25,6 +25,7 @@ fn child() {
     };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter("drover_worker=debug")
         .try_init();
     if scenario == "emfile" {
@@ -193,12 +194,19 @@ async fn from_env_rejects_missing_and_malformed_environments() {
             "meant for pid 1",
         ),
         (&[("LISTEN_FDS", "two"), ("LISTEN_PID", "$$")], "malformed"),
-        (&[("LISTEN_FDS", "1"), ("LISTEN_PID", "$$")], "descriptor 3"),
+        // fd 3 is /dev/null (the script opens it), not a socket.
+        (
+            &[("LISTEN_FDS", "1"), ("LISTEN_PID", "$$")],
+            "descriptor 3 is not a listening",
+        ),
     ];
     for (vars, says) in cases {
         // `sh -c 'exec'` keeps the pid, so LISTEN_PID=$$ is the child's.
         let assignments: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let script = format!("{} exec \"$0\" \"$@\"", assignments.join(" "));
+        let script = format!(
+            "exec 3</dev/null; {} exec \"$0\" \"$@\"",
+            assignments.join(" ")
+        );
         let mut command = Command::new("sh");
         command
             .arg("-c")
@@ -247,6 +255,21 @@ async fn accept_backs_off_when_out_of_descriptors_and_recovers() {
         }
     };
     assert!(!served.is_empty());
+    // While out of descriptors the loop pauses, longer each time, instead
+    // of retrying at once (which would spin a core).
+    let pauses: Vec<String> = {
+        let mut pauses = Vec::new();
+        while pauses.len() < 3 {
+            let line = child.stderr_line("backing off").await;
+            pauses.push(line.split("retry_in=").nth(1).unwrap_or("").to_owned());
+        }
+        pauses
+    };
+    assert_eq!(
+        pauses,
+        ["10ms", "20ms", "40ms"],
+        "the accept backoff doubles (5 ms was the first pause)"
+    );
 
     drop(served); // frees the child's descriptors
     let (status, _) = within("the stuck request after descriptors freed up", stuck)

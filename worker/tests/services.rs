@@ -132,3 +132,74 @@ async fn http2_connection_gets_goaway_on_close_and_its_stream_completes() {
     let report = within("wait_closed", server.wait_closed()).await.unwrap();
     assert_eq!((report.drained, report.aborted), (1, 0));
 }
+
+#[tokio::test]
+async fn abort_stops_http2_handlers_before_wait_closed_returns() {
+    let probe = Arc::new(Probe::default());
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    server.start_serving(app(probe.clone())).await.unwrap();
+    let (mut sender, _connection) = http2_client(addr).await;
+    let held = tokio::spawn(sender.send_request(h2_get("/hold")));
+    within("the handler to start", probe.entered.notified()).await;
+
+    server.abort();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+    // hyper runs each HTTP/2 request on a task of its own: the server
+    // tracks those too, so the handler is gone by now.
+    assert!(probe.left.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(within("the held request", held).await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn idle_http2_connection_is_closed_at_the_idle_limit() {
+    let server = Server::builder()
+        .keep_alive_timeout(std::time::Duration::from_millis(50))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    server.start_serving(app(Default::default())).await.unwrap();
+    let (mut sender, connection) = http2_client(addr).await;
+    let response = sender.send_request(h2_get("/")).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    within("GOAWAY on an idle HTTP/2 connection", connection)
+        .await
+        .unwrap()
+        .unwrap();
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn draining_close_ends_http2_connections_within_the_window() {
+    let server = Server::builder()
+        .keep_alive_timeout(None)
+        .header_read_timeout(None)
+        .graceful_timeout(None)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    server.start_serving(app(Default::default())).await.unwrap();
+    // Connected, preface sent, no request yet: the server cannot tell it
+    // is HTTP/2 from its requests.
+    let (mut sender, connection) = http2_client(addr).await;
+    server.close_draining(std::time::Duration::from_millis(100));
+    // A request in the window is answered; the connection still ends.
+    let response = within(
+        "a request in the drain window",
+        sender.send_request(h2_get("/")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "hello"
+    );
+    within("the h2 connection to end", connection)
+        .await
+        .unwrap()
+        .unwrap();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}

@@ -92,6 +92,7 @@ async fn bad_addresses_are_clear_errors() {
         ("127.0.0.1:99999", "port"),
         ("::1:80", "brackets"),
         ("fd://nope", "descriptor number"),
+        ("fd://3", "adopted, not opened"),
     ] {
         let err = Server::bind(addr).await.unwrap_err();
         assert!(matches!(err, Error::Bind(_)), "{addr}: {err:?}");
@@ -117,14 +118,38 @@ async fn busy_port_is_a_clear_error_and_the_holder_keeps_serving() {
 }
 
 #[tokio::test]
-async fn fd_spec_that_is_not_a_listener_is_refused() {
-    let file = std::fs::File::open("/dev/null").unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-    let err = Server::bind(format!("fd://{fd}")).await.unwrap_err();
+async fn from_sockets_refuses_a_socket_that_is_only_bound() {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let bound_only: std::net::TcpListener = socket.into();
+    let err = Server::from_sockets([bound_only]).unwrap_err();
+    assert!(matches!(err, Error::Adopt(_)), "{err:?}");
     assert!(err.to_string().contains("not a listening"), "{err}");
-    // The descriptor was not taken over: the file is still usable.
-    assert!(file.metadata().is_ok());
-    drop(file);
+}
+
+#[tokio::test]
+async fn from_sockets_never_removes_the_socket_file_of_a_listener_it_was_given() {
+    let dir = temp_dir("given-file");
+    let path = dir.join("s.sock");
+    // A listener that owns its file (as ListenerSpec::open makes them)...
+    let listener = drover_worker::ListenerSpec::Unix(path.clone())
+        .open(16)
+        .unwrap();
+    assert!(listener.socket_file().is_some());
+    // ...handed to a server: the file stays the creator's.
+    let server = Server::from_sockets([listener]).unwrap();
+    server.start_serving(app(Default::default())).await.unwrap();
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+    assert!(path.exists());
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct Probe {
     pub release: Notify,
     /// The server's handle, for `/close`.
     pub handle: OnceCell<ServerHandle>,
+    /// Set when a `/hold` handler has been dropped or has returned.
+    pub left: AtomicBool,
 }
 
 /// `/` → "hello"; `/hold` → waits for `probe.release`; `/stream` → a
@@ -59,6 +62,13 @@ pub fn app(probe: Arc<Probe>) -> Router {
 }
 
 async fn hold(State(probe): State<Arc<Probe>>) -> &'static str {
+    struct Leaving<'a>(&'a Probe);
+    impl Drop for Leaving<'_> {
+        fn drop(&mut self) {
+            self.0.left.store(true, Ordering::SeqCst);
+        }
+    }
+    let _leaving = Leaving(&probe);
     let released = probe.release.notified();
     probe.entered.notify_one();
     released.await;
