@@ -6,6 +6,7 @@
 //! worker binary runs unchanged under systemd directly or under drover.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::listener::{adopt_fd, Listener};
 
@@ -17,6 +18,9 @@ pub const LISTEN_PID: &str = "LISTEN_PID";
 pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 /// The first passed descriptor.
 pub const LISTEN_FDS_START: i32 = 3;
+
+/// Set once the LISTEN_FDS sockets have been taken.
+static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// A socket received through LISTEN_FDS, with its name.
 #[derive(Debug)]
@@ -58,6 +62,9 @@ pub enum ListenFdsError {
     /// `LISTEN_FDS=0`.
     #[error("LISTEN_FDS is 0: no sockets were passed")]
     Empty,
+    /// The sockets were already taken by this process (each is owned once).
+    #[error("the LISTEN_FDS sockets were already taken by this process")]
+    AlreadyTaken,
     /// A passed descriptor is not a listening stream socket.
     #[error("passed descriptor {fd}: {source}")]
     BadDescriptor {
@@ -75,9 +82,12 @@ pub enum ListenFdsError {
 /// matching the count) and every descriptor must be a listening stream
 /// socket; anything else is an error that says which. The environment is
 /// left as it is: changing it is unsound once threads run, and a child
-/// never matches `LISTEN_PID` anyway. Each descriptor can be taken once per
-/// process; a second call fails with [`ListenFdsError::BadDescriptor`].
+/// never matches `LISTEN_PID` anyway. The sockets are taken once per
+/// process; a later call fails with [`ListenFdsError::AlreadyTaken`].
 pub fn inherited_listeners() -> Result<Vec<InheritedListener>, ListenFdsError> {
+    if TAKEN.load(Ordering::Acquire) {
+        return Err(ListenFdsError::AlreadyTaken);
+    }
     let fds = std::env::var(LISTEN_FDS).map_err(|_| ListenFdsError::Missing)?;
     let pid = std::env::var(LISTEN_PID).unwrap_or_default();
     let ours = std::process::id();
@@ -108,12 +118,15 @@ pub fn inherited_listeners() -> Result<Vec<InheritedListener>, ListenFdsError> {
             ListenFdsError::Empty
         });
     }
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return Err(ListenFdsError::AlreadyTaken);
+    }
     passed
         .into_iter()
         .map(|(fd, name)| {
             // SAFETY: by the LISTEN_FDS convention these descriptors were
-            // passed to this process (LISTEN_PID matched) for it to own;
-            // adopt_fd refuses any number this process already took.
+            // passed to this process (LISTEN_PID matched) for it to own,
+            // and TAKEN makes sure this process takes them once.
             let adopted = unsafe { adopt_fd(fd) };
             let listener =
                 adopted.map_err(|source| ListenFdsError::BadDescriptor { fd, source })?;

@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use socket2::{Domain, SockRef, Type};
 
@@ -197,16 +196,10 @@ impl AsRawFd for Listener {
     }
 }
 
-/// Descriptors already adopted by this process, so that the same number is
-/// never taken (and later closed) twice. It only grows by what a process
-/// inherits: a handful of entries.
-static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
-
 /// Takes ownership of descriptor `fd`, once it is known to be a listening
 /// stream socket (TCP or Unix), and marks it close-on-exec.
 ///
-/// A descriptor that fails a check stays open and is not taken. A number
-/// already adopted by this process is refused rather than owned twice.
+/// A descriptor that fails a check stays open and is not taken.
 ///
 /// # Safety
 ///
@@ -214,13 +207,6 @@ static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 /// will close: one inherited for this purpose (`fd://N` on a command line,
 /// LISTEN_FDS), not one a live `TcpListener` or `File` holds.
 pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
-    let mut adopted = ADOPTED.lock().unwrap_or_else(|e| e.into_inner());
-    if adopted.contains(&fd) {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("descriptor {fd} was already adopted by this process"),
-        ));
-    }
     if !is_open(fd) {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -236,10 +222,8 @@ pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
             format!("descriptor {fd} is not a listening stream socket"),
         )
     })?;
-    adopted.push(fd);
     // SAFETY: open and a listening socket (checked above); the caller
-    // guarantees nothing else owns it, and ADOPTED that this process has
-    // not taken it before.
+    // guarantees nothing else owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     SockRef::from(&owned).set_cloexec(true)?;
     Ok(if domain == Domain::UNIX {
@@ -283,16 +267,13 @@ mod tests {
     }
 
     #[test]
-    fn a_listening_socket_is_adopted_once() {
+    fn a_listening_socket_is_adopted() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let fd = listener.into_raw_fd();
         // SAFETY: ownership of `fd` was released just above.
         let adopted = unsafe { adopt_fd(fd) }.unwrap();
         assert_eq!(adopted.local_addr().unwrap(), ListenAddr::Tcp(addr));
-        // SAFETY: refused before anything is taken (already adopted).
-        let again = unsafe { adopt_fd(fd) }.unwrap_err();
-        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
         watched: idle_limit.is_some(),
     };
     // One timer for the watchdog and the drain window; armed per `phase`.
-    let timer = tokio::time::sleep_until(opened + idle_limit.unwrap_or(Duration::ZERO));
+    let timer = tokio::time::sleep_until(opened + idle_limit.unwrap_or(Duration::ZERO)); // sleep-ok: a deadline timer, reset to exact deadlines, never a polling loop
     tokio::pin!(timer);
     let result = loop {
         tokio::select! {

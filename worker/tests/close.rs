@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app, read_body, within, Client, Probe};
+use common::{app, read_body, serve, within, Client, Probe};
 use drover_worker::Server;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,9 +49,7 @@ async fn idle_keep_alive_connection_is_closed_at_once_by_close() {
 #[tokio::test]
 async fn in_flight_request_completes_with_connection_close() {
     let probe = Arc::new(Probe::default());
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(probe.clone())).await.unwrap();
+    let (server, addr) = serve(Server::builder(), probe.clone()).await;
     let mut client = Client::connect(&addr).await.unwrap();
 
     let response = tokio::spawn(async move {
@@ -72,13 +70,11 @@ async fn in_flight_request_completes_with_connection_close() {
 
 #[tokio::test]
 async fn endless_stream_is_aborted_at_the_graceful_deadline_and_counted() {
-    let server = Server::builder()
-        .graceful_timeout(Duration::from_millis(200))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(
+        Server::builder().graceful_timeout(Duration::from_millis(200)),
+        Default::default(),
+    )
+    .await;
     let mut client = Client::connect(&addr).await.unwrap();
     let mut body = client.send("/stream").await.unwrap().into_body();
     let first = within("the first chunk", body.frame())
@@ -104,9 +100,7 @@ async fn endless_stream_is_aborted_at_the_graceful_deadline_and_counted() {
 #[tokio::test]
 async fn abort_cuts_in_flight_requests_at_once() {
     let probe = Arc::new(Probe::default());
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(probe.clone())).await.unwrap();
+    let (server, addr) = serve(Server::builder(), probe.clone()).await;
     let mut client = Client::connect(&addr).await.unwrap();
     let response = tokio::spawn(async move { client.send("/hold").await });
     within("the handler to start", probe.entered.notified()).await;
@@ -158,13 +152,11 @@ async fn draining_close_ends_a_quiet_connection_after_the_window() {
 
 #[tokio::test]
 async fn keep_alive_timeout_closes_idle_connections_while_serving() {
-    let server = Server::builder()
-        .keep_alive_timeout(Duration::from_millis(50))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(
+        Server::builder().keep_alive_timeout(Duration::from_millis(50)),
+        Default::default(),
+    )
+    .await;
     let mut client = Client::connect(&addr).await.unwrap();
     client.get("/").await;
     within("the keep-alive timeout", client.closed)
@@ -180,13 +172,11 @@ async fn keep_alive_timeout_closes_idle_connections_while_serving() {
 #[tokio::test]
 async fn keep_alive_timeout_never_cuts_a_slow_request() {
     let probe = Arc::new(Probe::default());
-    let server = Server::builder()
-        .keep_alive_timeout(Duration::from_millis(20))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(probe.clone())).await.unwrap();
+    let (server, addr) = serve(
+        Server::builder().keep_alive_timeout(Duration::from_millis(20)),
+        probe.clone(),
+    )
+    .await;
     let mut busy = Client::connect(&addr).await.unwrap();
     let response = tokio::spawn(async move { busy.send("/hold").await });
     within("the handler to start", probe.entered.notified()).await;

@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{app, connect_refused, get_once, within, Client, Probe};
+use common::{app, connect_refused, get_once, serve, within, Client, Probe};
 use drover_worker::{Error, Server};
 
 #[tokio::test]
@@ -31,9 +31,7 @@ async fn start_serving_returns_once_accepting_and_close_refuses_new_connects() {
 
 #[tokio::test]
 async fn second_start_serving_is_an_error_and_leaves_the_server_running() {
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(Server::builder(), Default::default()).await;
     let again = server.start_serving(app(Default::default())).await;
     assert!(matches!(again, Err(Error::AlreadyStarted)), "{again:?}");
     assert_eq!(get_once(&addr, "/").await.0, 200);
@@ -58,9 +56,7 @@ async fn close_before_start_closes_the_listener_and_wait_closed_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_from_another_std_thread() {
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(Server::builder(), Default::default()).await;
     let handle = server.handle();
     let closer = std::thread::spawn(move || {
         handle.close();

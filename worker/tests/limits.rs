@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{app, within, Client, Probe};
+use common::{app, serve, within, Client, Probe};
 use drover_worker::{Listener, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -97,13 +97,7 @@ async fn max_connections_is_shared_by_all_listeners_without_starving_one() {
 
 #[tokio::test]
 async fn draining_close_answers_a_connection_waiting_in_the_accept_queue() {
-    let server = Server::builder()
-        .max_connections(1)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(Server::builder().max_connections(1), Default::default()).await;
     // The only slot is taken, so the next connection waits in the queue
     // with its request already sent.
     let mut first = Client::connect(&addr).await.unwrap();

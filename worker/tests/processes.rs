@@ -57,6 +57,10 @@ fn child() {
             .map(|l| format!("{}={}", l.name.as_deref().unwrap_or("-"), l.addr))
             .collect();
         println!("LISTENERS {}", listeners.join(" "));
+        if scenario == "from-env" {
+            let again = Server::from_env().map(|_| ()).unwrap_err();
+            println!("SECOND_FROM_ENV {again}");
+        }
         let probe = Arc::new(Probe::default());
         probe.handle.set(server.handle()).unwrap();
         server.serve_forever(app(probe)).await.unwrap();
@@ -175,6 +179,8 @@ async fn from_env_serves_sockets_passed_by_systemd_socket_activate() {
     assert_eq!((status, body.as_str()), (200, "hello"));
     let listeners = child.stdout_line("LISTENERS").await;
     assert_eq!(listeners, format!("web={tcp} admin={unix}"));
+    let second = child.stdout_line("SECOND_FROM_ENV").await;
+    assert!(second.contains("already taken"), "{second}");
     assert_eq!(get_once(&unix, "/").await.0, 200);
 
     let mut client = Client::connect(&unix).await.unwrap();

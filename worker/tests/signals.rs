@@ -5,16 +5,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{app, connect_refused, within, Client, Probe};
+use common::{connect_refused, serve, within, Client, Probe};
 use drover_worker::Server;
 use nix::sys::signal::{raise, Signal};
 
 #[tokio::test]
 async fn sigterm_closes_and_a_second_signal_aborts_what_is_left() {
     let probe = Arc::new(Probe::default());
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addrs()[0].clone();
-    server.start_serving(app(probe.clone())).await.unwrap();
+    let (server, addr) = serve(Server::builder(), probe.clone()).await;
     let watcher = server.handle().close_on_signals().unwrap();
 
     let mut client = Client::connect(&addr).await.unwrap();

@@ -101,6 +101,21 @@ impl http_body::Body for Ticks {
     }
 }
 
+/// A server on `127.0.0.1:0` built by `builder`, serving [`app`], and the
+/// address it listens on.
+pub async fn serve(
+    builder: drover_worker::Builder,
+    probe: Arc<Probe>,
+) -> (drover_worker::Server, ListenAddr) {
+    let server = builder.bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = server.local_addrs()[0].clone();
+    server
+        .start_serving(app(probe))
+        .await
+        .expect("start_serving");
+    (server, addr)
+}
+
 /// An HTTP/1.1 client on one keep-alive connection; `closed` resolves when
 /// the server ends the connection.
 pub struct Client {
