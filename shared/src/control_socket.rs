@@ -1,0 +1,155 @@
+//! The control channel's socket: one `SOCK_SEQPACKET` Unix socketpair per
+//! worker, so every message is one datagram and EOF means the other side
+//! is gone.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use crate::control::MAX_DATAGRAM;
+
+/// The environment variable that names the worker's control descriptor.
+pub const CONTROL_FD_ENV: &str = "DROVER_CONTROL_FD";
+
+/// One end of a worker's control channel. Close-on-exec unless it is the
+/// end handed to a worker.
+#[derive(Debug)]
+pub struct ControlSocket(OwnedFd);
+
+impl ControlSocket {
+    /// A connected pair (supervisor end, worker end), both close-on-exec.
+    pub fn pair() -> io::Result<(Self, Self)> {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )?;
+        Ok((Self(a), Self(b)))
+    }
+
+    /// Sends one message datagram without blocking; a peer that is gone is
+    /// an error (never SIGPIPE).
+    pub fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+        let sent = send(self.0.as_raw_fd(), datagram, flags)?;
+        if sent == datagram.len() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "datagram cut short",
+            ))
+        }
+    }
+
+    /// Receives one datagram without blocking: `Ok(Some(len))`,
+    /// `Ok(None)` at EOF (the peer is gone), `WouldBlock` when none waits.
+    /// A datagram longer than the buffer is cut (and then fails to decode).
+    pub fn recv(&self, buffer: &mut [u8; MAX_DATAGRAM]) -> io::Result<Option<usize>> {
+        match recv(self.0.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT)? {
+            0 => Ok(None),
+            len => Ok(Some(len)),
+        }
+    }
+
+    /// Another descriptor for the same socket (close-on-exec), e.g. for an
+    /// event loop to wait on while this one sends.
+    pub fn try_clone(&self) -> io::Result<OwnedFd> {
+        self.0.try_clone()
+    }
+
+    /// The worker's end, from the descriptor named by [`CONTROL_FD_ENV`].
+    /// Taken once per process; `None` when the variable is not set (not
+    /// running under drover).
+    pub fn from_env() -> io::Result<Option<Self>> {
+        static TAKEN: AtomicBool = AtomicBool::new(false);
+        let Ok(value) = std::env::var(CONTROL_FD_ENV) else {
+            return Ok(None);
+        };
+        let fd: RawFd = value.parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{CONTROL_FD_ENV}={value:?} is not a descriptor number"),
+            )
+        })?;
+        if TAKEN.swap(true, Ordering::AcqRel) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the control socket was already taken",
+            ));
+        }
+        // SAFETY: fcntl(F_GETFD) reads descriptor flags; it touches no
+        // memory and fails for a number that is not open.
+        if unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } == -1 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{CONTROL_FD_ENV}={fd} is not an open descriptor"),
+            ));
+        }
+        // SAFETY: open (checked); by drover's convention the supervisor
+        // passed this descriptor for this process to own, and TAKEN makes
+        // sure it is taken once.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = socket2::SockRef::from(&owned);
+        if socket.r#type()? != socket2::Type::SEQPACKET {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{CONTROL_FD_ENV}={fd} is not a control socket"),
+            ));
+        }
+        socket.set_cloexec(true)?;
+        socket.set_nonblocking(true)?;
+        Ok(Some(Self(owned)))
+    }
+}
+
+impl AsFd for ControlSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for ControlSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl From<ControlSocket> for OwnedFd {
+    fn from(socket: ControlSocket) -> Self {
+        socket.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::WorkerMessage;
+
+    #[test]
+    fn one_message_per_datagram_and_eof_when_the_peer_goes() {
+        let (supervisor, worker) = ControlSocket::pair().unwrap();
+        worker.send(&WorkerMessage::Ready.encode()).unwrap();
+        let beat = WorkerMessage::Heartbeat {
+            requests: 1,
+            connections: 2,
+        };
+        worker.send(&beat.encode()).unwrap();
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        let len = supervisor.recv(&mut buffer).unwrap().unwrap();
+        assert_eq!(
+            WorkerMessage::decode(&buffer[..len]),
+            Ok(WorkerMessage::Ready)
+        );
+        let len = supervisor.recv(&mut buffer).unwrap().unwrap();
+        assert_eq!(WorkerMessage::decode(&buffer[..len]), Ok(beat));
+        let empty = supervisor.recv(&mut buffer).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        drop(worker);
+        assert_eq!(supervisor.recv(&mut buffer).unwrap(), None);
+        assert!(supervisor.send(b"x").is_err(), "no SIGPIPE, an error");
+    }
+}

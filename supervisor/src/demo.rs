@@ -1,0 +1,62 @@
+//! The built-in demo app: what `drover` serves with no application of the
+//! user's own, and what its tests and benchmarks rely on.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Uri;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http_body::Frame;
+
+/// `GET /` → `hello`; `GET /pid` → the worker's pid; `GET /sleep?ms=N` →
+/// 200 after N ms; `GET /stream` → a line every 100 ms, never ending;
+/// `GET /healthz` → `ok`.
+///
+/// With `DROVER_DEMO_FAIL_BOOT` set in its environment, a worker fails
+/// before it is ready (for tests of boot failures).
+pub fn app() -> Router {
+    if let Ok(why) = std::env::var("DROVER_DEMO_FAIL_BOOT") {
+        panic!("demo app asked to fail at boot: {why}");
+    }
+    Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/pid", get(|| async { std::process::id().to_string() }))
+        .route("/sleep", get(sleep))
+        .route(
+            "/stream",
+            get(|| async { Body::new(Lines(tokio::time::interval(Duration::from_millis(100)))) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+async fn sleep(uri: Uri) -> String {
+    let ms: u64 = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms)).await; // sleep-ok: the route's purpose
+    format!("slept {ms} ms")
+}
+
+/// A body that sends a line every tick and never ends.
+struct Lines(tokio::time::Interval);
+
+impl http_body::Body for Lines {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_tick(cx)
+            .map(|_| Some(Ok(Frame::data(Bytes::from_static(b"tick\n")))))
+    }
+}

@@ -1,0 +1,92 @@
+//! The supervisor's listening sockets: inherited from systemd (LISTEN_FDS)
+//! when it passed some, else opened from `--bind`.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+
+use drover_shared::listen_fds::{inherited_listeners, ListenFdsError};
+use drover_shared::{adopt_fd, ListenAddr, Listener, ListenerSpec};
+
+use crate::cli::Cli;
+
+/// The sockets every worker gets.
+pub struct Sockets {
+    listeners: Vec<Listener>,
+    /// LISTEN_FDNAMES to pass on (systemd's names), if any.
+    names: Option<String>,
+}
+
+impl Sockets {
+    /// Takes the sockets systemd passed, or opens `--bind`. The error is one
+    /// line for the operator.
+    pub fn open(cli: &Cli) -> Result<Self, String> {
+        match inherited_listeners() {
+            Ok(inherited) => {
+                let names = inherited.iter().all(|l| l.name.is_some()).then(|| {
+                    inherited
+                        .iter()
+                        .map(|l| l.name.clone().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                });
+                let listeners: Vec<Listener> = inherited.into_iter().map(|l| l.listener).collect();
+                tracing::info!(
+                    count = listeners.len(),
+                    "using sockets passed by systemd (LISTEN_FDS)"
+                );
+                return Ok(Self { listeners, names });
+            }
+            // Not socket-activated (or the variables were meant for a parent).
+            Err(ListenFdsError::Missing | ListenFdsError::OtherProcess { .. }) => {}
+            Err(error) => return Err(format!("socket activation: {error}")),
+        }
+        let mut listeners = Vec::with_capacity(cli.bind.len());
+        for spec in &cli.bind {
+            let listener = match spec {
+                ListenerSpec::Fd(fd) => {
+                    // SAFETY: `fd://N` on the command line is the operator
+                    // handing descriptor N to drover to own; nothing else in
+                    // this process knows of it.
+                    unsafe { adopt_fd(*fd) }.map_err(|e| format!("cannot listen on {spec}: {e}"))?
+                }
+                _ => spec.open(cli.backlog).map_err(|e| e.to_string())?,
+            };
+            if let (Some(mode), Some(file)) = (cli.uds_mode, listener.socket_file()) {
+                std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("cannot chmod {}: {e}", file.path().display()))?;
+            }
+            listeners.push(listener);
+        }
+        Ok(Self {
+            listeners,
+            names: None,
+        })
+    }
+
+    /// The descriptors to hand to a worker.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.listeners.iter().map(AsFd::as_fd).collect()
+    }
+
+    /// LISTEN_FDNAMES for the workers.
+    pub fn names(&self) -> Option<&str> {
+        self.names.as_deref()
+    }
+
+    /// Where they listen, for the log.
+    pub fn addrs(&self) -> Vec<ListenAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Removes the socket files drover created (never inherited ones).
+    pub fn remove_files(&self) {
+        for listener in &self.listeners {
+            if let Err(error) = listener.remove_socket_file() {
+                tracing::warn!(%error, "cannot remove a socket file");
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Starting a worker process: fork, move the listeners to descriptors 3..
+//! and the control socket after them, then exec this binary again (exec
+//! mode) or run the worker in the forked child (fork mode).
+//!
+//! Between fork and exec the child only calls async-signal-safe functions
+//! and writes into buffers prepared before the fork, so exec mode is sound
+//! whatever the parent does. Fork mode runs the worker in the child, which
+//! is only sound because the supervisor is single-threaded (no tokio, no
+//! thread-spawning library); [`spawn_worker`] checks that before forking.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::process::ExitCode;
+
+use drover_shared::listen_fds::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START, LISTEN_PID};
+use drover_shared::{ControlSocket, CONTROL_FD_ENV};
+use nix::libc;
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// The most descriptors handed to one worker (listeners + control).
+const MAX_HANDOFF: usize = 64;
+
+/// What a re-executed worker runs: this binary, its arguments, and the
+/// environment minus what belongs to the supervisor alone.
+pub struct ExecImage {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl ExecImage {
+    /// This process's binary (resolved now, so a binary replaced on disk
+    /// is what later workers run) and arguments.
+    pub fn current() -> io::Result<Self> {
+        let path = std::env::current_exe()?;
+        let cstring = |s: OsString| {
+            CString::new(s.into_vec())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in an argument"))
+        };
+        let argv = std::env::args_os()
+            .map(cstring)
+            .collect::<io::Result<_>>()?;
+        let env = std::env::vars_os()
+            .filter(|(name, _)| {
+                ![
+                    LISTEN_FDS,
+                    LISTEN_PID,
+                    LISTEN_FDNAMES,
+                    CONTROL_FD_ENV,
+                    "NOTIFY_SOCKET",
+                    "WATCHDOG_USEC",
+                    "WATCHDOG_PID",
+                ]
+                .iter()
+                .any(|own| name == own)
+            })
+            .map(|(name, value)| {
+                let mut entry = name;
+                entry.push("=");
+                entry.push(value);
+                cstring(entry)
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Self {
+            path: cstring(path.into_os_string())?,
+            argv,
+            env,
+        })
+    }
+}
+
+/// How the child becomes a worker.
+pub enum Launch<'a> {
+    /// Exec this image.
+    Exec(&'a ExecImage),
+    /// Run this in the forked child; its result is the exit code.
+    Fork(&'a dyn Fn() -> ExitCode),
+}
+
+/// Forks a worker that gets `listeners` at descriptors 3.. (LISTEN_FDS,
+/// LISTEN_PID = its own pid, `names` as LISTEN_FDNAMES when given) and
+/// `control` right after them (DROVER_CONTROL_FD). Every other descriptor
+/// of the supervisor is close-on-exec (exec mode) or closed in the child
+/// (fork mode). Returns the child's pid.
+pub fn spawn_worker(
+    listeners: &[BorrowedFd<'_>],
+    names: Option<&str>,
+    control: &ControlSocket,
+    launch: Launch<'_>,
+) -> io::Result<Pid> {
+    let count = listeners.len() + 1;
+    if count > MAX_HANDOFF {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many listeners",
+        ));
+    }
+    let mut sources = [0 as RawFd; MAX_HANDOFF];
+    for (slot, fd) in sources.iter_mut().zip(listeners) {
+        *slot = fd.as_raw_fd();
+    }
+    sources[listeners.len()] = control.as_raw_fd();
+    let control_fd = LISTEN_FDS_START + listeners.len() as RawFd;
+
+    // Everything the child needs, prepared before the fork.
+    let mut vars = vec![
+        CString::new(format!("{LISTEN_FDS}={}", listeners.len())).expect("no NUL"),
+        CString::new(format!("{CONTROL_FD_ENV}={control_fd}")).expect("no NUL"),
+    ];
+    if let Some(names) = names {
+        vars.push(
+            CString::new(format!("{LISTEN_FDNAMES}={names}"))
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a socket name"))?,
+        );
+    }
+    let mut listen_pid = format!("{LISTEN_PID}=").into_bytes();
+    let pid_at = listen_pid.len();
+    listen_pid.resize(pid_at + 24, 0);
+    let exec = match &launch {
+        Launch::Exec(image) => {
+            let mut argv: Vec<*const libc::c_char> =
+                image.argv.iter().map(|a| a.as_ptr()).collect();
+            argv.push(std::ptr::null());
+            let mut envp: Vec<*const libc::c_char> =
+                image.env.iter().chain(&vars).map(|e| e.as_ptr()).collect();
+            envp.push(listen_pid.as_ptr().cast());
+            envp.push(std::ptr::null());
+            Some((argv, envp))
+        }
+        Launch::Fork(_) => {
+            ensure_single_threaded()?;
+            None
+        }
+    };
+    let listen_pid_ptr = listen_pid.as_mut_ptr();
+
+    // SAFETY: in exec mode the child calls only async-signal-safe functions
+    // (sigaction, sigprocmask, fcntl, dup2, getpid, execve, _exit) and
+    // writes into `listen_pid`, allocated before the fork. In fork mode the
+    // supervisor is single-threaded (checked above), so the child may run
+    // ordinary code: no other thread can hold a lock it needs.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            // SAFETY: see above; each step's own justification is inline.
+            unsafe {
+                reset_signals();
+                if !move_descriptors(&sources[..count]) {
+                    libc::_exit(127);
+                }
+                match launch {
+                    Launch::Exec(image) => {
+                        let (argv, envp) = exec.as_ref().expect("prepared for exec");
+                        write_pid(listen_pid_ptr.add(pid_at), libc::getpid());
+                        libc::execve(image.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                        libc::_exit(127)
+                    }
+                    Launch::Fork(run) => {
+                        // Only the handed-over descriptors stay open.
+                        libc::syscall(libc::SYS_close_range, 3 + count as u32, u32::MAX, 0u32);
+                        for var in &vars {
+                            let (name, value) = split_var(var);
+                            std::env::set_var(name, value);
+                        }
+                        std::env::set_var(LISTEN_PID, std::process::id().to_string());
+                        let code = run();
+                        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Signal handlers and masks are inherited across fork; the worker starts
+/// from the defaults (exec resets handlers, not the mask, so both modes
+/// need this).
+unsafe fn reset_signals() {
+    for signal in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGHUP,
+        libc::SIGUSR2,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGCHLD,
+    ] {
+        // SAFETY: restoring the default disposition is async-signal-safe.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set on the stack; sigprocmask is async-signal-safe.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// Moves `sources` to descriptors 3, 4, ...: first each to a free number
+/// above that range (close-on-exec), then onto its place (dup2 clears
+/// close-on-exec there), so that no source is overwritten before it moved.
+unsafe fn move_descriptors(sources: &[RawFd]) -> bool {
+    let floor = LISTEN_FDS_START + sources.len() as RawFd;
+    let mut moved = [0 as RawFd; MAX_HANDOFF];
+    for (slot, &fd) in moved.iter_mut().zip(sources) {
+        // SAFETY: fcntl on an int; async-signal-safe.
+        *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
+        if *slot < 0 {
+            return false;
+        }
+    }
+    for (index, &fd) in moved[..sources.len()].iter().enumerate() {
+        // SAFETY: dup2 on ints; async-signal-safe.
+        if unsafe { libc::dup2(fd, LISTEN_FDS_START + index as RawFd) } < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes `pid` in decimal, NUL-terminated, at `at` (24 bytes reserved).
+unsafe fn write_pid(at: *mut u8, pid: libc::pid_t) {
+    let mut digits = [0u8; 12];
+    let mut n = pid.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: at most 11 digits and a NUL in the 24 bytes reserved.
+        unsafe { *at.add(i) = digits[len - 1 - i] };
+    }
+    // SAFETY: as above.
+    unsafe { *at.add(len) = 0 };
+}
+
+fn split_var(var: &CString) -> (&str, &str) {
+    let text = var.to_str().unwrap_or_default();
+    text.split_once('=').unwrap_or((text, ""))
+}
+
+/// Fork mode runs ordinary code in the child: only sound if no other
+/// thread exists in the parent.
+fn ensure_single_threaded() -> io::Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "fork mode needs a single-threaded supervisor, found {threads} threads"
+        )))
+    }
+}

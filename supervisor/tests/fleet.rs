@@ -1,0 +1,301 @@
+//! The supervisor against real processes, sockets and signals.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use support::{drover_bin, free_addr, get, Drover, WAIT};
+
+/// Asks `/pid` on fresh connections, a few at a time, until `count`
+/// distinct workers have answered (bounded by WAIT).
+fn distinct_pids(addr: std::net::SocketAddr, count: usize) -> HashSet<i32> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = HashSet::new();
+    while seen.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} answered within {WAIT:?}"
+        );
+        // Concurrent connections wake every worker waiting in accept.
+        let batch: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(move || get(addr, "/pid")))
+            .collect();
+        for answer in batch {
+            let (status, body) = answer.join().unwrap().unwrap();
+            assert_eq!(status, 200);
+            seen.insert(body.trim().parse::<i32>().unwrap());
+        }
+    }
+    seen
+}
+
+fn serves_with_distinct_workers(spawn: &str) {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "3", "--spawn", spawn, "-b", &addr.to_string()]);
+    let pids = distinct_pids(addr, 3);
+    assert_eq!(
+        pids,
+        drover.worker_pids(),
+        "the answers come from the supervisor's workers"
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn exec_mode_serves_from_three_workers() {
+    serves_with_distinct_workers("exec");
+}
+
+#[test]
+fn fork_mode_serves_from_three_workers() {
+    serves_with_distinct_workers("fork");
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_the_new_one_answers() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
+    let before = drover.worker_pids();
+    let victim = *before.iter().next().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    drover.wait_for_line("worker died; replacing it");
+    drover.wait_for_line("worker=3");
+    drover.wait_for_line("worker ready");
+    let after = drover.worker_pids();
+    assert_eq!(after.len(), 2);
+    let new = *after.difference(&before).next().expect("a new worker");
+    assert!(
+        distinct_pids(addr, 2).contains(&new),
+        "the replacement answers"
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_stopped_worker_misses_its_heartbeats_and_is_replaced() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "--worker-timeout", "1", "-b", &addr.to_string()]);
+    let frozen = *drover.worker_pids().iter().next().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
+    let line = drover.wait_for_line("missed its heartbeats");
+    assert!(line.contains(&frozen.to_string()), "{line}");
+    drover.wait_for_line("worker ready");
+    let (_, pid) = get(addr, "/pid").unwrap();
+    assert_ne!(pid.trim(), frozen.to_string());
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
+    // Idle keep-alive connections, and one request in flight.
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            write!(stream, "GET / HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf).unwrap();
+            stream
+        })
+        .collect();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    write!(slow, "GET /sleep?ms=300 HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    // In flight once a worker has read it off the socket.
+    support::wait_until_server_read(&slow);
+    drover.signal(Signal::SIGTERM);
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    let (status, body) = support::parse(&answer).unwrap();
+    assert_eq!((status, body.as_str()), (200, "slept 300 ms"));
+    assert_eq!(drover.wait_exit(), 0);
+    drop(idle);
+}
+
+#[test]
+fn workers_do_not_outlive_a_killed_supervisor() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
+    drover.signal(Signal::SIGKILL);
+    // Every worker holds the log pipe: it closes when the last one exits.
+    drover.read_to_end();
+    assert!(
+        drover.log.iter().any(|l| l.contains("supervisor gone")),
+        "{:#?}",
+        drover.log
+    );
+}
+
+#[test]
+fn a_first_boot_failure_exits_non_zero_with_the_reason() {
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-w", "2", "-b", &free_addr().to_string()])
+        .env("DROVER_DEMO_FAIL_BOOT", "database unreachable");
+    let mut drover = Drover::spawn(command);
+    assert_eq!(drover.wait_exit(), 1);
+    let log = drover.log.join("\n");
+    assert!(log.contains("failed to boot"), "{log}");
+    assert!(log.contains("database unreachable"), "{log}");
+}
+
+/// Socket inodes a process holds.
+fn socket_inodes(pid: i32) -> HashSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.starts_with("socket:"))
+        .collect()
+}
+
+fn workers_hold_only_their_own_descriptors(spawn: &str) {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "--spawn", spawn, "-b", &addr.to_string()]);
+    let supervisor = socket_inodes(drover.pid());
+    for worker in drover.worker_pids() {
+        let fds: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_str()?.parse().ok()?;
+                Some((fd, std::fs::read_link(e.path()).ok()?.display().to_string()))
+            })
+            .collect();
+        let shared: Vec<&String> = fds
+            .iter()
+            .map(|(_, target)| target)
+            .filter(|target| supervisor.contains(*target))
+            .collect();
+        let listener = &fds
+            .iter()
+            .find(|(fd, _)| *fd == 3)
+            .expect("listener at fd 3")
+            .1;
+        assert!(
+            shared.iter().all(|target| *target == listener),
+            "worker {worker} ({spawn}) shares more than the listener with the supervisor: {fds:?}"
+        );
+        let control = &fds
+            .iter()
+            .find(|(fd, _)| *fd == 4)
+            .expect("control socket at fd 4")
+            .1;
+        assert!(control.starts_with("socket:"), "{fds:?}");
+    }
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn exec_workers_hold_only_their_own_descriptors() {
+    workers_hold_only_their_own_descriptors("exec");
+}
+
+#[test]
+fn fork_workers_hold_only_their_own_descriptors() {
+    workers_hold_only_their_own_descriptors("fork");
+}
+
+#[test]
+fn unix_socket_with_mode_is_served_and_removed_at_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("drover-uds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.sock");
+    let bind = format!("unix:{}", path.display());
+    let mut drover = Drover::start(&["-w", "1", "--uds-mode", "600", "-b", &bind]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert_eq!(support::parse(&answer).unwrap(), (200, "hello".into()));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    assert!(!path.exists(), "drover removes the socket file it created");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn fd_bind_serves_an_inherited_socket() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Inherited by the child: not close-on-exec.
+    socket2::SockRef::from(&listener)
+        .set_cloexec(false)
+        .unwrap();
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new(drover_bin());
+    command.args(["-w", "1", "-b", &format!("fd://{fd}")]);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=");
+    drop(listener);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+/// Runs drover expecting it to refuse: (exit code, stderr).
+fn refused(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(drover_bin());
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut drover = Drover::spawn(command);
+    let code = drover.wait_exit();
+    let log = drover.log.join("\n");
+    assert!(!log.contains("panicked"), "{log}");
+    (code, log)
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
+    let (code, log) = refused(&["--workers", "many"], &[]);
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("many"), "{log}");
+
+    let (code, log) = refused(&["-b", "fd://nope"], &[]);
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("fd://nope"), "{log}");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    let (code, log) = refused(&["-b", &taken], &[]);
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&taken) && log.contains("in use"), "{log}");
+
+    // LISTEN_FDS meant for this very process, but not a number.
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=three exec \"$0\" -w 1",
+        drover_bin(),
+    ]);
+    let mut drover = Drover::spawn(command);
+    let code = drover.wait_exit();
+    let log = drover.log.join("\n");
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("malformed") && log.contains("LISTEN_FDS"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}

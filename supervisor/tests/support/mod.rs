@@ -1,0 +1,222 @@
+//! Running the real `drover` binary: start it, read its log, talk to it
+//! over real sockets, and wait for events with bounded waits.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A running `drover` and the lines of its log.
+pub struct Drover {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub log: Vec<String>,
+}
+
+pub fn drover_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_drover")
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; released for drover).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Drover {
+    /// Starts `command` (a drover binary with its arguments) and collects
+    /// its stderr.
+    pub fn spawn(mut command: Command) -> Self {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start drover");
+        let stderr = child.stderr.take().unwrap();
+        let (send, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Starts `drover` with `args` and waits until it says it is ready.
+    pub fn start(args: &[&str]) -> Self {
+        let mut command = Command::new(drover_bin());
+        command.args(args);
+        let mut drover = Self::spawn(command);
+        drover.wait_for_line("ready workers=");
+        drover
+    }
+
+    /// Waits for a log line containing `needle`; fails after WAIT.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no log line with {needle:?} within {WAIT:?}; log so far:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "drover's log ended before {needle:?}; log:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// Reads the log to its end (every process holding it has exited).
+    pub fn read_to_end(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.log.push(line),
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => panic!("drover's log still open after {WAIT:?}"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The supervisor's children (its workers).
+    pub fn worker_pids(&self) -> HashSet<i32> {
+        let path = format!("/proc/{}/task/{}/children", self.pid(), self.pid());
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.read_to_end();
+                return status.code().unwrap_or(-1);
+            }
+            // The log closes when every process holding it exits: wait on
+            // that instead of sleeping.
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.log.push(line),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    return status.code().unwrap_or(-1);
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("drover did not exit within {WAIT:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Drover {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 GET on a fresh connection: (status, body).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    parse(&response)
+}
+
+pub fn parse(response: &str) -> std::io::Result<(u16, String)> {
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad response: {response:?}"),
+        )
+    };
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .ok_or_else(bad)?;
+    Ok((status, body))
+}
+
+/// Waits until the server side of `client`'s connection has read
+/// everything sent so far (its receive queue in /proc/net/tcp is empty).
+/// No event tells this; the kernel's queue is what is watched, bounded.
+pub fn wait_until_server_read(client: &TcpStream) {
+    let server = client.peer_addr().unwrap().port();
+    let ours = client.local_addr().unwrap().port();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let queued = table.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |f: &str| u16::from_str_radix(f.rsplit(':').next()?, 16).ok();
+            (port(fields[1])? == server && port(fields[2])? == ours)
+                .then(|| usize::from_str_radix(fields[4].split(':').nth(1)?, 16).ok())
+                .flatten()
+        });
+        if queued == Some(0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never read the request"
+        );
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,212 @@
+//! The worker side of drover's control channel: run this process as one
+//! worker of a `drover` supervisor.
+//!
+//! The supervisor passes the listening sockets by the LISTEN_FDS
+//! convention and a `SOCK_SEQPACKET` control socket named by
+//! `DROVER_CONTROL_FD`. The worker builds its server with
+//! [`Server::from_env`](crate::Server::from_env), reports `Ready` once
+//! `start_serving` has returned (or `BootFailed` with the reason), sends a
+//! heartbeat with its counters every interval from its runtime, closes on
+//! `Close` (draining), and reports `Closed` with the close report before it
+//! exits. EOF on the control socket means the supervisor is gone: the
+//! worker closes gracefully and exits, so it never outlives it.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_shared::control::{SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
+use drover_shared::ControlSocket;
+use tokio::net::UnixDatagram;
+
+use crate::service::IntoHttpService;
+use crate::{Server, ServerHandle};
+
+/// How the supervisor wants its workers to serve.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Tokio worker threads (1: a current-thread runtime).
+    pub threads: usize,
+    /// See [`Builder::keep_alive_timeout`](crate::Builder::keep_alive_timeout).
+    pub keep_alive_timeout: Option<Duration>,
+    /// See [`Builder::header_read_timeout`](crate::Builder::header_read_timeout).
+    pub header_read_timeout: Option<Duration>,
+    /// See [`Builder::max_connections`](crate::Builder::max_connections).
+    pub max_connections: Option<usize>,
+    /// See [`Builder::graceful_timeout`](crate::Builder::graceful_timeout).
+    pub graceful_timeout: Option<Duration>,
+    /// How often to send a heartbeat; `None`: never.
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// Runs this process as a drover worker serving `app()` on the sockets the
+/// supervisor passed, until the supervisor says close (or goes away).
+/// Returns the process's exit code: success after a clean close, failure
+/// when the server could not start (after reporting why).
+pub fn run_worker<S, K>(
+    settings: WorkerSettings,
+    control: ControlSocket,
+    app: impl FnOnce() -> S,
+) -> ExitCode
+where
+    S: IntoHttpService<K>,
+{
+    let runtime = if settings.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report(
+                &control,
+                &boot_failed(format!("cannot start a runtime: {error}")),
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(settings, control, app))
+}
+
+async fn serve<S, K>(
+    settings: WorkerSettings,
+    control: ControlSocket,
+    app: impl FnOnce() -> S,
+) -> ExitCode
+where
+    S: IntoHttpService<K>,
+{
+    let mut builder = Server::builder()
+        .keep_alive_timeout(settings.keep_alive_timeout)
+        .header_read_timeout(settings.header_read_timeout)
+        .graceful_timeout(settings.graceful_timeout);
+    if let Some(limit) = settings.max_connections {
+        builder = builder.max_connections(limit);
+    }
+    let started = match builder.from_env() {
+        Ok(server) => server.start_serving(app()).await.map(|()| server),
+        Err(error) => Err(error),
+    };
+    let server = match started {
+        Ok(server) => server,
+        Err(error) => {
+            report(&control, &boot_failed(error.to_string()));
+            return ExitCode::FAILURE;
+        }
+    };
+    // Messages go out with a plain non-blocking send (the socket buffer
+    // holds far more than a worker sends between the supervisor's reads);
+    // they come in through tokio: a SOCK_SEQPACKET socket reads like a
+    // connected datagram socket (one message each, 0 bytes at EOF), so
+    // UnixDatagram can wait on a second descriptor for it.
+    let control = Arc::new(control);
+    let incoming = control
+        .try_clone()
+        .and_then(|fd| UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd)));
+    let incoming = match incoming {
+        Ok(incoming) => incoming,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch the control socket");
+            server.abort();
+            return ExitCode::FAILURE;
+        }
+    };
+    report(&control, &WorkerMessage::Ready);
+    let handle = server.handle();
+    // A Ctrl-C in a terminal reaches the whole process group: close
+    // gracefully like the supervisor would ask.
+    if let Err(error) = handle.close_on_signals() {
+        tracing::warn!(%error, "cannot watch SIGINT/SIGTERM");
+    }
+    let heartbeats = settings
+        .heartbeat_interval
+        .map(|every| tokio::spawn(heartbeat(handle.clone(), every, Arc::clone(&control))));
+
+    tokio::select! {
+        () = obey(&incoming, &handle) => {}
+        () = handle.closing() => {}
+    }
+    let result = server.wait_closed().await;
+    if let Some(heartbeats) = heartbeats {
+        heartbeats.abort();
+    }
+    match result {
+        Ok(closed) => {
+            report(
+                &control,
+                &WorkerMessage::Closed {
+                    drained: closed.drained,
+                    aborted: closed.aborted,
+                    requests: closed.requests_served,
+                },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "worker server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Follows the supervisor's messages until the server is told to close or
+/// the supervisor is gone.
+async fn obey(control: &UnixDatagram, server: &ServerHandle) {
+    let mut buffer = [0u8; MAX_DATAGRAM];
+    loop {
+        match control.recv(&mut buffer).await {
+            Ok(len @ 1..) => match SupervisorMessage::decode(&buffer[..len]) {
+                Ok(SupervisorMessage::Close { drain_ms, .. }) => {
+                    server.close_draining(Duration::from_millis(drain_ms));
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
+            },
+            Ok(_eof) => {
+                tracing::warn!("supervisor gone: closing");
+                server.close_draining(Duration::from_secs(1));
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "control socket failed: closing");
+                server.close_draining(Duration::from_secs(1));
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the server's counters every `every`, from this runtime: a blocked
+/// runtime stops them, which is what the supervisor watches for.
+async fn heartbeat(server: ServerHandle, every: Duration, control: Arc<ControlSocket>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let stats = server.stats();
+        let beat = WorkerMessage::Heartbeat {
+            requests: stats.requests_served,
+            connections: stats.open_connections,
+        };
+        if control.send(&beat.encode()).is_err() {
+            return;
+        }
+    }
+}
+
+fn boot_failed(reason: String) -> WorkerMessage {
+    tracing::error!(%reason, "worker cannot start");
+    WorkerMessage::BootFailed { reason }
+}
+
+fn report(control: &ControlSocket, message: &WorkerMessage) {
+    if let Err(error) = control.send(&message.encode()) {
+        tracing::warn!(%error, ?message, "cannot reach the supervisor");
+    }
+}
