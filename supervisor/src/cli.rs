@@ -127,6 +127,7 @@ impl Cli {
             max_connections: self.max_connections.map(NonZeroUsize::get),
             graceful_timeout: Some(self.graceful_timeout),
             heartbeat_interval: self.heartbeat_interval(),
+            access_log: self.access_log,
         }
     }
 }

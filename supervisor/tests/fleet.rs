@@ -299,3 +299,49 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn access_log_and_json_logs() {
+    let addr = free_addr();
+    let mut command = Command::new(drover_bin());
+    command.args([
+        "-w",
+        "1",
+        "--access-log",
+        "--log-format",
+        "json",
+        "-b",
+        &addr.to_string(),
+    ]);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("\"message\":\"ready\"");
+    assert_eq!(get(addr, "/healthz").unwrap(), (200, "ok".into()));
+    let line = drover.wait_for_line("\"uri\":\"/healthz\"");
+    assert!(
+        line.starts_with('{') && line.contains("\"status\":200"),
+        "{line}"
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_users_own_axum_binary_runs_under_drover_with_one_call() {
+    // Integration tests build the package's examples next to its binary.
+    let example = std::path::Path::new(drover_bin())
+        .parent()
+        .unwrap()
+        .join("examples/axum");
+    assert!(example.exists(), "{} not built", example.display());
+    let addr = free_addr();
+    let mut command = Command::new(example);
+    command.args(["-w", "2", "-b", &addr.to_string()]);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=2");
+    assert_eq!(
+        get(addr, "/").unwrap(),
+        (200, "hello from my axum app\n".into())
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}

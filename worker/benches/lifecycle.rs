@@ -33,9 +33,10 @@ fn app() -> Router {
 
 /// A server under test: drover's lifecycle or axum's serve.
 trait Subject {
-    /// Serves on `listener` and returns the address a client connects to,
-    /// learnt the subject's own way (a fixture on port 0 needs it).
-    fn start(&mut self, listener: std::net::TcpListener) -> impl Future<Output = SocketAddr>;
+    /// Binds 127.0.0.1:0, serves, and returns the address a client
+    /// connects to, each the subject's own way (a fixture on port 0 needs
+    /// the port).
+    fn start(&mut self) -> impl Future<Output = SocketAddr>;
     /// Close and wait until closed.
     fn stop(&mut self) -> impl Future<Output = ()>;
 }
@@ -44,8 +45,8 @@ trait Subject {
 struct Drover(Option<Server>);
 
 impl Subject for Drover {
-    async fn start(&mut self, listener: std::net::TcpListener) -> SocketAddr {
-        let server = Server::from_sockets([listener]).unwrap();
+    async fn start(&mut self) -> SocketAddr {
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
         server.start_serving(app()).await.unwrap();
         let addr = server.local_addrs()[0].tcp().unwrap();
         self.0 = Some(server);
@@ -63,9 +64,8 @@ impl Subject for Drover {
 struct Axum(Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>);
 
 impl Subject for Axum {
-    async fn start(&mut self, listener: std::net::TcpListener) -> SocketAddr {
-        listener.set_nonblocking(true).unwrap();
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    async fn start(&mut self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // The same socket option drover sets on every connection, as
         // axum's own documentation shows it.
@@ -86,10 +86,6 @@ impl Subject for Axum {
         let _ = tx.send(());
         task.await.unwrap();
     }
-}
-
-fn fresh_listener() -> std::net::TcpListener {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
 /// An HTTP/1.1 keep-alive connection that has made one request and now
@@ -157,9 +153,8 @@ struct Samples {
 async fn cycle<S: Subject + Default>(samples: &mut Samples, clients: &IdleClients) {
     // start, first response, close with no connection left open
     let mut subject = S::default();
-    let listener = fresh_listener();
     let begun = Instant::now();
-    let addr = subject.start(listener).await;
+    let addr = subject.start().await;
     samples.start_returns.push(begun.elapsed());
     drop(idle_connection(addr).await);
     samples.start_to_first_response.push(begun.elapsed());
@@ -170,7 +165,7 @@ async fn cycle<S: Subject + Default>(samples: &mut Samples, clients: &IdleClient
     // close with 100 idle keep-alive connections (opened from the
     // clients' own thread while this runtime serves them)
     let mut subject = S::default();
-    let addr = subject.start(fresh_listener()).await;
+    let addr = subject.start().await;
     let requests = clients.requests.clone();
     tokio::task::spawn_blocking(move || {
         let (done, finished) = std::sync::mpsc::channel();
@@ -186,7 +181,7 @@ async fn cycle<S: Subject + Default>(samples: &mut Samples, clients: &IdleClient
     // a bare fixture cycle: bind port 0, serve, learn the port, close, closed
     let begun = Instant::now();
     let mut subject = S::default();
-    subject.start(fresh_listener()).await;
+    subject.start().await;
     subject.stop().await;
     samples.full_cycle.push(begun.elapsed());
 }
@@ -240,7 +235,7 @@ fn main() {
     println!("drover-worker lifecycle vs axum::serve + with_graceful_shutdown");
     println!("median of {cycles} fresh servers each; current-thread runtime; loopback\n");
     println!(
-        "start_serving returns (accepting):           {:>12}   (axum has no call that returns once accepting)",
+        "bind + start_serving return (accepting):           {:>12}   (axum has no call that returns once accepting)",
         us(median(drover.start_returns.clone()))
     );
     println!(

@@ -42,7 +42,13 @@ fn classify(error: &io::Error) -> AcceptFailure {
             | Errno::EPERM
             | Errno::ETIMEDOUT
             | Errno::EHOSTUNREACH
-            | Errno::ENETUNREACH,
+            | Errno::ENETUNREACH
+            // accept(2): "treat them like EAGAIN by retrying".
+            | Errno::ENETDOWN
+            | Errno::ENOPROTOOPT
+            | Errno::EHOSTDOWN
+            | Errno::ENONET
+            | Errno::EOPNOTSUPP,
         ) => AcceptFailure::Connection,
         _ => AcceptFailure::Fatal,
     }
@@ -113,7 +119,9 @@ async fn accept_until_closed<S: HttpService>(
                 lifecycle.tasks.spawn(connection);
                 continue;
             }
-            Ok(None) => return, // closed
+            // A slot closes a moment before close() stores what it took
+            // from the queue and fires the signal: wait for the signal.
+            Ok(None) => return lifecycle.closing().await,
             Err(error) => error,
         };
         let listener = listeners[index].addr();

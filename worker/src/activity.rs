@@ -134,7 +134,16 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
         }
         let http1 = request.version() < Version::HTTP_2;
         self.lifecycle.count_request();
+        let access = self.lifecycle.connections.access_log.then(|| {
+            Box::new(AccessEntry {
+                method: request.method().clone(),
+                target: request.uri().to_string(),
+                version: request.version(),
+                received: Instant::now(),
+            })
+        });
         TrackedResponse {
+            access,
             guard: Some(self.activity.begin()),
             // Checked when the response is ready, not now: the handler
             // itself may be what closes the server.
@@ -153,6 +162,30 @@ pin_project_lite::pin_project! {
         guard: Option<RequestGuard>,
         // For HTTP/1 requests: whose closing marks the response.
         close_check: Option<Arc<Lifecycle>>,
+        // With the access log on: the request, logged with its status.
+        access: Option<Box<AccessEntry>>,
+    }
+}
+
+/// A request as the access log records it.
+pub(crate) struct AccessEntry {
+    method: http::Method,
+    target: String,
+    version: Version,
+    received: Instant,
+}
+
+impl AccessEntry {
+    fn log(&self, status: http::StatusCode) {
+        tracing::info!(
+            target: "drover::access",
+            method = %self.method,
+            uri = %self.target,
+            version = ?self.version,
+            status = status.as_u16(),
+            micros = self.received.elapsed().as_micros() as u64,
+            "request"
+        );
     }
 }
 
@@ -165,10 +198,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        if this.close_check.as_ref().is_some_and(|l| l.is_closing()) {
+        let upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        if !upgrade && this.close_check.as_ref().is_some_and(|l| l.is_closing()) {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(access) = this.access.take() {
+            access.log(response.status());
         }
         let guard = this.guard.take();
         Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })))

@@ -38,6 +38,7 @@ pub struct Builder {
     keep_alive_timeout: Option<Duration>,
     header_read_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    access_log: bool,
     backlog: u32,
     startup: Vec<StartupHook>,
     shutdown: Vec<ShutdownHook>,
@@ -50,6 +51,7 @@ impl Default for Builder {
             keep_alive_timeout: Some(Duration::from_secs(5)),
             header_read_timeout: Some(Duration::from_secs(30)),
             max_connections: None,
+            access_log: false,
             backlog: DEFAULT_BACKLOG,
             startup: Vec::new(),
             shutdown: Vec::new(),
@@ -91,6 +93,14 @@ impl Builder {
     /// backlog. Default: no limit.
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = Some(limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
+        self
+    }
+
+    /// Logs one line per request with `tracing` (target `drover::access`,
+    /// level info): method, target, version, status and the time to the
+    /// response head. Default off.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
         self
     }
 
@@ -142,11 +152,15 @@ impl Builder {
     pub async fn bind(self, addr: impl AsRef<str>) -> Result<Server, Error> {
         let spec: ListenerSpec = addr.as_ref().parse()?;
         let backlog = self.backlog;
-        // Resolving a host name may block.
-        let opened = tokio::task::spawn_blocking(move || spec.open(backlog)).await;
-        let listener =
-            opened.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?;
-        self.build(vec![(listener, None)])
+        let listener = match &spec {
+            // Resolving a host name may block: off the runtime's threads.
+            ListenerSpec::Tcp(text) if text.parse::<std::net::SocketAddr>().is_err() => {
+                let opened = tokio::task::spawn_blocking(move || spec.open(backlog)).await;
+                opened.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?
+            }
+            _ => spec.open(backlog)?,
+        };
+        self.build(vec![(listener, None)], Origin::Opened)
     }
 
     /// Adopts listeners that are already open: std or tokio
@@ -165,7 +179,7 @@ impl Builder {
             .map(|l| l.into_listener().map(|l| (l.without_socket_file(), None)))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::Adopt(Arc::new(e)))?;
-        self.build(listeners)
+        self.build(listeners, Origin::Given)
     }
 
     /// Adopts the sockets passed by systemd socket activation or by the
@@ -179,16 +193,24 @@ impl Builder {
             .into_iter()
             .map(|inherited| (inherited.listener, inherited.name))
             .collect();
-        self.build(listeners)
+        self.build(listeners, Origin::Inherited)
     }
 
-    fn build(self, listeners: Vec<(Listener, Option<String>)>) -> Result<Server, Error> {
+    /// `shared`: the sockets were inherited and stay open elsewhere.
+    fn build(
+        self,
+        listeners: Vec<(Listener, Option<String>)>,
+        origin: Origin,
+    ) -> Result<Server, Error> {
         if listeners.is_empty() {
             return Err(Error::NoListeners);
         }
         let slots = listeners
             .into_iter()
-            .map(|(listener, name)| ListenerSlot::new(listener, name))
+            .map(|(listener, name)| {
+                let shared = origin == Origin::Inherited;
+                ListenerSlot::new(listener, name, shared, origin == Origin::Opened)
+            })
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::Adopt(Arc::new(e)))?;
         let options = StartOptions {
@@ -202,7 +224,19 @@ impl Builder {
             options,
             self.keep_alive_timeout,
             self.header_read_timeout,
+            self.access_log,
         );
         Ok(Server::new(ServerHandle::new(Arc::new(lifecycle))))
     }
+}
+
+/// Where a server's listeners came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `bind`: opened and listening by this server's own hand.
+    Opened,
+    /// `from_sockets`: the caller's; checked to be listening.
+    Given,
+    /// `from_env`: passed by LISTEN_FDS; others hold them too.
+    Inherited,
 }

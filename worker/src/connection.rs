@@ -67,6 +67,8 @@ pub(crate) struct ConnectionConfig {
     http: auto::Builder<StreamExecutor>,
     /// The idle limit (see the module docs); `None`: none.
     idle_limit: Option<Duration>,
+    /// Log one line per request (target `drover::access`).
+    pub(crate) access_log: bool,
 }
 
 impl ConnectionConfig {
@@ -77,6 +79,7 @@ impl ConnectionConfig {
     pub(crate) fn new(
         keep_alive: Option<Duration>,
         header_read_timeout: Option<Duration>,
+        access_log: bool,
         tasks: TaskTracker,
         abort: CancellationToken,
     ) -> Self {
@@ -90,7 +93,11 @@ impl ConnectionConfig {
             .header_read_timeout(idle_limit)
             .keep_alive(keep_alive != Some(Duration::ZERO));
         // No HTTP/2 timer: it only drives keep-alive pings, which are off.
-        Self { http, idle_limit }
+        Self {
+            http,
+            idle_limit,
+            access_log,
+        }
     }
 }
 
@@ -173,7 +180,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
         watched: idle_limit.is_some(),
     };
     // One timer for the watchdog and the drain window; armed per `phase`.
-    let timer = tokio::time::sleep_until(opened + idle_limit.unwrap_or(Duration::ZERO)); // sleep-ok: a deadline timer, reset to exact deadlines, never a polling loop
+    let timer = tokio::time::sleep_until(later(opened, idle_limit.unwrap_or(Duration::ZERO))); // sleep-ok: a deadline timer, reset to exact deadlines, never a polling loop
     tokio::pin!(timer);
     let result = loop {
         tokio::select! {
@@ -194,9 +201,13 @@ pub(crate) async fn serve_connection<S: HttpService>(
                     Phase::Finishing
                 } else {
                     let since = Instant::now();
-                    timer.as_mut().reset(since + window);
+                    timer.as_mut().reset(later(since, window));
                     Phase::Draining { since, window }
                 };
+            }
+            () = lifecycle.hurrying(), if matches!(phase, Phase::Draining { .. }) => {
+                connection.as_mut().graceful_shutdown();
+                phase = Phase::Finishing;
             }
             () = timer.as_mut(), if phase.timer_armed() => {
                 // Requests never touch the timer: when it fires, see whether
@@ -262,8 +273,8 @@ fn watchdog_deadline(activity: &ConnectionActivity, limit: Option<Duration>) -> 
         return None;
     }
     Some(match activity.idle_since() {
-        Some(idle) => Deadline::of(idle + limit),
-        None => Deadline::At(Instant::now() + limit), // busy: look again later
+        Some(idle) => Deadline::of(later(idle, limit)),
+        None => Deadline::At(later(Instant::now(), limit)), // busy: look again later
     })
 }
 
@@ -278,12 +289,19 @@ fn drain_deadline(
     window: Duration,
 ) -> Option<Deadline> {
     Some(match activity.idle_since() {
-        Some(idle) if !activity.is_http2() => match Deadline::of(idle.max(since) + window) {
+        Some(idle) if !activity.is_http2() => match Deadline::of(later(idle.max(since), window)) {
             Deadline::Passed if has_unread_bytes(fd) => Deadline::At(Instant::now() + UNREAD_GRACE),
             deadline => deadline,
         },
         _ => Deadline::Passed,
     })
+}
+
+/// `at + wait`, or a century on for a wait too long to add (`Duration::MAX`
+/// means "until the graceful deadline").
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// Whether bytes wait unread on the socket: a request the client sent that

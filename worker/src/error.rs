@@ -43,6 +43,10 @@ pub enum Error {
     /// panicked before the server started; the server is closed.
     #[error("the start was cancelled before the server was serving")]
     StartCancelled,
+    /// The close did not complete: a shutdown hook panicked, or the runtime
+    /// that ran `start_serving` stopped first.
+    #[error("the close was interrupted (a shutdown hook panicked or the runtime stopped)")]
+    ShutdownInterrupted,
     /// A listener failed in a way retrying cannot mend (the server closed).
     #[error("accepting on {addr} failed: {source}")]
     Accept {

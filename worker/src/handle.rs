@@ -53,7 +53,11 @@ impl ServerHandle {
     /// answered with `connection: close`, then the connection ends. This
     /// is how a worker being replaced under load loses no request to the
     /// race between closing an idle connection and a client reusing it.
-    /// If the server is already closing, this does what `close` does.
+    /// If the server is already closing, this does what `close` does. A
+    /// later `close()` ends the drain windows still running at once.
+    /// Sockets inherited by LISTEN_FDS keep their queued connections (the
+    /// supervisor or systemd holds them for whoever serves next); other
+    /// listeners' queued connections are taken and answered.
     pub fn close_draining(&self, window: Duration) {
         self.lifecycle.close(window);
     }

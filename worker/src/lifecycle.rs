@@ -60,6 +60,9 @@ pub(crate) struct Lifecycle {
     /// Notified when the state becomes `Closed`.
     closed: Notify,
     close_signal: CancellationToken,
+    /// Fired when a fast close follows a draining one: connections still
+    /// in their drain window end now.
+    hurry_signal: CancellationToken,
     abort_signal: CancellationToken,
     pub(crate) listeners: Vec<ListenerSlot>,
     /// How connections speak HTTP (kept here rather than behind an Arc of
@@ -81,12 +84,14 @@ impl Lifecycle {
         options: StartOptions,
         keep_alive: Option<Duration>,
         header_read_timeout: Option<Duration>,
+        access_log: bool,
     ) -> Self {
         let tasks = TaskTracker::new();
         let abort_signal = CancellationToken::new();
         let connections = ConnectionConfig::new(
             keep_alive,
             header_read_timeout,
+            access_log,
             tasks.clone(),
             abort_signal.clone(),
         );
@@ -94,6 +99,7 @@ impl Lifecycle {
             state: Mutex::new(State::Bound(options)),
             closed: Notify::new(),
             close_signal: CancellationToken::new(),
+            hurry_signal: CancellationToken::new(),
             abort_signal,
             listeners,
             connections,
@@ -145,8 +151,9 @@ impl Lifecycle {
     fn close_with(&self, drain: Duration, error: Option<Error>) {
         // Sockets go first, so that once close() returns (or a waiter wakes)
         // a connect is refused, unless another process holds the socket. A
-        // draining close first takes the connections already queued.
-        let sweep = !drain.is_zero() && !self.close_signal.is_cancelled();
+        // draining close of a serving server first takes the connections
+        // already queued (the accept loop serves them).
+        let sweep = !drain.is_zero() && matches!(*self.lock_state(), State::Serving);
         for listener in &self.listeners {
             listener.close(sweep);
         }
@@ -165,9 +172,18 @@ impl Lifecycle {
                         fatal: error,
                     };
                 }
-                State::Closing { fatal, .. } => {
+                State::Closing {
+                    fatal,
+                    drain: window,
+                } => {
                     if fatal.is_none() {
                         *fatal = error;
+                    }
+                    if drain < *window {
+                        *window = drain;
+                        if drain.is_zero() {
+                            self.hurry_signal.cancel();
+                        }
                     }
                 }
                 State::Closed(_) => {}
@@ -220,6 +236,11 @@ impl Lifecycle {
     /// Resolves once `close()` (or `abort()`, or a fatal error) happened.
     pub(crate) fn closing(&self) -> WaitForCancellationFuture<'_> {
         self.close_signal.cancelled()
+    }
+
+    /// Resolves once a fast close has followed a draining one.
+    pub(crate) fn hurrying(&self) -> WaitForCancellationFuture<'_> {
+        self.hurry_signal.cancelled()
     }
 
     /// Resolves once connections must be cut.

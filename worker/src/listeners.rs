@@ -17,6 +17,10 @@ use crate::stream::Stream;
 pub(crate) struct ListenerSlot {
     addr: ListenAddr,
     name: Option<String>,
+    /// Inherited (LISTEN_FDS): the supervisor or systemd holds the socket
+    /// too and its queued connections are theirs to hand on, not ours to
+    /// take at close.
+    shared: bool,
     socket: Mutex<SlotSocket>,
     /// Connections taken from the accept queue at close, to be served.
     swept: Mutex<Vec<Socket>>,
@@ -61,12 +65,22 @@ impl AcceptListener {
 }
 
 impl ListenerSlot {
-    /// Wraps a listening socket; one that is not listening is an error.
-    pub(crate) fn new(listener: Listener, name: Option<String>) -> io::Result<Self> {
-        listener.check_listening()?;
+    /// Wraps a listening socket; one that is not listening is an error
+    /// (`opened_here`: this server called listen() itself, nothing to
+    /// check). `shared`: inherited by LISTEN_FDS (see the field).
+    pub(crate) fn new(
+        listener: Listener,
+        name: Option<String>,
+        shared: bool,
+        opened_here: bool,
+    ) -> io::Result<Self> {
+        if !opened_here {
+            listener.check_listening()?;
+        }
         Ok(Self {
             addr: listener.local_addr()?,
             name,
+            shared,
             socket: Mutex::new(SlotSocket::Pending(listener)),
             swept: Mutex::new(Vec::new()),
         })
@@ -127,7 +141,11 @@ impl ListenerSlot {
                 remove_file(file.as_ref());
             }
             SlotSocket::Accepting(listener, file) => {
-                let swept = if sweep { listener.sweep() } else { Vec::new() };
+                let swept = if sweep && !self.shared {
+                    listener.sweep()
+                } else {
+                    Vec::new()
+                };
                 drop(listener);
                 remove_file(file.as_ref());
                 if !swept.is_empty() {

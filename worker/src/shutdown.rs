@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::builder::ShutdownHook;
 use crate::lifecycle::Lifecycle;
+use crate::Error;
 
 /// Runs once the server is closing (it waits for that itself), and moves it
 /// to closed. Only ever one per server.
@@ -16,6 +17,9 @@ pub(crate) async fn drive_close(
 ) {
     lifecycle.closing().await;
     let begun = Instant::now();
+    // If a shutdown hook panics or the runtime stops under us, the server
+    // must still reach Closed, or wait_closed would wait for ever.
+    let guard = FinishGuard(Some(&lifecycle));
     lifecycle.tasks.close();
     let drained = async {
         match graceful_timeout {
@@ -39,6 +43,25 @@ pub(crate) async fn drive_close(
     for hook in shutdown_hooks {
         hook().await;
     }
+    guard.disarm();
     lifecycle.finish();
     tracing::info!(took = ?begun.elapsed(), stats = ?lifecycle.stats(), "closed");
+}
+
+/// Closes the server with an error if the driver is dropped before it ends.
+struct FinishGuard<'a>(Option<&'a Lifecycle>);
+
+impl FinishGuard<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for FinishGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lifecycle) = self.0 {
+            lifecycle.fail(Error::ShutdownInterrupted);
+            lifecycle.finish();
+        }
+    }
 }

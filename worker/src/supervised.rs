@@ -37,6 +37,8 @@ pub struct WorkerSettings {
     pub graceful_timeout: Option<Duration>,
     /// How often to send a heartbeat; `None`: never.
     pub heartbeat_interval: Option<Duration>,
+    /// See [`Builder::access_log`](crate::Builder::access_log).
+    pub access_log: bool,
 }
 
 /// Runs this process as a drover worker serving `app()` on the sockets the
@@ -85,7 +87,8 @@ where
     let mut builder = Server::builder()
         .keep_alive_timeout(settings.keep_alive_timeout)
         .header_read_timeout(settings.header_read_timeout)
-        .graceful_timeout(settings.graceful_timeout);
+        .graceful_timeout(settings.graceful_timeout)
+        .access_log(settings.access_log);
     if let Some(limit) = settings.max_connections {
         builder = builder.max_connections(limit);
     }

@@ -119,9 +119,9 @@ async fn draining_close_answers_a_request_on_an_idle_connection() {
     let mut client = Client::connect(&addr).await.unwrap();
     client.get("/").await;
 
-    // The window is far longer than this test: the connection must end
-    // because it answered, not because the window ran out.
-    server.close_draining(Duration::from_secs(3600));
+    // The window outlasts this test (and any deadline arithmetic): the
+    // connection must end because it answered, not because time ran out.
+    server.close_draining(Duration::MAX);
     let (head, body) = within("a request during the drain", client.get("/")).await;
     assert_eq!(body, "hello");
     assert_eq!(head.headers()["connection"], "close");
@@ -225,7 +225,7 @@ async fn a_client_that_never_sends_anything_is_closed_at_the_idle_limit() {
 }
 
 #[tokio::test]
-async fn draining_close_answers_a_request_that_reaches_an_idle_connection_at_close() {
+async fn draining_close_answers_a_request_sent_just_before_it() {
     let server = server_without_idle_limit().await;
     let addr = server.local_addrs()[0].tcp().unwrap();
     server.start_serving(app(Default::default())).await.unwrap();
@@ -255,4 +255,39 @@ async fn draining_close_answers_a_request_that_reaches_an_idle_connection_at_clo
     assert!(second.contains("connection: close"), "{second}");
     assert!(second.ends_with("hello"), "{second}");
     within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fast_close_cuts_short_the_drain_window_of_an_earlier_draining_close() {
+    let (server, addr) = serve(
+        Server::builder()
+            .keep_alive_timeout(None)
+            .header_read_timeout(None),
+        Default::default(),
+    )
+    .await;
+    let mut client = Client::connect(&addr).await.unwrap();
+    client.get("/").await;
+    server.close_draining(Duration::from_secs(3600));
+    server.close();
+    within("the idle connection to end after close()", client.closed)
+        .await
+        .unwrap()
+        .unwrap();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_shutdown_hook_still_lets_wait_closed_resolve() {
+    let (server, _addr) = serve(
+        Server::builder().on_shutdown(|| async { panic!("hook exploded") }),
+        Default::default(),
+    )
+    .await;
+    server.close();
+    let closed = within("wait_closed", server.wait_closed()).await;
+    assert!(
+        matches!(closed, Err(drover_worker::Error::ShutdownInterrupted)),
+        "{closed:?}"
+    );
 }

@@ -112,7 +112,13 @@ async fn http2_prior_knowledge_is_answered() {
 #[tokio::test]
 async fn http2_connection_gets_goaway_on_close_and_its_stream_completes() {
     let probe = Arc::new(Probe::default());
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    // No idle limit: only the close may end the connection.
+    let server = Server::builder()
+        .keep_alive_timeout(None)
+        .header_read_timeout(None)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let addr = server.local_addrs()[0].tcp().unwrap();
     server.start_serving(app(probe.clone())).await.unwrap();
     let (mut sender, connection) = http2_client(addr).await;
