@@ -17,11 +17,17 @@ use http_body::Frame;
 /// 200 after N ms; `GET /stream` → a line every 100 ms, never ending;
 /// `GET /healthz` → `ok`.
 ///
-/// With `DROVER_DEMO_FAIL_BOOT` set in its environment, a worker fails
-/// before it is ready (for tests of boot failures).
+/// For tests of boot failures: with `DROVER_DEMO_FAIL_BOOT` set in its
+/// environment a worker fails before it is ready; with
+/// `DROVER_DEMO_HANG_BOOT` it never gets ready.
 pub fn app() -> Router {
     if let Ok(why) = std::env::var("DROVER_DEMO_FAIL_BOOT") {
         panic!("demo app asked to fail at boot: {why}");
+    }
+    if std::env::var_os("DROVER_DEMO_HANG_BOOT").is_some() {
+        loop {
+            std::thread::park(); // never unparked: a worker stuck at boot
+        }
     }
     Router::new()
         .route("/", get(|| async { "hello" }))

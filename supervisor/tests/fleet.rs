@@ -345,3 +345,82 @@ fn a_users_own_axum_binary_runs_under_drover_with_one_call() {
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }
+
+#[test]
+fn a_worker_not_ready_within_the_boot_timeout_is_killed_and_drover_exits_1() {
+    let mut command = Command::new(drover_bin());
+    command
+        .args([
+            "-w",
+            "1",
+            "--boot-timeout",
+            "0.2",
+            "-b",
+            &free_addr().to_string(),
+        ])
+        .env("DROVER_DEMO_HANG_BOOT", "1");
+    let mut drover = Drover::spawn(command);
+    assert_eq!(drover.wait_exit(), 1);
+    let log = drover.log.join("\n");
+    assert!(log.contains("boot-timeout"), "{log}");
+}
+
+#[test]
+fn quit_and_a_second_term_stop_at_once() {
+    for signals in [
+        &[Signal::SIGQUIT][..],
+        &[Signal::SIGTERM, Signal::SIGTERM][..],
+    ] {
+        let addr = free_addr();
+        let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+        // A request that would hold a graceful stop for ten seconds.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        write!(slow, "GET /sleep?ms=10000 HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+        support::wait_until_server_read(&slow);
+        for (i, signal) in signals.iter().enumerate() {
+            drover.signal(*signal);
+            if i + 1 < signals.len() {
+                drover.wait_for_line("stopping gracefully");
+            }
+        }
+        let begun = Instant::now();
+        assert_eq!(drover.wait_exit(), 0);
+        assert!(
+            drover.log.iter().any(|l| l.contains("stopping now")),
+            "{signals:?}: {:#?}",
+            drover.log
+        );
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest);
+        assert!(
+            begun.elapsed() < std::time::Duration::from_secs(10),
+            "did not wait for the request"
+        );
+    }
+}
+
+#[test]
+fn a_worker_that_sends_garbage_on_its_control_socket_is_replaced() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
+    let workers = drover.worker_pids();
+    let culprit = *workers.iter().next().unwrap();
+    // Speak on the worker's own control socket (its fd 4), as root may.
+    let control = support::steal_fd(culprit, 4);
+    nix::sys::socket::send(
+        control.as_raw_fd(),
+        b"\x07garbage",
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    drover.wait_for_line("malformed control message");
+    drover.wait_for_line("worker died; replacing it");
+    drover.wait_for_line("worker=3");
+    let after = drover.worker_pids();
+    assert!(!after.contains(&culprit));
+    assert_eq!(after.len(), 2);
+    let sibling = workers.iter().find(|p| **p != culprit).unwrap();
+    assert!(after.contains(sibling), "the sibling is unaffected");
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}

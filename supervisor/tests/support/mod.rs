@@ -220,3 +220,28 @@ pub fn wait_until_server_read(client: &TcpStream) {
         std::thread::yield_now();
     }
 }
+
+/// A duplicate of descriptor `fd` of process `pid` (pidfd_getfd; root or
+/// ptrace rights needed, which the tests have).
+pub fn steal_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {
+    use nix::libc;
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscalls on integers; the results are checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: as above.
+    let stolen = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
+    assert!(
+        stolen >= 0,
+        "pidfd_getfd: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd as i32) });
+    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(stolen as i32) }
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Fleet timings of `drover` against gunicorn and uvicorn, in one run.
+
+For each server, median over RUNS fresh launches (loopback only, bounded):
+- launch → WORKERS distinct workers answering /pid
+- kill -9 of a worker → a replacement answering
+- SIGTERM with 50 idle keep-alive connections → every process gone
+plus, for drover, the supervisor's RSS and its CPU ticks over 5 idle seconds.
+
+    scripts/bench-fleet.py            # installs gunicorn/uvicorn with pip if missing
+"""
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = int(os.environ.get("RUNS", "7"))
+WORKERS = 4
+WAIT = 20.0  # bound on any single wait, seconds
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_answer(port):
+    """One GET /pid on a fresh connection; None while nothing answers."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/pid")
+        body = conn.getresponse().read()
+        conn.close()
+        return int(body)
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+
+
+def until(what, check):
+    """Calls check() until it returns something truthy, bounded by WAIT."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(p) for p in f.read().split()}
+    except OSError:
+        return set()
+
+
+def servers(port):
+    drover = os.path.join(ROOT, "target/release/drover")
+    app_dir = os.path.join(ROOT, "scripts")
+    return {
+        "drover": [drover, "-w", str(WORKERS), "-b", f"127.0.0.1:{port}"],
+        "gunicorn": [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
+                     "--chdir", app_dir, "bench_pyapps:wsgi"],
+        "uvicorn": [sys.executable, "-m", "uvicorn", "--workers", str(WORKERS), "--port", str(port),
+                    "--app-dir", app_dir, "--log-level", "warning", "bench_pyapps:asgi"],
+    }
+
+
+def one_run(name):
+    port = free_port()
+    command = servers(port)[name]
+    begun = time.monotonic()
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    seen = set()
+
+    def four_workers():
+        pid = pid_answer(port)
+        if pid:
+            seen.add(pid)
+        return len(seen) >= WORKERS
+
+    until("all workers to answer", four_workers)
+    launch = time.monotonic() - begun
+
+    # uvicorn and gunicorn put the workers under the master; drover too.
+    victim = next(iter(seen))
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def replacement():
+        pid = pid_answer(port)
+        return pid is not None and pid not in seen
+
+    until("a replacement worker", replacement)
+    respawn = time.monotonic() - killed
+
+    idle = []
+    for _ in range(50):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/pid")
+        conn.getresponse().read()
+        idle.append(conn)  # kept open: an idle keep-alive connection
+    stopping = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    # Every process holds the stderr pipe: it closes when the last one exits.
+    proc.stderr.read()
+    proc.wait(timeout=WAIT)
+    stop = time.monotonic() - stopping
+    for conn in idle:
+        conn.close()
+    return launch, respawn, stop
+
+
+def drover_footprint():
+    port = free_port()
+    proc = subprocess.Popen(servers(port)["drover"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    until("drover to answer", lambda: pid_answer(port))
+    until("all workers", lambda: len(children(proc.pid)) >= WORKERS)
+    with open(f"/proc/{proc.pid}/status") as f:
+        rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+    def ticks():
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before = ticks()
+    time.sleep(5)  # the measurement window itself
+    idle_ticks = ticks() - before
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=WAIT)
+    return rss_kb, idle_ticks
+
+
+def main():
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "drover", "--bin", "drover"],
+                   cwd=ROOT, check=True)
+    try:
+        import gunicorn, uvicorn  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "gunicorn", "uvicorn"], check=True)
+    results = {}
+    for name in ("drover", "gunicorn", "uvicorn"):
+        runs = [one_run(name) for _ in range(RUNS)]
+        results[name] = [statistics.median(r[i] for r in runs) * 1000 for i in range(3)]
+    print(f"median of {RUNS} launches each; {WORKERS} workers; loopback")
+    print(f"{'figure (ms)':<44} {'drover':>9} {'gunicorn':>9} {'uvicorn':>9} {'vs gunicorn':>12} {'vs uvicorn':>11}")
+    labels = ["launch → 4 distinct workers answering", "kill -9 of a worker → replacement answering",
+              "SIGTERM, 50 idle keep-alive → all gone"]
+    for i, label in enumerate(labels):
+        d, g, u = (results[n][i] for n in ("drover", "gunicorn", "uvicorn"))
+        print(f"{label:<44} {d:9.1f} {g:9.1f} {u:9.1f} {g / d:11.1f}x {u / d:10.1f}x")
+    print("ratios: baseline time ÷ drover time (above 1: drover is faster)")
+    rss_kb, idle_ticks = drover_footprint()
+    print(f"drover supervisor RSS: {rss_kb / 1024:.1f} MiB; CPU ticks over 5 idle seconds: {idle_ticks}")
+
+
+if __name__ == "__main__":
+    main()
