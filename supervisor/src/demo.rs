@@ -32,7 +32,7 @@ pub fn app() -> Router {
     Router::new()
         .route("/", get(|| async { "hello" }))
         .route("/pid", get(|| async { std::process::id().to_string() }))
-        .route("/sleep", get(sleep))
+        .route("/sleep", get(delayed))
         .route(
             "/stream",
             get(|| async { Body::new(Lines(tokio::time::interval(Duration::from_millis(100)))) }),
@@ -40,7 +40,8 @@ pub fn app() -> Router {
         .route("/healthz", get(|| async { "ok" }))
 }
 
-async fn sleep(uri: Uri) -> String {
+/// `GET /sleep?ms=N`.
+async fn delayed(uri: Uri) -> String {
     let ms: u64 = uri
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))

@@ -327,12 +327,16 @@ fn access_log_and_json_logs() {
 
 #[test]
 fn a_users_own_axum_binary_runs_under_drover_with_one_call() {
-    // Integration tests build the package's examples next to its binary.
+    // scripts/test.sh builds the examples next to the binary first.
     let example = std::path::Path::new(drover_bin())
         .parent()
         .unwrap()
         .join("examples/axum");
-    assert!(example.exists(), "{} not built", example.display());
+    assert!(
+        example.exists(),
+        "{} is not built: run `cargo build -p drover --examples` first (scripts/test.sh does)",
+        example.display()
+    );
     let addr = free_addr();
     let mut command = Command::new(example);
     command.args(["-w", "2", "-b", &addr.to_string()]);

@@ -1,15 +1,13 @@
-//! A demo server on the drover-worker lifecycle API: serves a few routes
-//! on `127.0.0.1:8000` (or the address given as the first argument) until
-//! SIGINT/SIGTERM; a second signal cuts the connections left.
+//! The drover-worker lifecycle API on its own, in one process, no
+//! supervisor: serves a few routes on `127.0.0.1:8000` (or the address
+//! given as the first argument) until SIGINT/SIGTERM; a second signal cuts
+//! the connections left.
 //!
 //! ```text
 //! cargo run --release --example hello [ADDR]
 //! curl http://127.0.0.1:8000/
 //! ```
 
-use std::time::Duration;
-
-use axum::http::Uri;
 use axum::routing::get;
 use axum::Router;
 use drover_worker::Server;
@@ -47,15 +45,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.requests_served, report.drained, report.aborted
     );
     Ok(())
-}
-
-/// `GET /sleep?ms=N`: answers after N milliseconds.
-async fn sleep(uri: Uri) -> String {
-    let ms: u64 = uri
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(ms)).await; // sleep-ok: the route's purpose
-    format!("slept {ms} ms\n")
 }
