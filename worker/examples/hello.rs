@@ -29,8 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route(
             "/pid",
             get(|| async { format!("{}\n", std::process::id()) }),
-        )
-        .route("/sleep", get(sleep));
+        );
 
     let server = Server::bind(&addr).await?;
     server.handle().close_on_signals()?;
