@@ -22,6 +22,13 @@ pub const LISTEN_FDS_START: i32 = 3;
 /// Set once the LISTEN_FDS sockets have been taken.
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
+/// In a child forked (without exec) from a process that took its sockets,
+/// after the child has put its own copies at descriptors 3.. and set the
+/// variables for itself: lets it take them.
+pub fn release_after_fork() {
+    TAKEN.store(false, Ordering::Release);
+}
+
 /// A socket received through LISTEN_FDS, with its name.
 #[derive(Debug)]
 pub struct InheritedListener {

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 const FIRST: Duration = Duration::from_millis(100);
 /// The longest delay.
 const CAP: Duration = Duration::from_secs(10);
-/// Deaths further apart than this are not "repeated".
-const QUIET: Duration = Duration::from_secs(10);
+/// Deaths further apart than this are not "repeated": a replacement that
+/// stayed up this long resets the backoff. Longer than CAP, so that a crash
+/// loop stays at the cap instead of starting over.
+const QUIET: Duration = Duration::from_secs(30);
 
 /// Repeated worker deaths and the delay they earn.
 #[derive(Debug, Default)]
@@ -51,7 +53,9 @@ mod tests {
         assert_eq!(delays[1], FIRST);
         assert_eq!(delays[2], FIRST * 2);
         assert_eq!(delays[9], CAP);
+        // Still dying right after each capped wait: stays at the cap.
+        assert_eq!(backoff.next_delay(start + CAP * 2), CAP);
         // After a quiet spell, the next death is replaced at once again.
-        assert_eq!(backoff.next_delay(start + QUIET * 2), Duration::ZERO);
+        assert_eq!(backoff.next_delay(start + QUIET * 3), Duration::ZERO);
     }
 }

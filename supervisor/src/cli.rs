@@ -113,9 +113,11 @@ impl Cli {
         )
     }
 
-    /// How often workers send heartbeats: four per worker timeout.
+    /// How often workers send heartbeats: four per worker timeout (at
+    /// least every millisecond).
     pub fn heartbeat_interval(&self) -> Option<Duration> {
-        (!self.worker_timeout.is_zero()).then(|| self.worker_timeout / 4)
+        (!self.worker_timeout.is_zero())
+            .then(|| (self.worker_timeout / 4).max(Duration::from_millis(1)))
     }
 
     /// What every worker is told.
@@ -132,11 +134,15 @@ impl Cli {
     }
 }
 
+/// A number of seconds from 0 to a year (deadlines far past that would
+/// overflow the clock, and mean "never" anyway: use 0 where it is allowed).
 fn seconds(text: &str) -> Result<Duration, String> {
+    const YEAR: f64 = 365.0 * 86_400.0;
     text.parse::<f64>()
         .ok()
+        .filter(|s| (0.0..=YEAR).contains(s))
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| format!("`{text}` is not a number of seconds"))
+        .ok_or_else(|| format!("`{text}` is not a number of seconds from 0 to {YEAR}"))
 }
 
 fn octal(text: &str) -> Result<u32, String> {

@@ -40,8 +40,33 @@ impl Sockets {
             Err(ListenFdsError::Missing | ListenFdsError::OtherProcess { .. }) => {}
             Err(error) => return Err(format!("socket activation: {error}")),
         }
-        let mut listeners = Vec::with_capacity(cli.bind.len());
+        let mut opened = Self {
+            listeners: Vec::with_capacity(cli.bind.len()),
+            names: None,
+        };
+        let mut adopted = Vec::new();
         for spec in &cli.bind {
+            if let ListenerSpec::Fd(fd) = spec {
+                if adopted.contains(fd) {
+                    opened.remove_files();
+                    return Err(format!("{spec} is given twice"));
+                }
+                adopted.push(*fd);
+            }
+            match Self::open_one(cli, spec) {
+                Ok(listener) => opened.listeners.push(listener),
+                Err(error) => {
+                    // Leave nothing bound behind: files created so far go.
+                    opened.remove_files();
+                    return Err(error);
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    fn open_one(cli: &Cli, spec: &ListenerSpec) -> Result<Listener, String> {
+        {
             let listener = match spec {
                 ListenerSpec::Fd(fd) => {
                     // SAFETY: `fd://N` on the command line is the operator
@@ -52,15 +77,15 @@ impl Sockets {
                 _ => spec.open(cli.backlog).map_err(|e| e.to_string())?,
             };
             if let (Some(mode), Some(file)) = (cli.uds_mode, listener.socket_file()) {
-                std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("cannot chmod {}: {e}", file.path().display()))?;
+                if let Err(error) =
+                    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
+                {
+                    let _ = listener.remove_socket_file();
+                    return Err(format!("cannot chmod {}: {error}", file.path().display()));
+                }
             }
-            listeners.push(listener);
+            Ok(listener)
         }
-        Ok(Self {
-            listeners,
-            names: None,
-        })
     }
 
     /// The descriptors to hand to a worker.

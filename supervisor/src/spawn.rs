@@ -135,6 +135,8 @@ pub fn spawn_worker(
         }
     };
     let listen_pid_ptr = listen_pid.as_mut_ptr();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
 
     // SAFETY: in exec mode the child calls only async-signal-safe functions
     // (sigaction, sigprocmask, fcntl, dup2, getpid, execve, _exit) and
@@ -147,7 +149,11 @@ pub fn spawn_worker(
             // SAFETY: see above; each step's own justification is inline.
             unsafe {
                 reset_signals();
-                if !move_descriptors(&sources[..count]) {
+                // Until it is ready the worker dies with the supervisor
+                // (it is not watching its control socket yet); if the
+                // supervisor is already gone, so is the point.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent || !move_descriptors(&sources[..count]) {
                     libc::_exit(127);
                 }
                 match launch {
@@ -159,11 +165,27 @@ pub fn spawn_worker(
                     }
                     Launch::Fork(run) => {
                         // Only the handed-over descriptors stay open.
-                        libc::syscall(libc::SYS_close_range, 3 + count as u32, u32::MAX, 0u32);
+                        if libc::syscall(libc::SYS_close_range, 3 + count as u32, u32::MAX, 0u32)
+                            != 0
+                        {
+                            libc::_exit(126);
+                        }
+                        // The same environment an exec'd worker gets.
+                        for own in [
+                            LISTEN_FDNAMES,
+                            "NOTIFY_SOCKET",
+                            "WATCHDOG_USEC",
+                            "WATCHDOG_PID",
+                        ] {
+                            std::env::remove_var(own);
+                        }
                         for var in &vars {
                             let (name, value) = split_var(var);
                             std::env::set_var(name, value);
                         }
+                        // The supervisor took the LISTEN_FDS sockets in this
+                        // memory; the worker takes its copies at 3.. again.
+                        drover_shared::listen_fds::release_after_fork();
                         std::env::set_var(LISTEN_PID, std::process::id().to_string());
                         let code = run();
                         std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
@@ -176,11 +198,15 @@ pub fn spawn_worker(
 
 /// Signal handlers and masks are inherited across fork; the worker starts
 /// from the defaults (exec resets handlers, not the mask, so both modes
-/// need this).
+/// need this), except SIGINT and SIGTERM, which it ignores (an ignored
+/// disposition survives exec): a Ctrl-C or `systemctl stop` hits the whole
+/// process group, and stopping workers is the supervisor's job.
 unsafe fn reset_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: setting a disposition is async-signal-safe.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
     for signal in [
-        libc::SIGTERM,
-        libc::SIGINT,
         libc::SIGQUIT,
         libc::SIGHUP,
         libc::SIGUSR2,

@@ -79,6 +79,8 @@ struct Supervisor<'a> {
     backoff: Backoff,
     /// When the next replacement worker may start.
     respawn_at: Option<Instant>,
+    /// Whether this instance wrote the pid file (then it removes it).
+    wrote_pid_file: bool,
     exit_code: ExitCode,
 }
 
@@ -116,6 +118,7 @@ impl<'a> Supervisor<'a> {
             next_id: 1,
             backoff: Backoff::default(),
             respawn_at: None,
+            wrote_pid_file: false,
             exit_code: ExitCode::SUCCESS,
         };
         tracing::info!(
@@ -125,9 +128,10 @@ impl<'a> Supervisor<'a> {
             "starting"
         );
         for _ in 0..wanted {
-            supervisor
-                .spawn()
-                .map_err(|e| format!("cannot start a worker: {e}"))?;
+            if let Err(error) = supervisor.spawn() {
+                supervisor.abandon();
+                return Err(format!("cannot start a worker: {error}"));
+            }
         }
         Ok(supervisor)
     }
@@ -300,6 +304,11 @@ impl<'a> Supervisor<'a> {
                     return;
                 }
             };
+            let Some(id) = self.workers.iter().find(|w| w.pid == pid).map(|w| w.id) else {
+                continue;
+            };
+            // Its last words (a BootFailed reason) may still be unread.
+            self.read_control(id);
             let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
@@ -436,8 +445,11 @@ impl<'a> Supervisor<'a> {
             .collect();
         tracing::info!(workers = self.wanted, addrs = %addrs.join(", "), "ready");
         if let Some(path) = &self.cli.pid_file {
-            if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
-                tracing::error!(path = %path.display(), %error, "cannot write the pid file");
+            match std::fs::write(path, format!("{}\n", std::process::id())) {
+                Ok(()) => self.wrote_pid_file = true,
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "cannot write the pid file")
+                }
             }
         }
         let status = format!("{} workers serving", self.wanted);
@@ -492,9 +504,19 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Gives up during start: kills and reaps the workers already started,
+    /// removes the socket files, leaves nothing running or bound.
+    fn abandon(&mut self) {
+        for worker in self.workers.drain(..) {
+            let _ = kill(worker.pid, Signal::SIGKILL);
+            let _ = waitpid(worker.pid, None);
+        }
+        self.sockets.remove_files();
+    }
+
     fn finish(&mut self) -> ExitCode {
         self.sockets.remove_files();
-        if let Some(path) = &self.cli.pid_file {
+        if let Some(path) = self.cli.pid_file.as_ref().filter(|_| self.wrote_pid_file) {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("stopped");

@@ -82,14 +82,22 @@ fn a_killed_worker_is_replaced_and_the_new_one_answers() {
 #[test]
 fn a_stopped_worker_misses_its_heartbeats_and_is_replaced() {
     let addr = free_addr();
-    let mut drover = Drover::start(&["-w", "1", "--worker-timeout", "1", "-b", &addr.to_string()]);
-    let frozen = *drover.worker_pids().iter().next().unwrap();
+    let mut drover = Drover::start(&["-w", "2", "--worker-timeout", "1", "-b", &addr.to_string()]);
+    let workers = drover.worker_pids();
+    let frozen = *workers.iter().next().unwrap();
+    let healthy = *workers.iter().find(|p| **p != frozen).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
     let line = drover.wait_for_line("missed its heartbeats");
     assert!(line.contains(&frozen.to_string()), "{line}");
     drover.wait_for_line("worker ready");
-    let (_, pid) = get(addr, "/pid").unwrap();
-    assert_ne!(pid.trim(), frozen.to_string());
+    let now = drover.worker_pids();
+    assert!(!now.contains(&frozen));
+    // The other worker, up for longer than the timeout, kept beating.
+    assert!(
+        now.contains(&healthy),
+        "a healthy worker was killed: {:#?}",
+        drover.log
+    );
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }
@@ -145,8 +153,16 @@ fn a_first_boot_failure_exits_non_zero_with_the_reason() {
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_exit(), 1);
     let log = drover.log.join("\n");
-    assert!(log.contains("failed to boot"), "{log}");
-    assert!(log.contains("database unreachable"), "{log}");
+    // The supervisor's own line carries the worker's reason (BootFailed).
+    let line = drover
+        .log
+        .iter()
+        .find(|l| l.starts_with("drover: worker"))
+        .expect(&log);
+    assert!(
+        line.contains("failed to boot") && line.contains("database unreachable"),
+        "{log}"
+    );
 }
 
 /// Socket inodes a process holds.
@@ -231,25 +247,6 @@ fn unix_socket_with_mode_is_served_and_removed_at_exit() {
     assert_eq!(drover.wait_exit(), 0);
     assert!(!path.exists(), "drover removes the socket file it created");
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[test]
-fn fd_bind_serves_an_inherited_socket() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Inherited by the child: not close-on-exec.
-    socket2::SockRef::from(&listener)
-        .set_cloexec(false)
-        .unwrap();
-    let fd = listener.as_raw_fd();
-    let mut command = Command::new(drover_bin());
-    command.args(["-w", "1", "-b", &format!("fd://{fd}")]);
-    let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=");
-    drop(listener);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
-    drover.signal(Signal::SIGTERM);
-    assert_eq!(drover.wait_exit(), 0);
 }
 
 /// Runs drover expecting it to refuse: (exit code, stderr).
@@ -427,4 +424,25 @@ fn a_worker_that_sends_garbage_on_its_control_socket_is_replaced() {
     assert!(after.contains(sibling), "the sibling is unaffected");
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn systemd_socket_activation_in_both_spawn_modes() {
+    for spawn in ["exec", "fork"] {
+        let addr = free_addr();
+        let mut command = Command::new("systemd-socket-activate");
+        command
+            .arg(format!("--listen={addr}"))
+            .arg(drover_bin())
+            .args(["-w", "2", "--spawn", spawn, "-b", "127.0.0.1:1"]);
+        let mut drover = Drover::spawn(command);
+        drover.wait_for_line("Listening on");
+        // The first connection makes systemd-socket-activate exec drover.
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()), "{spawn}");
+        drover.wait_for_line("using sockets passed by systemd");
+        drover.wait_for_line("ready workers=2");
+        assert_eq!(distinct_pids(addr, 2), drover.worker_pids(), "{spawn}");
+        drover.signal(Signal::SIGTERM);
+        assert_eq!(drover.wait_exit(), 0, "{spawn}");
+    }
 }

@@ -93,7 +93,13 @@ where
         builder = builder.max_connections(limit);
     }
     let started = match builder.from_env() {
-        Ok(server) => server.start_serving(app()).await.map(|()| server),
+        Ok(server) => match build_app(app) {
+            Ok(app) => server.start_serving(app).await.map(|()| server),
+            Err(reason) => {
+                report(&control, &boot_failed(reason));
+                return ExitCode::FAILURE;
+            }
+        },
         Err(error) => Err(error),
     };
     let server = match started {
@@ -121,12 +127,15 @@ where
         }
     };
     report(&control, &WorkerMessage::Ready);
+    // Until now the kernel would have killed this process with its parent
+    // (the supervisor sets that up at fork); from here on, EOF on the
+    // control socket makes it close gracefully instead. SIGINT/SIGTERM are
+    // ignored (set at fork): a Ctrl-C or a `systemctl stop` reaching the
+    // whole process group is the supervisor's to turn into a Close.
+    // (If the supervisor died meanwhile, its end is closed: the control
+    // loop below reads EOF at once.)
+    let _ = nix::sys::prctl::set_pdeathsig(None);
     let handle = server.handle();
-    // A Ctrl-C in a terminal reaches the whole process group: close
-    // gracefully like the supervisor would ask.
-    if let Err(error) = handle.close_on_signals() {
-        tracing::warn!(%error, "cannot watch SIGINT/SIGTERM");
-    }
     let heartbeats = settings
         .heartbeat_interval
         .map(|every| tokio::spawn(heartbeat(handle.clone(), every, Arc::clone(&control))));
@@ -197,10 +206,26 @@ async fn heartbeat(server: ServerHandle, every: Duration, control: Arc<ControlSo
             requests: stats.requests_served,
             connections: stats.open_connections,
         };
-        if control.send(&beat.encode()).is_err() {
-            return;
+        match control.send(&beat.encode()) {
+            // A full buffer (a stalled supervisor): skip this beat, not all.
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+            Ok(()) => {}
         }
     }
+}
+
+/// Builds the application; a panic in it is a boot failure with the
+/// panic's message, not an unwinding worker.
+fn build_app<S>(app: impl FnOnce() -> S) -> Result<S, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(app)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "the application panicked".to_owned());
+        format!("the application panicked while starting: {message}")
+    })
 }
 
 fn boot_failed(reason: String) -> WorkerMessage {
