@@ -437,13 +437,6 @@ impl<'a> Supervisor<'a> {
             return;
         }
         self.phase = Phase::Running;
-        let addrs: Vec<String> = self
-            .sockets
-            .addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        tracing::info!(workers = self.wanted, addrs = %addrs.join(", "), "ready");
         if let Some(path) = &self.cli.pid_file {
             match std::fs::write(path, format!("{}\n", std::process::id())) {
                 Ok(()) => self.wrote_pid_file = true,
@@ -457,6 +450,14 @@ impl<'a> Supervisor<'a> {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&status),
         ]);
+        // Last: whoever sees this line finds the pid file written.
+        let addrs: Vec<String> = self
+            .sockets
+            .addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(workers = self.wanted, addrs = %addrs.join(", "), "ready");
     }
 
     fn on_timers(&mut self, now: Instant) {

@@ -446,3 +446,23 @@ fn systemd_socket_activation_in_both_spawn_modes() {
         assert_eq!(drover.wait_exit(), 0, "{spawn}");
     }
 }
+
+#[test]
+fn flags_from_the_environment_and_the_pid_file() {
+    let addr = free_addr();
+    let pid_file = std::env::temp_dir().join(format!("drover-pid-{}", std::process::id()));
+    let mut command = Command::new(drover_bin());
+    command
+        .env("DROVER_WORKERS", "2")
+        .env("DROVER_BIND", addr.to_string())
+        .env("DROVER_PID_FILE", &pid_file);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=2");
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), drover.pid().to_string());
+    assert_eq!(drover.worker_pids().len(), 2);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    assert!(!pid_file.exists(), "the pid file goes at exit");
+}
