@@ -81,9 +81,7 @@ impl ControlSocket {
                 "the control socket was already taken",
             ));
         }
-        // SAFETY: fcntl(F_GETFD) reads descriptor flags; it touches no
-        // memory and fails for a number that is not open.
-        if unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } == -1 {
+        if !crate::listener::is_open(fd) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{CONTROL_FD_ENV}={fd} is not an open descriptor"),

@@ -245,7 +245,7 @@ fn listening_domain(socket: SockRef<'_>) -> Option<Domain> {
 }
 
 /// Whether `fd` is an open descriptor.
-fn is_open(fd: RawFd) -> bool {
+pub(crate) fn is_open(fd: RawFd) -> bool {
     // SAFETY: fcntl(F_GETFD) reads the flags of a descriptor number; it
     // touches no memory and fails with EBADF for a number that is not open.
     fd >= 0 && unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } != -1

@@ -60,9 +60,10 @@ enum Phase {
     /// The first workers are starting; any failure ends drover.
     Booting,
     Running,
-    /// Stopping: workers are closing; at the deadline the rest are killed.
+    /// Stopping: workers are closing; at the deadline the rest are killed
+    /// (`None` once they were: they are reaped on SIGCHLD).
     Stopping {
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
 }
 
@@ -212,7 +213,7 @@ impl<'a> Supervisor<'a> {
             WorkerState::Leaving => None,
         });
         let stop = match self.phase {
-            Phase::Stopping { deadline } => Some(deadline),
+            Phase::Stopping { deadline } => deadline,
             _ => None,
         };
         workers.chain(stop).chain(self.respawn_at).min()
@@ -275,7 +276,7 @@ impl<'a> Supervisor<'a> {
         // The workers abort their own connections at the graceful timeout;
         // a moment more for them to report and exit.
         self.phase = Phase::Stopping {
-            deadline: Instant::now() + self.cli.graceful_timeout + Duration::from_secs(1),
+            deadline: Some(Instant::now() + self.cli.graceful_timeout + Duration::from_secs(1)),
         };
     }
 
@@ -287,9 +288,8 @@ impl<'a> Supervisor<'a> {
             worker.state = WorkerState::Leaving;
         }
         self.respawn_at = None;
-        self.phase = Phase::Stopping {
-            deadline: Instant::now(),
-        };
+        // Killed already: they are reaped on SIGCHLD, nothing left to time.
+        self.phase = Phase::Stopping { deadline: None };
     }
 
     fn reap(&mut self) {
@@ -484,7 +484,10 @@ impl<'a> Supervisor<'a> {
                 _ => {}
             }
         }
-        if let Phase::Stopping { deadline } = self.phase {
+        if let Phase::Stopping {
+            deadline: Some(deadline),
+        } = self.phase
+        {
             if deadline <= now {
                 for worker in &self.workers {
                     tracing::warn!(
@@ -494,10 +497,7 @@ impl<'a> Supervisor<'a> {
                     );
                     let _ = kill(worker.pid, Signal::SIGKILL);
                 }
-                // Killed workers are reaped on SIGCHLD; no need to kill again.
-                self.phase = Phase::Stopping {
-                    deadline: now + Duration::from_secs(3600),
-                };
+                self.phase = Phase::Stopping { deadline: None };
             }
         }
         if self.respawn_at.is_some_and(|at| at <= now) && self.phase == Phase::Running {

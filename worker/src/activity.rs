@@ -25,9 +25,11 @@ use crate::lifecycle::Lifecycle;
 use crate::service::HttpService;
 
 /// What one connection is doing, shared by its task and its requests.
-#[derive(Debug)]
 pub(crate) struct ConnectionActivity {
     state: Mutex<RequestCounts>,
+    /// The server, for its counters and whether it is closing (one Arc per
+    /// connection; requests reach it through their guard).
+    lifecycle: Arc<Lifecycle>,
     /// Set on the first HTTP/2 request: such a connection is closed with
     /// GOAWAY, never with a `connection: close` header.
     http2: AtomicBool,
@@ -43,13 +45,14 @@ struct RequestCounts {
 }
 
 impl ConnectionActivity {
-    pub(crate) fn new(opened: Instant) -> Self {
+    pub(crate) fn new(opened: Instant, lifecycle: Arc<Lifecycle>) -> Self {
         Self {
             state: Mutex::new(RequestCounts {
                 received: 0,
                 in_flight: 0,
                 idle_since: opened,
             }),
+            lifecycle,
             http2: AtomicBool::new(false),
         }
     }
@@ -85,7 +88,6 @@ impl ConnectionActivity {
 }
 
 /// One request in flight; ends it when dropped.
-#[derive(Debug)]
 struct RequestGuard(Arc<ConnectionActivity>);
 
 impl Drop for RequestGuard {
@@ -106,20 +108,11 @@ impl Drop for RequestGuard {
 pub(crate) struct ConnectionService<S> {
     inner: S,
     activity: Arc<ConnectionActivity>,
-    lifecycle: Arc<Lifecycle>,
 }
 
 impl<S> ConnectionService<S> {
-    pub(crate) fn new(
-        inner: S,
-        activity: Arc<ConnectionActivity>,
-        lifecycle: Arc<Lifecycle>,
-    ) -> Self {
-        Self {
-            inner,
-            activity,
-            lifecycle,
-        }
+    pub(crate) fn new(inner: S, activity: Arc<ConnectionActivity>) -> Self {
+        Self { inner, activity }
     }
 }
 
@@ -133,8 +126,9 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
             self.activity.http2.store(true, Ordering::Relaxed);
         }
         let http1 = request.version() < Version::HTTP_2;
-        self.lifecycle.count_request();
-        let access = self.lifecycle.connections.access_log.then(|| {
+        let lifecycle = &self.activity.lifecycle;
+        lifecycle.count_request();
+        let access = lifecycle.connections.access_log.then(|| {
             Box::new(AccessEntry {
                 method: request.method().clone(),
                 target: request.uri().to_string(),
@@ -147,7 +141,7 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
             guard: Some(self.activity.begin()),
             // Checked when the response is ready, not now: the handler
             // itself may be what closes the server.
-            close_check: http1.then(|| Arc::clone(&self.lifecycle)),
+            close_if_closing: http1,
             inner: self.inner.call(request),
         }
     }
@@ -160,8 +154,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         guard: Option<RequestGuard>,
-        // For HTTP/1 requests: whose closing marks the response.
-        close_check: Option<Arc<Lifecycle>>,
+        // HTTP/1: mark the response `connection: close` if the server is
+        // closing by the time it is ready.
+        close_if_closing: bool,
         // With the access log on: the request, logged with its status.
         access: Option<Box<AccessEntry>>,
     }
@@ -199,7 +194,12 @@ where
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
         let upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-        if !upgrade && this.close_check.as_ref().is_some_and(|l| l.is_closing()) {
+        let closing = || {
+            this.guard
+                .as_ref()
+                .is_some_and(|g| g.0.lifecycle.is_closing())
+        };
+        if !upgrade && *this.close_if_closing && closing() {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -167,8 +167,8 @@ pub(crate) async fn serve_connection<S: HttpService>(
     // For peeking at unread bytes; valid while hyper holds the stream,
     // which is as long as `connection` below runs.
     let fd = stream.as_raw_fd();
-    let activity = Arc::new(ConnectionActivity::new(opened));
-    let service = ConnectionService::new(service, Arc::clone(&activity), Arc::clone(&lifecycle));
+    let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&lifecycle)));
+    let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &lifecycle.connections;
     let connection = config
         .http

@@ -303,3 +303,34 @@ impl Drop for OpenConnection {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Moves the server to `Closed(Err(error))` if dropped before
+/// [`disarm`](Self::disarm): for work that must reach its end even when its
+/// future is dropped or panics (the start, the close driver), so that
+/// `wait_closed` never waits for ever.
+pub(crate) struct FailUnlessDisarmed<'a> {
+    lifecycle: Option<&'a Lifecycle>,
+    error: Option<Error>,
+}
+
+impl<'a> FailUnlessDisarmed<'a> {
+    pub(crate) fn new(lifecycle: &'a Lifecycle, error: Error) -> Self {
+        Self {
+            lifecycle: Some(lifecycle),
+            error: Some(error),
+        }
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.lifecycle = None;
+    }
+}
+
+impl Drop for FailUnlessDisarmed<'_> {
+    fn drop(&mut self) {
+        if let (Some(lifecycle), Some(error)) = (self.lifecycle, self.error.take()) {
+            lifecycle.fail(error);
+            lifecycle.finish();
+        }
+    }
+}

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::accept::accept_loop;
 use crate::builder::Builder;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::FailUnlessDisarmed;
 use crate::report::{CloseReport, ServerStats};
 use crate::service::IntoHttpService;
 use crate::shutdown::drive_close;
@@ -100,7 +100,7 @@ impl Server {
         // Until the server's task runs, this future owns the start: if it
         // is dropped or a hook panics, the guard closes the server, so that
         // nothing is left half-started and wait_closed still resolves.
-        let guard = StartGuard(Some(lifecycle));
+        let guard = FailUnlessDisarmed::new(lifecycle, Error::StartCancelled);
 
         let prepared = async {
             for slot in &lifecycle.listeners {
@@ -245,25 +245,6 @@ fn display_addrs(addrs: &[ListenAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Fails the start if dropped while armed (a cancelled `start_serving`, a
-/// panicking hook).
-struct StartGuard<'a>(Option<&'a Arc<Lifecycle>>);
-
-impl StartGuard<'_> {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for StartGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(lifecycle) = self.0 {
-            lifecycle.fail(Error::StartCancelled);
-            lifecycle.finish();
-        }
-    }
 }
 
 /// Closes the server when dropped (the scoped form's guard).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::builder::ShutdownHook;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{FailUnlessDisarmed, Lifecycle};
 use crate::Error;
 
 /// Runs once the server is closing (it waits for that itself), and moves it
@@ -19,7 +19,7 @@ pub(crate) async fn drive_close(
     let begun = Instant::now();
     // If a shutdown hook panics or the runtime stops under us, the server
     // must still reach Closed, or wait_closed would wait for ever.
-    let guard = FinishGuard(Some(&lifecycle));
+    let guard = FailUnlessDisarmed::new(&lifecycle, Error::ShutdownInterrupted);
     lifecycle.tasks.close();
     let drained = async {
         match graceful_timeout {
@@ -46,22 +46,4 @@ pub(crate) async fn drive_close(
     guard.disarm();
     lifecycle.finish();
     tracing::info!(took = ?begun.elapsed(), stats = ?lifecycle.stats(), "closed");
-}
-
-/// Closes the server with an error if the driver is dropped before it ends.
-struct FinishGuard<'a>(Option<&'a Lifecycle>);
-
-impl FinishGuard<'_> {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for FinishGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(lifecycle) = self.0 {
-            lifecycle.fail(Error::ShutdownInterrupted);
-            lifecycle.finish();
-        }
-    }
 }

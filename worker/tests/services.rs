@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use common::{app, get_once, within, Probe};
+use common::{get_once, serve, within, Probe};
 use drover_worker::Server;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Empty, Full};
@@ -95,9 +95,8 @@ fn h2_get(path: &str) -> Request<Empty<Bytes>> {
 
 #[tokio::test]
 async fn http2_prior_knowledge_is_answered() {
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addrs()[0].tcp().unwrap();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(Server::builder(), Default::default()).await;
+    let addr = addr.tcp().unwrap();
     let (mut sender, _connection) = http2_client(addr).await;
     let response = within("h2 response", sender.send_request(h2_get("/")))
         .await
@@ -113,14 +112,14 @@ async fn http2_prior_knowledge_is_answered() {
 async fn http2_connection_gets_goaway_on_close_and_its_stream_completes() {
     let probe = Arc::new(Probe::default());
     // No idle limit: only the close may end the connection.
-    let server = Server::builder()
-        .keep_alive_timeout(None)
-        .header_read_timeout(None)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = server.local_addrs()[0].tcp().unwrap();
-    server.start_serving(app(probe.clone())).await.unwrap();
+    let (server, addr) = serve(
+        Server::builder()
+            .keep_alive_timeout(None)
+            .header_read_timeout(None),
+        probe.clone(),
+    )
+    .await;
+    let addr = addr.tcp().unwrap();
     let (mut sender, connection) = http2_client(addr).await;
     let held = tokio::spawn(sender.send_request(h2_get("/hold")));
     within("the handler to start", probe.entered.notified()).await;
@@ -142,9 +141,8 @@ async fn http2_connection_gets_goaway_on_close_and_its_stream_completes() {
 #[tokio::test]
 async fn abort_stops_http2_handlers_before_wait_closed_returns() {
     let probe = Arc::new(Probe::default());
-    let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addrs()[0].tcp().unwrap();
-    server.start_serving(app(probe.clone())).await.unwrap();
+    let (server, addr) = serve(Server::builder(), probe.clone()).await;
+    let addr = addr.tcp().unwrap();
     let (mut sender, _connection) = http2_client(addr).await;
     let held = tokio::spawn(sender.send_request(h2_get("/hold")));
     within("the handler to start", probe.entered.notified()).await;
@@ -159,13 +157,12 @@ async fn abort_stops_http2_handlers_before_wait_closed_returns() {
 
 #[tokio::test]
 async fn idle_http2_connection_is_closed_at_the_idle_limit() {
-    let server = Server::builder()
-        .keep_alive_timeout(std::time::Duration::from_millis(50))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = server.local_addrs()[0].tcp().unwrap();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(
+        Server::builder().keep_alive_timeout(std::time::Duration::from_millis(50)),
+        Default::default(),
+    )
+    .await;
+    let addr = addr.tcp().unwrap();
     let (mut sender, connection) = http2_client(addr).await;
     let response = sender.send_request(h2_get("/")).await.unwrap();
     response.into_body().collect().await.unwrap();
@@ -179,15 +176,15 @@ async fn idle_http2_connection_is_closed_at_the_idle_limit() {
 
 #[tokio::test]
 async fn draining_close_ends_http2_connections_within_the_window() {
-    let server = Server::builder()
-        .keep_alive_timeout(None)
-        .header_read_timeout(None)
-        .graceful_timeout(None)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = server.local_addrs()[0].tcp().unwrap();
-    server.start_serving(app(Default::default())).await.unwrap();
+    let (server, addr) = serve(
+        Server::builder()
+            .keep_alive_timeout(None)
+            .header_read_timeout(None)
+            .graceful_timeout(None),
+        Default::default(),
+    )
+    .await;
+    let addr = addr.tcp().unwrap();
     // Connected, preface sent, no request yet: the server cannot tell it
     // is HTTP/2 from its requests.
     let (mut sender, connection) = http2_client(addr).await;
