@@ -15,8 +15,5 @@ if [ ${#need_packages[@]} -gt 0 ]; then
     fi
 fi
 
-# The end-to-end tests run the example binaries (a user's own app under
-# drover); build them where the tests look for them.
-cargo build --workspace --examples "$@"
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc "$@"

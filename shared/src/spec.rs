@@ -121,8 +121,10 @@ impl fmt::Display for ListenerSpec {
 }
 
 impl ListenerSpec {
-    /// Opens the listener: bound, listening with `backlog`, close-on-exec,
-    /// still blocking (whoever accepts on it sets the mode it wants).
+    /// Opens the listener: bound, listening with `backlog`, close-on-exec
+    /// and non-blocking (it is meant for an event loop: a worker's server
+    /// or a tokio listener; a blocking `accept` on it returns `WouldBlock`
+    /// unless the caller turns the mode back).
     ///
     /// TCP sockets get `SO_REUSEADDR` (a restart does not wait out
     /// TIME_WAIT); IPv6 ones are IPv6-only, so `[::]:P` and `0.0.0.0:P` can
@@ -155,6 +157,10 @@ impl ListenerSpec {
 
 fn resolve(text: &str) -> Result<SocketAddr, SpecError> {
     // The parser only accepts `[v6]:port`; SocketAddr wants the same form.
+    // A numeric address needs no resolver (nor its allocation).
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
     let mut addrs = text
         .to_socket_addrs()
         .map_err(|source| SpecError::Resolve {
@@ -168,7 +174,9 @@ fn resolve(text: &str) -> Result<SocketAddr, SpecError> {
 }
 
 fn open_tcp(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Non-blocking from the start: one system call fewer than setting it
+    // later, which shows in a test fixture's bind-serve-close cycle.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -180,7 +188,7 @@ fn open_tcp(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 
 fn open_unix(path: &Path, backlog: u32) -> io::Result<Listener> {
     remove_stale_socket(path)?;
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None)?;
     socket.bind(&socket2::SockAddr::unix(path)?)?;
     socket.listen(backlog_arg(backlog))?;
     let listener: UnixListener = socket.into();

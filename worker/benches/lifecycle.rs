@@ -177,13 +177,18 @@ async fn cycle<S: Subject + Default>(samples: &mut Samples, clients: &IdleClient
     let closing = Instant::now();
     subject.stop().await;
     samples.close_idle100.push(closing.elapsed());
+}
 
-    // a bare fixture cycle: bind port 0, serve, learn the port, close, closed
-    let begun = Instant::now();
-    let mut subject = S::default();
-    subject.start().await;
-    subject.stop().await;
-    samples.full_cycle.push(begun.elapsed());
+/// `count` bare fixture cycles back to back, as a test suite runs them:
+/// bind port 0, serve, learn the port, close, closed.
+async fn bare_cycles<S: Subject + Default>(samples: &mut Samples, count: usize) {
+    for _ in 0..count {
+        let begun = Instant::now();
+        let mut subject = S::default();
+        subject.start().await;
+        subject.stop().await;
+        samples.full_cycle.push(begun.elapsed());
+    }
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -214,6 +219,8 @@ fn main() {
             cycle::<Drover>(&mut Samples::default(), &clients).await;
             cycle::<Axum>(&mut Samples::default(), &clients).await;
         }
+        bare_cycles::<Drover>(&mut Samples::default(), BLOCK).await;
+        bare_cycles::<Axum>(&mut Samples::default(), BLOCK).await;
         // Blocks of BLOCK cycles in A-B-B-A order: each subject runs on
         // caches warmed by itself (cycle-by-cycle alternation penalises
         // whichever runs on the other's leftovers), and the order cancels
@@ -227,6 +234,17 @@ fn main() {
                     } else {
                         cycle::<Axum>(&mut axum, &clients).await;
                     }
+                }
+            }
+        }
+        // The bare cycles in blocks of their own, in the same order.
+        for round in 0..cycles / BLOCK {
+            let drover_first = round % 2 == 0;
+            for turn in 0..2 {
+                if (turn == 0) == drover_first {
+                    bare_cycles::<Drover>(&mut drover, BLOCK).await;
+                } else {
+                    bare_cycles::<Axum>(&mut axum, BLOCK).await;
                 }
             }
         }
@@ -272,7 +290,7 @@ fn main() {
     slower |= d_rate < a_rate;
     println!(
         "{:<44} {:>12.0} {:>12.0} {:>7.2}x",
-        "bind→serve→close→closed cycles per second",
+        "bind→serve→close→closed, back to back, /s",
         d_rate,
         a_rate,
         d_rate / a_rate

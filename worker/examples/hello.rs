@@ -15,9 +15,7 @@ use drover_worker::Server;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_max_level(tracing::Level::INFO)
         .init();
     let addr = std::env::args()
         .nth(1)

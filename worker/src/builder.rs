@@ -167,7 +167,7 @@ impl Builder {
     /// `TcpListener`/`UnixListener`, or [`Listener`]s (to mix kinds in one
     /// call: `[Listener::from(tcp), Listener::from(unix)]`). They must be
     /// listening (a socket that is only bound is an error); the server sets
-    /// non-blocking mode itself when it starts. Their socket files belong
+    /// non-blocking mode itself as it adopts them. Their socket files belong
     /// to whoever created them and are never removed by the server.
     pub fn from_sockets<I>(self, listeners: I) -> Result<Server, Error>
     where

@@ -65,9 +65,11 @@ impl AcceptListener {
 }
 
 impl ListenerSlot {
-    /// Wraps a listening socket; one that is not listening is an error
-    /// (`opened_here`: this server called listen() itself, nothing to
-    /// check). `shared`: inherited by LISTEN_FDS (see the field).
+    /// Wraps a listening socket, non-blocking; one that is not listening is
+    /// an error (`opened_here`: this server opened it with
+    /// [`ListenerSpec::open`](drover_shared::ListenerSpec::open), listening
+    /// and non-blocking already). `shared`: inherited by LISTEN_FDS (see
+    /// the field).
     pub(crate) fn new(
         listener: Listener,
         name: Option<String>,
@@ -76,6 +78,7 @@ impl ListenerSlot {
     ) -> io::Result<Self> {
         if !opened_here {
             listener.check_listening()?;
+            listener.set_nonblocking(true)?;
         }
         Ok(Self {
             addr: listener.local_addr()?,
@@ -94,7 +97,7 @@ impl ListenerSlot {
         self.name.as_deref()
     }
 
-    /// Registers the socket with the current tokio runtime, non-blocking.
+    /// Registers the (non-blocking) socket with the current tokio runtime.
     /// A closed slot stays closed (and is not an error); a socket that
     /// cannot be registered is closed, its file removed.
     pub(crate) fn register(&self) -> io::Result<()> {
@@ -104,12 +107,10 @@ impl ListenerSlot {
             return Ok(());
         };
         let file = listener.socket_file().cloned();
-        let registered = listener
-            .set_nonblocking(true)
-            .and_then(|()| match listener {
-                Listener::Tcp(l) => TcpListener::from_std(l).map(AcceptListener::Tcp),
-                Listener::Unix(l, _) => UnixListener::from_std(l).map(AcceptListener::Unix),
-            });
+        let registered = match listener {
+            Listener::Tcp(l) => TcpListener::from_std(l).map(AcceptListener::Tcp),
+            Listener::Unix(l, _) => UnixListener::from_std(l).map(AcceptListener::Unix),
+        };
         match registered {
             Ok(accepting) => {
                 *socket = SlotSocket::Accepting(accepting, file);

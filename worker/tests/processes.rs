@@ -26,7 +26,7 @@ fn child() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter("drover_worker=debug")
+        .with_max_level(tracing::Level::DEBUG)
         .try_init();
     if scenario == "emfile" {
         limit_descriptors();

@@ -183,10 +183,18 @@ pub async fn connect_refused(addr: &ListenAddr) -> bool {
     }
 }
 
-/// A tracing subscriber for debugging failing tests (`RUST_LOG=debug`).
+/// A tracing subscriber for debugging failing tests (`RUST_LOG=debug`,
+/// or `RUST_LOG=drover_worker=trace`).
 pub fn init_logs() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_default();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
+        .finish()
+        .with(filter)
         .try_init();
 }

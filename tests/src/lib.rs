@@ -1,12 +1,14 @@
-//! Running the real `drover` binary: start it, read its log, talk to it
-//! over real sockets, and wait for events with bounded waits.
-#![allow(dead_code)]
+//! The end-to-end tests' harness: build the real `drover` binary (and the
+//! examples that use the library), start it, read its log, talk to it over
+//! real sockets, and wait for events with bounded waits.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long any single wait may take before the test fails.
@@ -19,8 +21,50 @@ pub struct Drover {
     pub log: Vec<String>,
 }
 
-pub fn drover_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_drover")
+/// The `drover` binary, built by cargo for the profile these tests run
+/// in (`CARGO_BIN_EXE_*` only exists inside the package that owns a
+/// binary, so this crate asks cargo, once per test process).
+pub fn drover_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build("--bin", "drover"))
+}
+
+/// An example of the `drover` package (a user's own app under drover),
+/// built as [`drover_bin`] is.
+pub fn example_bin(name: &str) -> PathBuf {
+    build("--example", name)
+}
+
+/// Builds one target of the `drover` package and returns its executable,
+/// as cargo reports it.
+fn build(kind: &str, name: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(["-p", "drover", kind, name])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    if !cfg!(debug_assertions) {
+        cargo.arg("--release");
+    }
+    let output = cargo.output().expect("run cargo");
+    assert!(
+        output.status.success(),
+        "cargo could not build {kind} {name}"
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["target"]["name"] == name)
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo built {kind} {name} but named no executable"))
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; released for drover).

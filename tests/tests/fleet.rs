@@ -1,7 +1,5 @@
 //! The supervisor against real processes, sockets and signals.
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,8 +7,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Instant;
 
+use drover_tests::{drover_bin, free_addr, get, Drover, WAIT};
 use nix::sys::signal::Signal;
-use support::{drover_bin, free_addr, get, Drover, WAIT};
 
 /// Asks `/pid` on fresh connections, a few at a time, until `count`
 /// distinct workers have answered (bounded by WAIT).
@@ -120,11 +118,11 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
     slow.set_read_timeout(Some(WAIT)).unwrap();
     write!(slow, "GET /sleep?ms=300 HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
     // In flight once a worker has read it off the socket.
-    support::wait_until_server_read(&slow);
+    drover_tests::wait_until_server_read(&slow);
     drover.signal(Signal::SIGTERM);
     let mut answer = String::new();
     slow.read_to_string(&mut answer).unwrap();
-    let (status, body) = support::parse(&answer).unwrap();
+    let (status, body) = drover_tests::parse(&answer).unwrap();
     assert_eq!((status, body.as_str()), (200, "slept 300 ms"));
     assert_eq!(drover.wait_exit(), 0);
     drop(idle);
@@ -242,7 +240,7 @@ fn unix_socket_with_mode_is_served_and_removed_at_exit() {
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    assert_eq!(support::parse(&answer).unwrap(), (200, "hello".into()));
+    assert_eq!(drover_tests::parse(&answer).unwrap(), (200, "hello".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
     assert!(!path.exists(), "drover removes the socket file it created");
@@ -281,11 +279,9 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
 
     // LISTEN_FDS meant for this very process, but not a number.
     let mut command = Command::new("sh");
-    command.args([
-        "-c",
-        "LISTEN_PID=$$ LISTEN_FDS=three exec \"$0\" -w 1",
-        drover_bin(),
-    ]);
+    command
+        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=three exec \"$0\" -w 1"])
+        .arg(drover_bin());
     let mut drover = Drover::spawn(command);
     let code = drover.wait_exit();
     let log = drover.log.join("\n");
@@ -324,16 +320,7 @@ fn access_log_and_json_logs() {
 
 #[test]
 fn a_users_own_axum_binary_runs_under_drover_with_one_call() {
-    // scripts/test.sh builds the examples next to the binary first.
-    let example = std::path::Path::new(drover_bin())
-        .parent()
-        .unwrap()
-        .join("examples/axum");
-    assert!(
-        example.exists(),
-        "{} is not built: run `cargo build -p drover --examples` first (scripts/test.sh does)",
-        example.display()
-    );
+    let example = drover_tests::example_bin("axum");
     let addr = free_addr();
     let mut command = Command::new(example);
     command.args(["-w", "2", "-b", &addr.to_string()]);
@@ -377,7 +364,7 @@ fn quit_and_a_second_term_stop_at_once() {
         // A request that would hold a graceful stop for ten seconds.
         let mut slow = TcpStream::connect(addr).unwrap();
         write!(slow, "GET /sleep?ms=10000 HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
-        support::wait_until_server_read(&slow);
+        drover_tests::wait_until_server_read(&slow);
         for (i, signal) in signals.iter().enumerate() {
             drover.signal(*signal);
             if i + 1 < signals.len() {
@@ -407,7 +394,7 @@ fn a_worker_that_sends_garbage_on_its_control_socket_is_replaced() {
     let workers = drover.worker_pids();
     let culprit = *workers.iter().next().unwrap();
     // Speak on the worker's own control socket (its fd 4), as root may.
-    let control = support::steal_fd(culprit, 4);
+    let control = drover_tests::steal_fd(culprit, 4);
     nix::sys::socket::send(
         control.as_raw_fd(),
         b"\x07garbage",

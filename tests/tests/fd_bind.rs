@@ -1,13 +1,11 @@
 //! `fd://N`: in a test binary of its own, because it clears close-on-exec
 //! on a socket, which any process spawned meanwhile would inherit.
 
-mod support;
-
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
+use drover_tests::{drover_bin, get, Drover};
 use nix::sys::signal::Signal;
-use support::{drover_bin, get, Drover};
 
 #[test]
 fn fd_bind_serves_an_inherited_socket() {
