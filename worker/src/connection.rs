@@ -45,7 +45,7 @@
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nix::sys::socket::{recv, MsgFlags};
@@ -54,17 +54,21 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activity::{ConnectionActivity, ConnectionService};
+use crate::latch::Latch;
 use crate::lifecycle::Lifecycle;
 use crate::service::HttpService;
 use crate::stream::Stream;
 
 /// How a server speaks HTTP on its connections.
 pub(crate) struct ConnectionConfig {
-    http: auto::Builder<StreamExecutor>,
+    /// Built at the first connection: a server that never gets one (a test
+    /// fixture's port check) does not pay for hyper's builders.
+    http: OnceLock<auto::Builder<StreamExecutor>>,
+    keep_alive: Option<Duration>,
+    executor: StreamExecutor,
     /// The idle limit (see the module docs); `None`: none.
     idle_limit: Option<Duration>,
     /// Log one line per request (target `drover::access`).
@@ -81,23 +85,31 @@ impl ConnectionConfig {
         header_read_timeout: Option<Duration>,
         access_log: bool,
         tasks: TaskTracker,
-        abort: CancellationToken,
+        abort: Arc<Latch>,
     ) -> Self {
         let idle_limit = match (keep_alive.filter(|ka| !ka.is_zero()), header_read_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (one, other) => one.or(other),
         };
-        let mut http = auto::Builder::new(StreamExecutor { tasks, abort });
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(idle_limit)
-            .keep_alive(keep_alive != Some(Duration::ZERO));
-        // No HTTP/2 timer: it only drives keep-alive pings, which are off.
         Self {
-            http,
+            http: OnceLock::new(),
+            keep_alive,
+            executor: StreamExecutor { tasks, abort },
             idle_limit,
             access_log,
         }
+    }
+
+    fn http(&self) -> &auto::Builder<StreamExecutor> {
+        self.http.get_or_init(|| {
+            let mut http = auto::Builder::new(self.executor.clone());
+            http.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.idle_limit)
+                .keep_alive(self.keep_alive != Some(Duration::ZERO));
+            // No HTTP/2 timer: it only drives keep-alive pings, which are off.
+            http
+        })
     }
 }
 
@@ -106,7 +118,7 @@ impl ConnectionConfig {
 #[derive(Clone)]
 pub(crate) struct StreamExecutor {
     tasks: TaskTracker,
-    abort: CancellationToken,
+    abort: Arc<Latch>,
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
@@ -115,11 +127,11 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, stream: F) {
-        let abort = self.abort.clone();
+        let abort = Arc::clone(&self.abort);
         self.tasks.spawn(async move {
             tokio::select! {
                 biased;
-                () = abort.cancelled() => {}
+                () = abort.fired() => {}
                 _ = stream => {}
             }
         });
@@ -171,7 +183,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &lifecycle.connections;
     let connection = config
-        .http
+        .http()
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
 

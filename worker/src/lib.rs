@@ -34,6 +34,7 @@ mod builder;
 mod connection;
 mod error;
 mod handle;
+mod latch;
 mod lifecycle;
 mod listeners;
 mod report;

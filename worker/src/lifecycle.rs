@@ -13,16 +13,17 @@
 //! state and fires the close signal before it returns. Tasks never poll a
 //! flag; they wait on the signal, so closing pre-empts every wait at once.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
 use crate::builder::{ShutdownHook, StartupHook};
 use crate::connection::ConnectionConfig;
+use crate::latch::Latch;
 use crate::listeners::ListenerSlot;
 use crate::report::{CloseReport, ServerStats};
 use crate::Error;
@@ -59,11 +60,12 @@ pub(crate) struct Lifecycle {
     state: Mutex<State>,
     /// Notified when the state becomes `Closed`.
     closed: Notify,
-    close_signal: CancellationToken,
+    close_signal: Latch,
     /// Fired when a fast close follows a draining one: connections still
     /// in their drain window end now.
-    hurry_signal: CancellationToken,
-    abort_signal: CancellationToken,
+    hurry_signal: Latch,
+    /// Shared with the HTTP/2 stream tasks, which outlive a borrow.
+    abort_signal: Arc<Latch>,
     pub(crate) listeners: Vec<ListenerSlot>,
     /// How connections speak HTTP (kept here rather than behind an Arc of
     /// their own: one allocation fewer per server, one Arc fewer to clone
@@ -87,19 +89,19 @@ impl Lifecycle {
         access_log: bool,
     ) -> Self {
         let tasks = TaskTracker::new();
-        let abort_signal = CancellationToken::new();
+        let abort_signal = Arc::new(Latch::default());
         let connections = ConnectionConfig::new(
             keep_alive,
             header_read_timeout,
             access_log,
             tasks.clone(),
-            abort_signal.clone(),
+            Arc::clone(&abort_signal),
         );
         Self {
             state: Mutex::new(State::Bound(options)),
             closed: Notify::new(),
-            close_signal: CancellationToken::new(),
-            hurry_signal: CancellationToken::new(),
+            close_signal: Latch::default(),
+            hurry_signal: Latch::default(),
             abort_signal,
             listeners,
             connections,
@@ -182,20 +184,20 @@ impl Lifecycle {
                     if drain < *window {
                         *window = drain;
                         if drain.is_zero() {
-                            self.hurry_signal.cancel();
+                            self.hurry_signal.fire();
                         }
                     }
                 }
                 State::Closed(_) => {}
             }
         }
-        self.close_signal.cancel();
+        self.close_signal.fire();
     }
 
     /// Closes and cuts every connection now.
     pub(crate) fn abort(&self) {
         self.close(Duration::ZERO);
-        self.abort_signal.cancel();
+        self.abort_signal.fire();
     }
 
     /// Closing → Closed, with the report or the error that closed it.
@@ -230,22 +232,22 @@ impl Lifecycle {
     }
 
     pub(crate) fn is_closing(&self) -> bool {
-        self.close_signal.is_cancelled()
+        self.close_signal.is_fired()
     }
 
     /// Resolves once `close()` (or `abort()`, or a fatal error) happened.
-    pub(crate) fn closing(&self) -> WaitForCancellationFuture<'_> {
-        self.close_signal.cancelled()
+    pub(crate) fn closing(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.close_signal.fired()
     }
 
     /// Resolves once a fast close has followed a draining one.
-    pub(crate) fn hurrying(&self) -> WaitForCancellationFuture<'_> {
-        self.hurry_signal.cancelled()
+    pub(crate) fn hurrying(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.hurry_signal.fired()
     }
 
     /// Resolves once connections must be cut.
-    pub(crate) fn aborting(&self) -> WaitForCancellationFuture<'_> {
-        self.abort_signal.cancelled()
+    pub(crate) fn aborting(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.abort_signal.fired()
     }
 
     /// The drain window of a closing server (zero otherwise).
