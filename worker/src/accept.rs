@@ -117,10 +117,12 @@ async fn accept_until_closed<S: HttpService>(
                 let connection =
                     serve_connection(stream, service.clone(), Arc::clone(lifecycle), permit);
                 lifecycle.tasks.spawn(connection);
-                // One connection per turn: when processes share a socket,
+                // One connection per turn when processes share the socket:
                 // a burst of connects is spread over the workers instead
                 // of going to whichever woke first.
-                tokio::task::yield_now().await;
+                if listeners[index].is_shared() {
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             // A slot closes a moment before close() stores what it took

@@ -46,6 +46,7 @@
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use nix::sys::socket::{recv, MsgFlags};
@@ -187,57 +188,68 @@ pub(crate) async fn serve_connection<S: HttpService>(
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
 
+    // The first poll comes before the watchdog is armed: a client that sent
+    // its request with the connect (the usual case) is answered by it, and
+    // an HTTP/1 connection then needs no watchdog (hyper's head timer
+    // covers the wait for the next request), which spares it a timer
+    // registration (and tokio's wake-up of its own driver that goes with
+    // a first timer).
+    let first_poll = std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await;
     let idle_limit = config.idle_limit;
     let mut phase = Phase::Open {
-        watched: idle_limit.is_some(),
+        watched: needs_watchdog(&activity, idle_limit),
     };
     // One timer for the watchdog and the drain window; armed per `phase`.
     let timer = tokio::time::sleep_until(later(opened, idle_limit.unwrap_or(Duration::ZERO))); // sleep-ok: a deadline timer, reset to exact deadlines, never a polling loop
     tokio::pin!(timer);
-    let result = loop {
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => break Some(result),
-            () = lifecycle.aborting() => break None,
-            () = lifecycle.closing(), if matches!(phase, Phase::Open { .. }) => {
-                let idle_http1 = activity.idle_since().is_some() && !activity.is_http2();
-                let window = match lifecycle.drain_window() {
-                    _ if !idle_http1 => Duration::ZERO,
-                    window if !window.is_zero() && has_unread_bytes(fd) => window.max(UNREAD_GRACE),
-                    window => window,
-                };
-                phase = if window.is_zero() {
-                    // Not through the timer: tokio rounds deadlines up to
-                    // the next millisecond, and a fast close must be fast.
-                    connection.as_mut().graceful_shutdown();
-                    Phase::Finishing
-                } else {
-                    let since = Instant::now();
-                    timer.as_mut().reset(later(since, window));
-                    Phase::Draining { since, window }
-                };
-            }
-            () = lifecycle.hurrying(), if matches!(phase, Phase::Draining { .. }) => {
-                connection.as_mut().graceful_shutdown();
-                phase = Phase::Finishing;
-            }
-            () = timer.as_mut(), if phase.timer_armed() => {
-                // Requests never touch the timer: when it fires, see whether
-                // the connection was quiet for long enough; if not, set it
-                // to the moment it will have been.
-                let quiet_until = match phase {
-                    Phase::Open { .. } => watchdog_deadline(&activity, idle_limit),
-                    Phase::Draining { since, window } => drain_deadline(&activity, fd, since, window),
-                    Phase::Finishing => None,
-                };
-                match quiet_until {
-                    Some(Deadline::At(deadline)) => timer.as_mut().reset(deadline),
-                    Some(Deadline::Passed) => {
+    let result = if let Poll::Ready(result) = first_poll {
+        Some(result)
+    } else {
+        loop {
+            tokio::select! {
+                biased;
+                result = connection.as_mut() => break Some(result),
+                () = lifecycle.aborting() => break None,
+                () = lifecycle.closing(), if matches!(phase, Phase::Open { .. }) => {
+                    let idle_http1 = activity.idle_since().is_some() && !activity.is_http2();
+                    let window = match lifecycle.drain_window() {
+                        _ if !idle_http1 => Duration::ZERO,
+                        window if !window.is_zero() && has_unread_bytes(fd) => window.max(UNREAD_GRACE),
+                        window => window,
+                    };
+                    phase = if window.is_zero() {
+                        // Not through the timer: tokio rounds deadlines up to
+                        // the next millisecond, and a fast close must be fast.
                         connection.as_mut().graceful_shutdown();
-                        phase = Phase::Finishing;
+                        Phase::Finishing
+                    } else {
+                        let since = Instant::now();
+                        timer.as_mut().reset(later(since, window));
+                        Phase::Draining { since, window }
+                    };
+                }
+                () = lifecycle.hurrying(), if matches!(phase, Phase::Draining { .. }) => {
+                    connection.as_mut().graceful_shutdown();
+                    phase = Phase::Finishing;
+                }
+                () = timer.as_mut(), if phase.timer_armed() => {
+                    // Requests never touch the timer: when it fires, see whether
+                    // the connection was quiet for long enough; if not, set it
+                    // to the moment it will have been.
+                    let quiet_until = match phase {
+                        Phase::Open { .. } => watchdog_deadline(&activity, idle_limit),
+                        Phase::Draining { since, window } => drain_deadline(&activity, fd, since, window),
+                        Phase::Finishing => None,
+                    };
+                    match quiet_until {
+                        Some(Deadline::At(deadline)) => timer.as_mut().reset(deadline),
+                        Some(Deadline::Passed) => {
+                            connection.as_mut().graceful_shutdown();
+                            phase = Phase::Finishing;
+                        }
+                        // hyper's head timer has taken over.
+                        None => phase = Phase::Open { watched: false },
                     }
-                    // hyper's head timer has taken over.
-                    None => phase = Phase::Open { watched: false },
                 }
             }
         }
@@ -257,6 +269,11 @@ pub(crate) async fn serve_connection<S: HttpService>(
             }
         }
     }
+}
+
+/// Whether the watchdog (below) has anything to watch.
+fn needs_watchdog(activity: &ConnectionActivity, limit: Option<Duration>) -> bool {
+    limit.is_some() && (activity.is_http2() || !activity.has_had_requests())
 }
 
 /// When a timer check says a connection should end.
@@ -280,10 +297,10 @@ impl Deadline {
 /// `None` once hyper's own timer covers the connection (HTTP/1 after a
 /// first request).
 fn watchdog_deadline(activity: &ConnectionActivity, limit: Option<Duration>) -> Option<Deadline> {
-    let limit = limit?;
-    if activity.has_had_requests() && !activity.is_http2() {
+    if !needs_watchdog(activity, limit) {
         return None;
     }
+    let limit = limit?;
     Some(match activity.idle_since() {
         Some(idle) => Deadline::of(later(idle, limit)),
         None => Deadline::At(later(Instant::now(), limit)), // busy: look again later

@@ -97,6 +97,11 @@ impl ListenerSlot {
         self.name.as_deref()
     }
 
+    /// Inherited: other processes (sibling workers) accept on it too.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     /// Registers the (non-blocking) socket with the current tokio runtime.
     /// A closed slot stays closed (and is not an error); a socket that
     /// cannot be registered is closed, its file removed.
