@@ -106,6 +106,16 @@ impl Sockets {
             .collect()
     }
 
+    /// At a stop: removes the socket files drover created and closes its
+    /// descriptors, so that once the workers have closed theirs, a new
+    /// client is refused at once instead of waiting in a backlog nobody
+    /// will accept from (systemd, when it passed the sockets, keeps its
+    /// own, and queues clients for the next start as it should).
+    pub fn close(&mut self) {
+        self.remove_files();
+        self.listeners.clear();
+    }
+
     /// Removes the socket files drover created (never inherited ones).
     pub fn remove_files(&self) {
         for listener in &self.listeners {

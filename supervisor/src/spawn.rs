@@ -139,7 +139,8 @@ pub fn spawn_worker(
     let parent = unsafe { libc::getpid() };
 
     // SAFETY: in exec mode the child calls only async-signal-safe functions
-    // (sigaction, sigprocmask, fcntl, dup2, getpid, execve, _exit) and
+    // (sigaction, sigprocmask, fcntl, dup2, close_range, getpid, execve,
+    // _exit) and
     // writes into `listen_pid`, allocated before the fork. In fork mode the
     // supervisor is single-threaded (checked above), so the child may run
     // ordinary code: no other thread can hold a lock it needs.
@@ -156,18 +157,25 @@ pub fn spawn_worker(
                 if libc::getppid() != parent || !move_descriptors(&sources[..count]) {
                     libc::_exit(127);
                 }
+                // Only the handed-over descriptors stay open: what the
+                // supervisor holds is close-on-exec, but a descriptor it
+                // inherited without that flag (from whoever started it)
+                // is not the worker's either.
+                let only_handed_over =
+                    libc::syscall(libc::SYS_close_range, 3 + count as u32, u32::MAX, 0u32) == 0;
                 match launch {
                     Launch::Exec(image) => {
+                        // Without close_range (Linux < 5.9), close-on-exec
+                        // still keeps the supervisor's own descriptors out.
+                        let _ = only_handed_over;
                         let (argv, envp) = exec.as_ref().expect("prepared for exec");
                         write_pid(listen_pid_ptr.add(pid_at), libc::getpid());
                         libc::execve(image.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
                         libc::_exit(127)
                     }
                     Launch::Fork(run) => {
-                        // Only the handed-over descriptors stay open.
-                        if libc::syscall(libc::SYS_close_range, 3 + count as u32, u32::MAX, 0u32)
-                            != 0
-                        {
+                        // Here nothing else would close them: required.
+                        if !only_handed_over {
                             libc::_exit(126);
                         }
                         // The same environment an exec'd worker gets.

@@ -23,6 +23,9 @@ use crate::cli::{Cli, SpawnMode};
 use crate::sockets::Sockets;
 use crate::spawn::{spawn_worker, ExecImage, Launch};
 
+/// At most this many messages are read from one worker per loop turn.
+const MESSAGES_PER_TURN: usize = 64;
+
 /// Runs the supervisor until it stops; the exit code is the process's.
 pub fn run(cli: Cli, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
     match Supervisor::start(cli, worker_entry) {
@@ -257,8 +260,9 @@ impl<'a> Supervisor<'a> {
     }
 
     fn stop_gracefully(&mut self, signal: i32) {
-        tracing::info!(signal, graceful_timeout = ?self.cli.graceful_timeout, "stopping gracefully");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.sockets.close();
+        tracing::info!(signal, graceful_timeout = ?self.cli.graceful_timeout, "stopping gracefully");
         // A full stop closes fast: nothing would serve a client kept waiting.
         let close = SupervisorMessage::Close {
             drain_ms: 0,
@@ -281,8 +285,9 @@ impl<'a> Supervisor<'a> {
     }
 
     fn stop_now(&mut self, why: &str) {
-        tracing::warn!(why, "stopping now");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.sockets.close();
+        tracing::warn!(why, "stopping now");
         for worker in &mut self.workers {
             let _ = kill(worker.pid, Signal::SIGKILL);
             worker.state = WorkerState::Leaving;
@@ -364,7 +369,10 @@ impl<'a> Supervisor<'a> {
 
     fn read_control(&mut self, id: u64) {
         let mut buffer = [0u8; MAX_DATAGRAM];
-        loop {
+        // A bounded batch: a worker that floods its socket is read again at
+        // the next turn (poll reports it still readable), after the signals
+        // and its siblings, instead of holding the loop.
+        for _ in 0..MESSAGES_PER_TURN {
             let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) else {
                 return;
             };

@@ -129,6 +129,41 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
 }
 
 #[test]
+fn a_stopping_drover_refuses_new_clients_while_it_finishes_the_old() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(WAIT)).unwrap();
+    write!(idle, "GET / HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    assert!(idle.read(&mut buf).unwrap() > 0);
+    // Keeps the worker, and so drover, running while the test looks.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    write!(slow, "GET /sleep?ms=1500 HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    drover_tests::wait_until_server_read(&slow);
+
+    drover.signal(Signal::SIGTERM);
+    // The supervisor has closed its copy of the socket once it says it is
+    // stopping; the worker closes its own before it ends idle connections.
+    drover.wait_for_line("stopping gracefully");
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "the idle connection ends");
+    let refused = TcpStream::connect(addr);
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a client arriving during the stop must be refused, not queued: {refused:?}"
+    );
+
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        drover_tests::parse(&answer).unwrap(),
+        (200, "slept 1500 ms".into())
+    );
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
 fn workers_do_not_outlive_a_killed_supervisor() {
     let addr = free_addr();
     let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
@@ -174,8 +209,16 @@ fn socket_inodes(pid: i32) -> HashSet<String> {
 }
 
 fn workers_hold_only_their_own_descriptors(spawn: &str) {
+    // A descriptor drover inherits without close-on-exec, as from a careless
+    // parent: the supervisor has it, no worker may.
+    let (stray, stray_writer) = nix::unistd::pipe().unwrap();
+    let stray_target = std::fs::read_link(format!("/proc/self/fd/{}", stray.as_raw_fd()))
+        .unwrap()
+        .display()
+        .to_string();
     let addr = free_addr();
     let mut drover = Drover::start(&["-w", "2", "--spawn", spawn, "-b", &addr.to_string()]);
+    drop((stray, stray_writer));
     let supervisor = socket_inodes(drover.pid());
     for worker in drover.worker_pids() {
         let fds: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{worker}/fd"))
@@ -206,6 +249,10 @@ fn workers_hold_only_their_own_descriptors(spawn: &str) {
             .expect("control socket at fd 4")
             .1;
         assert!(control.starts_with("socket:"), "{fds:?}");
+        assert!(
+            fds.iter().all(|(_, target)| *target != stray_target),
+            "worker {worker} ({spawn}) holds a descriptor drover inherited: {fds:?}"
+        );
     }
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
@@ -452,4 +499,40 @@ fn flags_from_the_environment_and_the_pid_file() {
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
     assert!(!pid_file.exists(), "the pid file goes at exit");
+}
+
+#[test]
+fn systemd_hears_ready_with_a_status_and_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("drover-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let systemd = UnixDatagram::bind(&path).unwrap();
+    systemd.set_read_timeout(Some(WAIT)).unwrap();
+    let next_message = || {
+        let mut buf = [0u8; 4096];
+        let len = systemd.recv(&mut buf).expect("a message on NOTIFY_SOCKET");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    };
+
+    let addr = free_addr();
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-w", "2", "-b", &addr.to_string()])
+        .env("NOTIFY_SOCKET", &path);
+    let mut drover = Drover::spawn(command);
+    let ready = next_message();
+    let lines: Vec<&str> = ready.lines().collect();
+    assert!(lines.contains(&"READY=1"), "{ready:?}");
+    assert!(lines.contains(&"STATUS=2 workers serving"), "{ready:?}");
+    // The log says it too, and the workers answer.
+    drover.wait_for_line("ready workers=2");
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+
+    drover.signal(Signal::SIGTERM);
+    let stopping = next_message();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
