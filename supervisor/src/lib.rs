@@ -90,6 +90,12 @@ fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
     }
 }
 
+// The README's code blocks are compiled as doctests (here, where both
+// drover and drover-worker are in scope), and run unless marked no_run.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(test)]
 mod tests {
     use super::log_filter;

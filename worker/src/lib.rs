@@ -54,8 +54,3 @@ pub use report::{CloseReport, ServerStats};
 pub use server::Server;
 pub use service::{BoxError, IntoHttpService};
 pub use sockets::IntoListener;
-
-// The README's code blocks are compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
