@@ -20,7 +20,7 @@ use drover_shared::ControlSocket;
 use tokio::net::UnixDatagram;
 
 use crate::service::IntoHttpService;
-use crate::{Server, ServerHandle};
+use crate::{CloseReport, Error, Server, ServerHandle};
 
 /// How the supervisor wants its workers to serve.
 #[derive(Debug, Clone)]
@@ -140,11 +140,11 @@ where
         .heartbeat_interval
         .map(|every| tokio::spawn(heartbeat(handle.clone(), every, Arc::clone(&control))));
 
-    tokio::select! {
-        () = obey(&incoming, &handle) => {}
-        () = handle.closing() => {}
-    }
-    let result = server.wait_closed().await;
+    let deadline = tokio::select! {
+        deadline = obey(&incoming, &handle) => deadline,
+        () = handle.closing() => None,
+    };
+    let result = closed_by(&server, deadline).await;
     if let Some(heartbeats) = heartbeats {
         heartbeats.abort();
     }
@@ -168,28 +168,51 @@ where
 }
 
 /// Follows the supervisor's messages until the server is told to close or
-/// the supervisor is gone.
-async fn obey(control: &UnixDatagram, server: &ServerHandle) {
+/// the supervisor is gone. Returns the supervisor's graceful deadline for
+/// the close, if it gave one.
+async fn obey(control: &UnixDatagram, server: &ServerHandle) -> Option<Duration> {
     let mut buffer = [0u8; MAX_DATAGRAM];
     loop {
         match control.recv(&mut buffer).await {
             Ok(len @ 1..) => match SupervisorMessage::decode(&buffer[..len]) {
-                Ok(SupervisorMessage::Close { drain_ms, .. }) => {
+                Ok(SupervisorMessage::Close {
+                    drain_ms,
+                    graceful_ms,
+                }) => {
                     server.close_draining(Duration::from_millis(drain_ms));
-                    return;
+                    return Some(Duration::from_millis(graceful_ms));
                 }
                 Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
             },
             Ok(_eof) => {
                 tracing::warn!("supervisor gone: closing");
                 server.close_draining(Duration::from_secs(1));
-                return;
+                return None;
             }
             Err(error) => {
                 tracing::warn!(%error, "control socket failed: closing");
                 server.close_draining(Duration::from_secs(1));
-                return;
+                return None;
             }
+        }
+    }
+}
+
+/// Waits until the closing `server` is closed; connections still open at
+/// `deadline` (the supervisor's, which may be shorter than the server's
+/// own graceful timeout: a restart in a hurry) are aborted then.
+async fn closed_by(server: &Server, deadline: Option<Duration>) -> Result<CloseReport, Error> {
+    let closed = server.wait_closed();
+    let Some(deadline) = deadline else {
+        return closed.await;
+    };
+    tokio::pin!(closed);
+    tokio::select! {
+        result = &mut closed => result,
+        // sleep-ok: the supervisor's deadline, a timer, not a polling loop
+        () = tokio::time::sleep(deadline) => {
+            server.abort();
+            closed.await
         }
     }
 }
@@ -236,5 +259,52 @@ fn boot_failed(reason: String) -> WorkerMessage {
 fn report(control: &ControlSocket, message: &WorkerMessage) {
     if let Err(error) = control.send(&message.encode()) {
         tracing::warn!(%error, ?message, "cannot reach the supervisor");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closed_by;
+    use crate::Server;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::Notify;
+
+    #[tokio::test]
+    async fn the_supervisors_deadline_cuts_what_the_servers_own_would_wait_for() {
+        let entered = Arc::new(Notify::new());
+        let handler_entered = Arc::clone(&entered);
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                handler_entered.notify_one();
+                std::future::pending::<&'static str>().await
+            }),
+        );
+        // The server's own deadline: none, it would wait for ever.
+        let server = Server::builder()
+            .graceful_timeout(None)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        server.start_serving(app).await.unwrap();
+        let addr = server.local_addrs()[0].tcp().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        entered.notified().await;
+
+        server.close();
+        let report = tokio::time::timeout(
+            Duration::from_secs(10),
+            closed_by(&server, Some(Duration::from_millis(50))),
+        )
+        .await
+        .expect("the deadline must end the close")
+        .unwrap();
+        assert_eq!(report.aborted, 1);
     }
 }
