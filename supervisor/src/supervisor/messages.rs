@@ -1,0 +1,117 @@
+//! What the workers say over their control sockets: reading it in bounded
+//! batches, acting on each message, and the end of the first boot.
+
+use std::io;
+use std::time::Instant;
+
+use drover_shared::control::{DecodeError, WorkerMessage, MAX_DATAGRAM};
+use nix::sys::signal::{kill, Signal};
+
+use super::{Phase, Supervisor, WorkerState};
+
+/// At most this many messages are read from one worker per loop turn.
+const MESSAGES_PER_TURN: usize = 64;
+
+impl Supervisor<'_> {
+    /// Reads what worker `id` has sent (up to a batch) and acts on it.
+    pub(super) fn read_control(&mut self, id: u64) {
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        // A bounded batch: a worker that floods its socket is read again at
+        // the next turn (poll reports it still readable), after the signals
+        // and its siblings, instead of holding the loop.
+        for _ in 0..MESSAGES_PER_TURN {
+            let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) else {
+                return;
+            };
+            let Some(control) = &worker.control else {
+                return;
+            };
+            let message = match control.recv(&mut buffer) {
+                Ok(Some(len)) => WorkerMessage::decode(&buffer[..len]),
+                Ok(None) => {
+                    // The worker closed its end: it is exiting; SIGCHLD follows.
+                    worker.control = None;
+                    return;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    tracing::warn!(worker = id, %error, "control socket failed");
+                    worker.control = None;
+                    return;
+                }
+            };
+            self.on_message(id, message);
+        }
+    }
+
+    fn on_message(&mut self, id: u64, message: Result<WorkerMessage, DecodeError>) {
+        let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) else {
+            return;
+        };
+        worker.last_heard = Instant::now();
+        match message {
+            Ok(WorkerMessage::Ready) => {
+                if let WorkerState::Booting { .. } = worker.state {
+                    worker.state = WorkerState::Ready;
+                    tracing::info!(worker = id, pid = worker.pid.as_raw(), "worker ready");
+                }
+                self.check_ready();
+            }
+            Ok(WorkerMessage::Heartbeat {
+                requests,
+                connections,
+            }) => {
+                tracing::trace!(worker = id, requests, connections, "heartbeat");
+            }
+            Ok(WorkerMessage::BootFailed { reason }) => {
+                tracing::error!(worker = id, %reason, "worker cannot start");
+                worker.boot_failure = Some(reason);
+            }
+            Ok(WorkerMessage::Closed {
+                drained,
+                aborted,
+                requests,
+            }) => {
+                tracing::info!(worker = id, drained, aborted, requests, "worker closed");
+            }
+            Err(error) => {
+                tracing::error!(worker = id, pid = worker.pid.as_raw(), %error, "worker sent a malformed control message: replacing it");
+                worker.boot_failure = Some(format!("malformed control message: {error}"));
+                worker.control = None;
+                let _ = kill(worker.pid, Signal::SIGKILL);
+                worker.state = WorkerState::Leaving;
+            }
+        }
+    }
+
+    /// The first boot is over once every initial worker is ready.
+    fn check_ready(&mut self) {
+        let all_ready = self.workers.len() == self.wanted
+            && self.workers.iter().all(|w| w.state == WorkerState::Ready);
+        if self.phase != Phase::Booting || !all_ready {
+            return;
+        }
+        self.phase = Phase::Running;
+        if let Some(path) = &self.cli.pid_file {
+            match std::fs::write(path, format!("{}\n", std::process::id())) {
+                Ok(()) => self.wrote_pid_file = true,
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "cannot write the pid file")
+                }
+            }
+        }
+        let status = format!("{} workers serving", self.wanted);
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+        // Last: whoever sees this line finds the pid file written.
+        let addrs: Vec<String> = self
+            .sockets
+            .addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(workers = self.wanted, addrs = %addrs.join(", "), "ready");
+    }
+}
