@@ -15,5 +15,8 @@ if [ ${#need_packages[@]} -gt 0 ]; then
     fi
 fi
 
+# The end-to-end tests ask cargo for the binaries they run, with the same
+# arguments: the same features, so nothing is built twice.
+export DROVER_TESTS_CARGO_ARGS="--workspace --all-targets $*"
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc "$@"

@@ -58,17 +58,26 @@ where
 }
 
 fn init_logs(format: LogFormat) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let builder = tracing_subscriber::fmt()
+    let _ = tracing::subscriber::set_global_default(log_subscriber(format, filter));
+}
+
+/// Log lines on stderr in `format`, as `filter` lets them through (the
+/// filter alone decides: the fmt builder's own level cap, info, would keep
+/// `RUST_LOG=debug` from reaching anything).
+fn log_subscriber(
+    format: LogFormat,
+    filter: tracing_subscriber::filter::Targets,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.finish().with(filter).try_init(),
-        LogFormat::Json => builder.json().finish().with(filter).try_init(),
-    };
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => Box::new(registry.with(lines)),
+        LogFormat::Json => Box::new(registry.with(lines.json())),
+    }
 }
 
 /// The log filter from `RUST_LOG`: `LEVEL` and `TARGET=LEVEL` directives,
@@ -98,8 +107,21 @@ struct ReadmeDoctests;
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{log_filter, log_subscriber};
+    use crate::cli::LogFormat;
     use tracing::Level;
+
+    #[test]
+    fn the_installed_subscriber_follows_rust_log_above_and_below_info() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let subscriber = log_subscriber(format, log_filter(Some("warn,drover=trace")));
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(tracing::enabled!(target: "drover::supervisor", Level::TRACE));
+                assert!(!tracing::enabled!(target: "hyper::proto", Level::INFO));
+                assert!(tracing::enabled!(target: "hyper::proto", Level::WARN));
+            });
+        }
+    }
 
     #[test]
     fn rust_log_sets_levels_per_target() {

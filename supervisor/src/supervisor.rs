@@ -20,6 +20,8 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 
 mod messages;
 
+use messages::Batch;
+
 use crate::backoff::Backoff;
 use crate::cli::{Cli, SpawnMode};
 use crate::sockets::Sockets;
@@ -169,7 +171,7 @@ impl<'a> Supervisor<'a> {
                 }
             }
             for id in ready_workers {
-                self.read_control(id);
+                self.read_control(id, Batch::Turn);
             }
             self.on_timers(Instant::now());
         }
@@ -312,7 +314,7 @@ impl<'a> Supervisor<'a> {
                 continue;
             };
             // Its last words (a BootFailed reason) may still be unread.
-            self.read_control(id);
+            self.read_control(id, Batch::LastWords);
             let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };

@@ -2,7 +2,7 @@
 //! examples that use the library), start it, read its log, talk to it over
 //! real sockets, and wait for events with bounded waits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,50 +21,71 @@ pub struct Drover {
     pub log: Vec<String>,
 }
 
-/// The `drover` binary, built by cargo for the profile these tests run
-/// in (`CARGO_BIN_EXE_*` only exists inside the package that owns a
-/// binary, so this crate asks cargo, once per test process).
+/// The `drover` binary, as cargo builds it for these tests.
 pub fn drover_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build("--bin", "drover"))
+    executable("bin", "drover")
 }
 
-/// An example of the `drover` package (a user's own app under drover),
+/// An example of the workspace (`axum`: a user's own app under drover),
 /// built as [`drover_bin`] is.
-pub fn example_bin(name: &str) -> PathBuf {
-    build("--example", name)
+pub fn example_bin(name: &str) -> &'static Path {
+    executable("example", name)
 }
 
-/// Builds one target of the `drover` package and returns its executable,
-/// as cargo reports it.
-fn build(kind: &str, name: &str) -> PathBuf {
+/// The environment variable holding the cargo arguments (target selection,
+/// profile, features) the tests were built with; `scripts/test.sh` sets it.
+pub const CARGO_ARGS_ENV: &str = "DROVER_TESTS_CARGO_ARGS";
+
+/// The executable of target `name` of `kind` (`bin`, `example`).
+///
+/// `CARGO_BIN_EXE_*` only exists inside the package that owns a binary, so
+/// this crate asks cargo, once per test process: `cargo build` with the
+/// arguments the tests were built with (from [`CARGO_ARGS_ENV`]; else the
+/// whole workspace, all targets, in this build's profile). The same
+/// arguments select the same features, so when the tests' own build has
+/// just made everything, this build only reports the paths.
+fn executable(kind: &str, name: &str) -> &'static Path {
+    static BUILT: OnceLock<HashMap<(String, String), PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_all)
+        .get(&(kind.to_owned(), name.to_owned()))
+        .unwrap_or_else(|| panic!("cargo built no {kind} named {name}"))
+}
+
+fn build_all() -> HashMap<(String, String), PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
+    let args: Vec<String> = match std::env::var(CARGO_ARGS_ENV) {
+        Ok(args) => args.split_whitespace().map(str::to_owned).collect(),
+        Err(_) => {
+            let mut args = vec!["--workspace".to_owned(), "--all-targets".to_owned()];
+            if !cfg!(debug_assertions) {
+                args.push("--release".to_owned());
+            }
+            args
+        }
+    };
+    let output = Command::new(env!("CARGO"))
         .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "--message-format=json-render-diagnostics",
-        ])
-        .args(["-p", "drover", kind, name])
+        .args(["build", "--message-format=json-render-diagnostics"])
+        .args(&args)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    if !cfg!(debug_assertions) {
-        cargo.arg("--release");
-    }
-    let output = cargo.output().expect("run cargo");
-    assert!(
-        output.status.success(),
-        "cargo could not build {kind} {name}"
-    );
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo");
+    assert!(output.status.success(), "cargo build {args:?} failed");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["name"] == name)
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo built {kind} {name} but named no executable"))
+        // Not the unit-test builds of binaries, which have executables too.
+        .filter(|message| message["profile"]["test"] == false)
+        .filter_map(|message| {
+            let executable = PathBuf::from(message["executable"].as_str()?);
+            let target = &message["target"];
+            let kind = target["kind"][0].as_str()?.to_owned();
+            Some(((kind, target["name"].as_str()?.to_owned()), executable))
+        })
+        .collect()
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; released for drover).

@@ -117,10 +117,10 @@ async fn accept_until_closed<S: HttpService>(
                 let connection =
                     serve_connection(stream, service.clone(), Arc::clone(lifecycle), permit);
                 lifecycle.tasks.spawn(connection);
-                // One connection per turn when processes share the socket:
-                // a burst of connects is spread over the workers instead
-                // of going to whichever woke first.
-                if listeners[index].is_shared() {
+                // One connection per turn when processes may share the
+                // socket: a burst of connects is spread over the workers
+                // instead of going to whichever woke first.
+                if listeners[index].others_may_accept() {
                     tokio::task::yield_now().await;
                 }
                 continue;

@@ -58,7 +58,11 @@ mod tests {
                 tokio::spawn(async move { latch.fired().await })
             })
             .collect();
-        tokio::task::yield_now().await; // they run, and wait, before the fire
+        // On this current-thread runtime the yield runs every task queued
+        // before it: each waiter has been polled once, found the latch
+        // open and registered; none may have finished.
+        tokio::task::yield_now().await;
+        assert!(early.iter().all(|waiter| !waiter.is_finished()));
         assert!(!latch.is_fired());
         let from_a_thread = Arc::clone(&latch);
         std::thread::spawn(move || from_a_thread.fire())

@@ -21,6 +21,8 @@ pub(crate) struct ListenerSlot {
     /// too and its queued connections are theirs to hand on, not ours to
     /// take at close.
     shared: bool,
+    /// Opened by this server (`bind`): no other process accepts on it.
+    opened_here: bool,
     socket: Mutex<SlotSocket>,
     /// Connections taken from the accept queue at close, to be served.
     swept: Mutex<Vec<Socket>>,
@@ -84,6 +86,7 @@ impl ListenerSlot {
             addr: listener.local_addr()?,
             name,
             shared,
+            opened_here,
             socket: Mutex::new(SlotSocket::Pending(listener)),
             swept: Mutex::new(Vec::new()),
         })
@@ -97,9 +100,11 @@ impl ListenerSlot {
         self.name.as_deref()
     }
 
-    /// Inherited: other processes (sibling workers) accept on it too.
-    pub(crate) fn is_shared(&self) -> bool {
-        self.shared
+    /// Whether other processes may accept on this socket too: sibling
+    /// workers on inherited ones, or a pre-fork setup of the caller's own
+    /// on adopted ones. Only a socket this server opened is its alone.
+    pub(crate) fn others_may_accept(&self) -> bool {
+        !self.opened_here
     }
 
     /// Registers the (non-blocking) socket with the current tokio runtime.

@@ -12,14 +12,29 @@ use super::{Phase, Supervisor, WorkerState};
 /// At most this many messages are read from one worker per loop turn.
 const MESSAGES_PER_TURN: usize = 64;
 
+/// How much of a worker's socket to read at once.
+pub(super) enum Batch {
+    /// A loop turn's share.
+    Turn,
+    /// Everything: the worker has exited.
+    LastWords,
+}
+
 impl Supervisor<'_> {
-    /// Reads what worker `id` has sent (up to a batch) and acts on it.
-    pub(super) fn read_control(&mut self, id: u64) {
+    /// Reads what worker `id` has sent and acts on it: a batch of at most
+    /// `limit` messages.
+    pub(super) fn read_control(&mut self, id: u64, limit: Batch) {
         let mut buffer = [0u8; MAX_DATAGRAM];
-        // A bounded batch: a worker that floods its socket is read again at
-        // the next turn (poll reports it still readable), after the signals
-        // and its siblings, instead of holding the loop.
-        for _ in 0..MESSAGES_PER_TURN {
+        let limit = match limit {
+            // A worker that floods its socket is read again at the next
+            // turn (poll reports it still readable), after the signals and
+            // its siblings, instead of holding the loop.
+            Batch::Turn => MESSAGES_PER_TURN,
+            // It exited: what it said last (a BootFailed reason) counts, and
+            // its socket buffer bounds what there is.
+            Batch::LastWords => usize::MAX,
+        };
+        for _ in 0..limit {
             let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) else {
                 return;
             };

@@ -192,9 +192,8 @@ pub fn init_logs() {
         .ok()
         .and_then(|directives| directives.parse().ok())
         .unwrap_or_default();
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .finish()
+    let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_test_writer())
         .try_init();
 }
