@@ -165,9 +165,8 @@ pub fn spawn_worker(
                     libc::syscall(libc::SYS_close_range, 3 + count as u32, u32::MAX, 0u32) == 0;
                 match launch {
                     Launch::Exec(image) => {
-                        // Without close_range (Linux < 5.9), close-on-exec
-                        // still keeps the supervisor's own descriptors out.
-                        let _ = only_handed_over;
+                        // Whether close_range worked or not (Linux < 5.9):
+                        // close-on-exec keeps the supervisor's own out.
                         let (argv, envp) = exec.as_ref().expect("prepared for exec");
                         write_pid(listen_pid_ptr.add(pid_at), libc::getpid());
                         libc::execve(image.path.as_ptr(), argv.as_ptr(), envp.as_ptr());

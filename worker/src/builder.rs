@@ -9,7 +9,7 @@ use drover_shared::listen_fds::inherited_listeners;
 use drover_shared::{Listener, ListenerSpec, DEFAULT_BACKLOG};
 
 use crate::lifecycle::{Lifecycle, StartOptions};
-use crate::listeners::ListenerSlot;
+use crate::listeners::{ListenerSlot, Origin};
 use crate::service::BoxError;
 use crate::sockets::IntoListener;
 use crate::{Error, Server, ServerHandle};
@@ -196,7 +196,6 @@ impl Builder {
         self.build(listeners, Origin::Inherited)
     }
 
-    /// `shared`: the sockets were inherited and stay open elsewhere.
     fn build(
         self,
         listeners: Vec<(Listener, Option<String>)>,
@@ -207,10 +206,7 @@ impl Builder {
         }
         let slots = listeners
             .into_iter()
-            .map(|(listener, name)| {
-                let shared = origin == Origin::Inherited;
-                ListenerSlot::new(listener, name, shared, origin == Origin::Opened)
-            })
+            .map(|(listener, name)| ListenerSlot::new(listener, name, origin))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::Adopt(Arc::new(e)))?;
         let options = StartOptions {
@@ -228,15 +224,4 @@ impl Builder {
         );
         Ok(Server::new(ServerHandle::new(Arc::new(lifecycle))))
     }
-}
-
-/// Where a server's listeners came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// `bind`: opened and listening by this server's own hand.
-    Opened,
-    /// `from_sockets`: the caller's; checked to be listening.
-    Given,
-    /// `from_env`: passed by LISTEN_FDS; others hold them too.
-    Inherited,
 }

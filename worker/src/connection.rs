@@ -297,10 +297,7 @@ impl Deadline {
 /// `None` once hyper's own timer covers the connection (HTTP/1 after a
 /// first request).
 fn watchdog_deadline(activity: &ConnectionActivity, limit: Option<Duration>) -> Option<Deadline> {
-    if !needs_watchdog(activity, limit) {
-        return None;
-    }
-    let limit = limit?;
+    let limit = limit.filter(|_| needs_watchdog(activity, limit))?;
     Some(match activity.idle_since() {
         Some(idle) => Deadline::of(later(idle, limit)),
         None => Deadline::At(later(Instant::now(), limit)), // busy: look again later

@@ -17,15 +17,26 @@ use crate::stream::Stream;
 pub(crate) struct ListenerSlot {
     addr: ListenAddr,
     name: Option<String>,
-    /// Inherited (LISTEN_FDS): the supervisor or systemd holds the socket
-    /// too and its queued connections are theirs to hand on, not ours to
-    /// take at close.
-    shared: bool,
-    /// Opened by this server (`bind`): no other process accepts on it.
-    opened_here: bool,
+    origin: Origin,
     socket: Mutex<SlotSocket>,
     /// Connections taken from the accept queue at close, to be served.
     swept: Mutex<Vec<Socket>>,
+}
+
+/// Where a server's listening socket came from, which decides who else may
+/// accept on it and whose its queue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// `bind`: opened by this server, listening and non-blocking already;
+    /// no other process accepts on it.
+    Opened,
+    /// `from_sockets`: the caller's, maybe shared with processes of its
+    /// own; checked to be listening.
+    Given,
+    /// `from_env` (LISTEN_FDS): the supervisor or systemd holds it too, and
+    /// its queued connections are theirs to hand on, not ours to take at
+    /// close.
+    Inherited,
 }
 
 /// At most this many queued connections are taken at close.
@@ -68,25 +79,20 @@ impl AcceptListener {
 
 impl ListenerSlot {
     /// Wraps a listening socket, non-blocking; one that is not listening is
-    /// an error (`opened_here`: this server opened it with
-    /// [`ListenerSpec::open`](drover_shared::ListenerSpec::open), listening
-    /// and non-blocking already). `shared`: inherited by LISTEN_FDS (see
-    /// the field).
+    /// an error (one this server opened is both already).
     pub(crate) fn new(
         listener: Listener,
         name: Option<String>,
-        shared: bool,
-        opened_here: bool,
+        origin: Origin,
     ) -> io::Result<Self> {
-        if !opened_here {
+        if origin != Origin::Opened {
             listener.check_listening()?;
             listener.set_nonblocking(true)?;
         }
         Ok(Self {
             addr: listener.local_addr()?,
             name,
-            shared,
-            opened_here,
+            origin,
             socket: Mutex::new(SlotSocket::Pending(listener)),
             swept: Mutex::new(Vec::new()),
         })
@@ -104,7 +110,7 @@ impl ListenerSlot {
     /// workers on inherited ones, or a pre-fork setup of the caller's own
     /// on adopted ones. Only a socket this server opened is its alone.
     pub(crate) fn others_may_accept(&self) -> bool {
-        !self.opened_here
+        self.origin != Origin::Opened
     }
 
     /// Registers the (non-blocking) socket with the current tokio runtime.
@@ -152,7 +158,7 @@ impl ListenerSlot {
                 remove_file(file.as_ref());
             }
             SlotSocket::Accepting(listener, file) => {
-                let swept = if sweep && !self.shared {
+                let swept = if sweep && self.origin != Origin::Inherited {
                     listener.sweep()
                 } else {
                     Vec::new()

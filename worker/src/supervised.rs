@@ -209,8 +209,7 @@ async fn closed_by(server: &Server, deadline: Option<Duration>) -> Result<CloseR
     tokio::pin!(closed);
     tokio::select! {
         result = &mut closed => result,
-        // sleep-ok: the supervisor's deadline, a timer, not a polling loop
-        () = tokio::time::sleep(deadline) => {
+        () = tokio::time::sleep(deadline) => { // sleep-ok: the supervisor's deadline, a timer
             server.abort();
             closed.await
         }
