@@ -37,6 +37,12 @@ pub enum WorkerMessage {
         /// Why, for the supervisor's log and stderr.
         reason: String,
     },
+    /// The worker has served its request quota (`--max-requests`): it
+    /// asks for a replacement and keeps serving until told to close.
+    Recycle {
+        /// Requests served so far.
+        requests: u64,
+    },
     /// The worker's server is closed; it exits next.
     Closed {
         /// Connections that finished on their own after the close.
@@ -95,6 +101,7 @@ const READY: u8 = 1;
 const HEARTBEAT: u8 = 2;
 const BOOT_FAILED: u8 = 3;
 const CLOSED: u8 = 4;
+const RECYCLE: u8 = 5;
 const CLOSE: u8 = 64;
 
 impl WorkerMessage {
@@ -108,6 +115,7 @@ impl WorkerMessage {
                 connections,
             } => out.tag(HEARTBEAT).u64(*requests).u64(*connections),
             Self::BootFailed { reason } => out.tag(BOOT_FAILED).str(reason),
+            Self::Recycle { requests } => out.tag(RECYCLE).u64(*requests),
             Self::Closed {
                 drained,
                 aborted,
@@ -128,6 +136,9 @@ impl WorkerMessage {
             },
             BOOT_FAILED => Self::BootFailed {
                 reason: fields.str()?,
+            },
+            RECYCLE => Self::Recycle {
+                requests: fields.u64()?,
             },
             CLOSED => Self::Closed {
                 drained: fields.u64()?,
@@ -260,6 +271,7 @@ mod tests {
             WorkerMessage::BootFailed {
                 reason: "port 80: permission denied ✗".into(),
             },
+            WorkerMessage::Recycle { requests: 1000 },
             WorkerMessage::Closed {
                 drained: 1,
                 aborted: 2,

@@ -1,5 +1,6 @@
 //! The control channel's socket: one `SOCK_SEQPACKET` Unix socketpair per
-//! worker, so every message is one datagram and EOF means the other side
+//! worker (and one between an old supervisor and the new one of a binary
+//! upgrade), so every message is one datagram and EOF means the other side
 //! is gone.
 
 use std::io;
@@ -12,6 +13,12 @@ use crate::control::MAX_DATAGRAM;
 
 /// The environment variable that names the worker's control descriptor.
 pub const CONTROL_FD_ENV: &str = "DROVER_CONTROL_FD";
+
+/// The environment variable that names, in a new supervisor started by a
+/// binary upgrade, its channel to the supervisor it replaces. The new one
+/// sends `Ready` on it (the same message a worker sends) once its workers
+/// all are.
+pub const UPGRADE_FD_ENV: &str = "DROVER_UPGRADE_FD";
 
 /// One end of a worker's control channel. Close-on-exec unless it is the
 /// end handed to a worker.
@@ -66,36 +73,48 @@ impl ControlSocket {
     /// running under drover).
     pub fn from_env() -> io::Result<Option<Self>> {
         static TAKEN: AtomicBool = AtomicBool::new(false);
-        let Ok(value) = std::env::var(CONTROL_FD_ENV) else {
+        Self::from_env_var(CONTROL_FD_ENV, &TAKEN)
+    }
+
+    /// A new supervisor's end of the channel to the supervisor it replaces
+    /// (binary upgrade), from the descriptor named by [`UPGRADE_FD_ENV`].
+    /// Taken once per process; `None` when the variable is not set.
+    pub fn upgrade_from_env() -> io::Result<Option<Self>> {
+        static TAKEN: AtomicBool = AtomicBool::new(false);
+        Self::from_env_var(UPGRADE_FD_ENV, &TAKEN)
+    }
+
+    fn from_env_var(var: &str, taken: &AtomicBool) -> io::Result<Option<Self>> {
+        let Ok(value) = std::env::var(var) else {
             return Ok(None);
         };
         let fd: RawFd = value.parse().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{CONTROL_FD_ENV}={value:?} is not a descriptor number"),
+                format!("{var}={value:?} is not a descriptor number"),
             )
         })?;
-        if TAKEN.swap(true, Ordering::AcqRel) {
+        if taken.swap(true, Ordering::AcqRel) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                "the control socket was already taken",
+                format!("the socket of {var} was already taken"),
             ));
         }
         if !crate::listener::is_open(fd) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{CONTROL_FD_ENV}={fd} is not an open descriptor"),
+                format!("{var}={fd} is not an open descriptor"),
             ));
         }
-        // SAFETY: open (checked); by drover's convention the supervisor
-        // passed this descriptor for this process to own, and TAKEN makes
-        // sure it is taken once.
+        // SAFETY: open (checked); by drover's convention the parent passed
+        // this descriptor for this process to own, and `taken` makes sure
+        // it is taken once.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let socket = socket2::SockRef::from(&owned);
         if socket.r#type()? != socket2::Type::SEQPACKET {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{CONTROL_FD_ENV}={fd} is not a control socket"),
+                format!("{var}={fd} is not a control socket"),
             ));
         }
         socket.set_cloexec(true)?;

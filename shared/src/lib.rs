@@ -18,6 +18,6 @@ pub mod listen_fds;
 mod listener;
 mod spec;
 
-pub use control_socket::{ControlSocket, CONTROL_FD_ENV};
+pub use control_socket::{ControlSocket, CONTROL_FD_ENV, UPGRADE_FD_ENV};
 pub use listener::{adopt_fd, ListenAddr, Listener, SocketFile};
 pub use spec::{ListenerSpec, SpecError, DEFAULT_BACKLOG};

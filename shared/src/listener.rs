@@ -148,6 +148,29 @@ impl Listener {
         }
     }
 
+    /// The same socket, now owning its socket file as it is on disk (a
+    /// Unix socket inherited from a drover that created it, at a binary
+    /// upgrade): whoever takes it removes the file at the end. TCP and
+    /// unnamed sockets, and a file that is gone, are left as they are.
+    pub fn claim_socket_file(self) -> Self {
+        let Self::Unix(listener, None) = self else {
+            return self;
+        };
+        let file = listener
+            .local_addr()
+            .ok()
+            .and_then(|addr| addr.as_pathname().map(Path::to_owned))
+            .and_then(|path| {
+                let meta = std::fs::symlink_metadata(&path).ok()?;
+                Some(SocketFile {
+                    path,
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                })
+            });
+        Self::Unix(listener, file)
+    }
+
     /// Checks that this is a listening stream socket (`listen()` was
     /// called), so that a socket that is only bound is refused up front
     /// rather than failing at the first accept.

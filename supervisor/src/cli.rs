@@ -11,7 +11,8 @@ use drover_worker::supervised::WorkerSettings;
 
 /// Runs an HTTP service as a pre-fork fleet of worker processes on sockets
 /// drover owns. Signals: TERM/INT graceful stop (twice: at once), QUIT
-/// immediate stop.
+/// immediate stop, HUP rolling restart, USR2 binary upgrade, TTIN/TTOU one
+/// worker more/fewer.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "drover", version, about, long_about = None)]
 pub struct Cli {
@@ -65,6 +66,16 @@ pub struct Cli {
     #[arg(long, env = "DROVER_MAX_CONNECTIONS")]
     pub max_connections: Option<NonZeroUsize>,
 
+    /// Replace a worker once it has served about this many requests (its
+    /// replacement is ready before it closes; 0: never).
+    #[arg(long, env = "DROVER_MAX_REQUESTS", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Up to this many requests more, at random per worker, so that
+    /// workers are not all replaced at once.
+    #[arg(long, env = "DROVER_MAX_REQUESTS_JITTER", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
     /// The listen backlog of the sockets drover opens.
     #[arg(long, env = "DROVER_BACKLOG", default_value_t = 2048)]
     pub backlog: u32,
@@ -105,6 +116,13 @@ pub enum LogFormat {
 }
 
 impl Cli {
+    /// How long an idle keep-alive connection of a worker being replaced
+    /// stays open for one more request: as long as it would have stayed
+    /// anyway (the keep-alive timeout), within the graceful timeout.
+    pub fn drain_window(&self) -> Duration {
+        self.keep_alive.min(self.graceful_timeout)
+    }
+
     /// Worker processes to run.
     pub fn worker_count(&self) -> usize {
         self.workers.map_or_else(
@@ -130,6 +148,8 @@ impl Cli {
             graceful_timeout: Some(self.graceful_timeout),
             heartbeat_interval: self.heartbeat_interval(),
             access_log: self.access_log,
+            max_requests: (self.max_requests > 0).then_some(self.max_requests),
+            max_requests_jitter: self.max_requests_jitter,
         }
     }
 }

@@ -19,10 +19,20 @@ use http_body::Frame;
 ///
 /// For tests of boot failures: with `DROVER_DEMO_FAIL_BOOT` set in its
 /// environment a worker fails before it is ready; with
+/// `DROVER_DEMO_FAIL_BOOT_IF=PATH`, it does when that file exists (a broken
+/// deploy, or a crash loop, after a good first boot); with
 /// `DROVER_DEMO_HANG_BOOT` it never gets ready.
 pub fn app() -> Router {
     if let Ok(why) = std::env::var("DROVER_DEMO_FAIL_BOOT") {
         panic!("demo app asked to fail at boot: {why}");
+    }
+    if let Some(marker) = std::env::var_os("DROVER_DEMO_FAIL_BOOT_IF") {
+        if std::path::Path::new(&marker).exists() {
+            panic!(
+                "demo app asked to fail at boot: {} exists",
+                marker.to_string_lossy()
+            );
+        }
     }
     if std::env::var_os("DROVER_DEMO_HANG_BOOT").is_some() {
         loop {

@@ -16,6 +16,7 @@
 mod backoff;
 pub mod cli;
 pub mod demo;
+mod notify;
 mod sockets;
 mod spawn;
 mod supervisor;

@@ -1,5 +1,11 @@
-//! The supervisor's listening sockets: inherited from systemd (LISTEN_FDS)
-//! when it passed some, else opened from `--bind`.
+//! The supervisor's listening sockets: inherited (LISTEN_FDS) from systemd
+//! or, at a binary upgrade, from the supervisor this one replaces; else
+//! opened from `--bind`.
+//!
+//! Socket files are removed at the end by whoever owns them: the drover
+//! that created them, or after a binary upgrade the one it handed them to.
+//! Never a file systemd created, and never while another supervisor still
+//! serves on it.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -8,18 +14,23 @@ use drover_shared::listen_fds::{inherited_listeners, ListenFdsError};
 use drover_shared::{adopt_fd, ListenAddr, Listener, ListenerSpec};
 
 use crate::cli::Cli;
+use crate::spawn::OWNED_SOCKETS_ENV;
 
 /// The sockets every worker gets.
 pub struct Sockets {
     listeners: Vec<Listener>,
     /// LISTEN_FDNAMES to pass on (systemd's names), if any.
     names: Option<String>,
+    /// Sockets inherited from a supervisor this one replaces whose files
+    /// it created: this one owns them once it has taken over.
+    to_claim: Vec<usize>,
 }
 
 impl Sockets {
-    /// Takes the sockets systemd passed, or opens `--bind`. The error is one
-    /// line for the operator.
-    pub fn open(cli: &Cli) -> Result<Self, String> {
+    /// Takes the sockets systemd (or, with `from_predecessor`, the
+    /// supervisor this one replaces) passed, or opens `--bind`. The error is
+    /// one line for the operator.
+    pub fn open(cli: &Cli, from_predecessor: bool) -> Result<Self, String> {
         match inherited_listeners() {
             Ok(inherited) => {
                 let names = inherited.iter().all(|l| l.name.is_some()).then(|| {
@@ -30,11 +41,28 @@ impl Sockets {
                         .join(":")
                 });
                 let listeners: Vec<Listener> = inherited.into_iter().map(|l| l.listener).collect();
-                tracing::info!(
-                    count = listeners.len(),
-                    "using sockets passed by systemd (LISTEN_FDS)"
-                );
-                return Ok(Self { listeners, names });
+                let mut to_claim = Vec::new();
+                if from_predecessor {
+                    tracing::info!(
+                        count = listeners.len(),
+                        "using the sockets of the supervisor this one replaces"
+                    );
+                    to_claim = std::env::var(OWNED_SOCKETS_ENV)
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|index| index.parse().ok())
+                        .collect();
+                } else {
+                    tracing::info!(
+                        count = listeners.len(),
+                        "using sockets passed by systemd (LISTEN_FDS)"
+                    );
+                }
+                return Ok(Self {
+                    listeners,
+                    names,
+                    to_claim,
+                });
             }
             // Not socket-activated (or the variables were meant for a parent).
             Err(ListenFdsError::Missing | ListenFdsError::OtherProcess { .. }) => {}
@@ -43,6 +71,7 @@ impl Sockets {
         let mut opened = Self {
             listeners: Vec::with_capacity(cli.bind.len()),
             names: None,
+            to_claim: Vec::new(),
         };
         let mut adopted = Vec::new();
         for spec in &cli.bind {
@@ -104,6 +133,36 @@ impl Sockets {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+
+    /// Which sockets have files this supervisor created (or took over).
+    pub fn owned_files(&self) -> Vec<usize> {
+        (0..self.listeners.len())
+            .filter(|&i| self.listeners[i].socket_file().is_some())
+            .collect()
+    }
+
+    /// A binary upgrade is over and this supervisor is leaving: the socket
+    /// files are the new one's now, and are never removed from here.
+    pub fn hand_over(&mut self) {
+        self.listeners = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(Listener::without_socket_file)
+            .collect();
+    }
+
+    /// This supervisor has taken over from the one it replaces: the socket
+    /// files that one created are this one's to remove at the end.
+    pub fn take_over(&mut self) {
+        let to_claim = std::mem::take(&mut self.to_claim);
+        self.listeners = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| match to_claim.contains(&index) {
+                true => listener.claim_socket_file(),
+                false => listener,
+            })
+            .collect();
     }
 
     /// At a stop: removes the socket files drover created and closes its

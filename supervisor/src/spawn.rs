@@ -1,40 +1,107 @@
-//! Starting a worker process: fork, move the listeners to descriptors 3..
-//! and the control socket after them, then exec this binary again (exec
-//! mode) or run the worker in the forked child (fork mode).
+//! Starting a child process: fork, move the listeners to descriptors 3..
+//! and the channel socket after them, then exec this binary again (a
+//! worker in exec mode, or a new supervisor at a binary upgrade) or run the
+//! worker in the forked child (fork mode).
 //!
 //! Between fork and exec the child only calls async-signal-safe functions
 //! and writes into buffers prepared before the fork, so exec mode is sound
 //! whatever the parent does. Fork mode runs the worker in the child, which
 //! is only sound because the supervisor is single-threaded (no tokio, no
-//! thread-spawning library); [`spawn_worker`] checks that before forking.
+//! thread-spawning library); [`spawn_child`] checks that before forking.
 
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use drover_shared::listen_fds::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START, LISTEN_PID};
-use drover_shared::{ControlSocket, CONTROL_FD_ENV};
+use drover_shared::{ControlSocket, CONTROL_FD_ENV, UPGRADE_FD_ENV};
 use nix::libc;
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// The most descriptors handed to one worker (listeners + control).
 const MAX_HANDOFF: usize = 64;
 
-/// What a re-executed worker runs: this binary, its arguments, and the
-/// environment minus what belongs to the supervisor alone.
+/// What a child started by exec runs: this binary (as it is on disk now),
+/// its arguments, and the environment it gets.
 pub struct ExecImage {
     path: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
+    /// The variable naming the child's end of its channel.
+    channel_var: &'static str,
+    role: Role,
 }
 
+/// Who the child is to its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Worker,
+    /// A new supervisor taking over (binary upgrade).
+    Successor,
+}
+
+/// The variable that tells a new supervisor which of the sockets it
+/// inherits have socket files the old one created (indices, comma
+/// separated): it removes those at its own stop.
+pub const OWNED_SOCKETS_ENV: &str = "DROVER_OWNED_SOCKETS";
+
+/// Variables that belong to one process and are never passed on as they
+/// are: the sockets' and channels' (set afresh per child), systemd's
+/// watchdog pid.
+const OWN_VARS: [&str; 7] = [
+    LISTEN_FDS,
+    LISTEN_PID,
+    LISTEN_FDNAMES,
+    CONTROL_FD_ENV,
+    UPGRADE_FD_ENV,
+    OWNED_SOCKETS_ENV,
+    "WATCHDOG_PID",
+];
+
 impl ExecImage {
-    /// This process's binary (resolved now, so a binary replaced on disk
-    /// is what later workers run) and arguments.
-    pub fn current() -> io::Result<Self> {
-        let path = std::env::current_exe()?;
+    /// This process's binary, by the path it was started from: resolved
+    /// once at startup, since once a deploy replaces the file, the running
+    /// binary's own link points at the deleted one.
+    pub fn current_binary() -> io::Result<PathBuf> {
+        std::env::current_exe()
+    }
+
+    /// A worker: `binary` (whatever is at that path when the worker
+    /// starts), this process's arguments, and its environment without
+    /// systemd's notification variables (those are the supervisor's alone).
+    pub fn worker(binary: &Path) -> io::Result<Self> {
+        Self::build(
+            binary,
+            &["NOTIFY_SOCKET", "WATCHDOG_USEC"],
+            Vec::new(),
+            CONTROL_FD_ENV,
+            Role::Worker,
+        )
+    }
+
+    /// A new supervisor for a binary upgrade: the binary on disk now, the
+    /// same arguments and environment (systemd's notification socket
+    /// included: it is to tell systemd its pid), and which inherited
+    /// sockets' files it will own.
+    pub fn successor(binary: &Path, owned_sockets: &[usize]) -> io::Result<Self> {
+        let mut extra = Vec::new();
+        if !owned_sockets.is_empty() {
+            let list: Vec<String> = owned_sockets.iter().map(ToString::to_string).collect();
+            extra.push(format!("{OWNED_SOCKETS_ENV}={}", list.join(",")));
+        }
+        Self::build(binary, &[], extra, UPGRADE_FD_ENV, Role::Successor)
+    }
+
+    fn build(
+        binary: &Path,
+        not_passed: &[&str],
+        extra: Vec<String>,
+        channel_var: &'static str,
+        role: Role,
+    ) -> io::Result<Self> {
         let cstring = |s: OsString| {
             CString::new(s.into_vec())
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in an argument"))
@@ -43,51 +110,45 @@ impl ExecImage {
             .map(cstring)
             .collect::<io::Result<_>>()?;
         let env = std::env::vars_os()
-            .filter(|(name, _)| {
-                ![
-                    LISTEN_FDS,
-                    LISTEN_PID,
-                    LISTEN_FDNAMES,
-                    CONTROL_FD_ENV,
-                    "NOTIFY_SOCKET",
-                    "WATCHDOG_USEC",
-                    "WATCHDOG_PID",
-                ]
-                .iter()
-                .any(|own| name == own)
-            })
+            .filter(|(name, _)| !OWN_VARS.iter().chain(not_passed).any(|own| name == own))
             .map(|(name, value)| {
                 let mut entry = name;
                 entry.push("=");
                 entry.push(value);
-                cstring(entry)
+                entry
             })
+            .chain(extra.into_iter().map(OsString::from))
+            .map(cstring)
             .collect::<io::Result<_>>()?;
         Ok(Self {
-            path: cstring(path.into_os_string())?,
+            path: cstring(binary.as_os_str().to_owned())?,
             argv,
             env,
+            channel_var,
+            role,
         })
     }
 }
 
-/// How the child becomes a worker.
+/// How the child becomes what it is to be.
 pub enum Launch<'a> {
-    /// Exec this image.
+    /// Exec this image (a worker, or a new supervisor).
     Exec(&'a ExecImage),
-    /// Run this in the forked child; its result is the exit code.
+    /// Run this worker in the forked child; its result is the exit code.
     Fork(&'a dyn Fn() -> ExitCode),
 }
 
-/// Forks a worker that gets `listeners` at descriptors 3.. (LISTEN_FDS,
-/// LISTEN_PID = its own pid, `names` as LISTEN_FDNAMES when given) and
-/// `control` right after them (DROVER_CONTROL_FD). Every other descriptor
-/// of the supervisor is close-on-exec (exec mode) or closed in the child
-/// (fork mode). Returns the child's pid.
-pub fn spawn_worker(
+/// Forks a child (a worker, or with [`ExecImage::successor`] a new
+/// supervisor) that gets `listeners` at descriptors 3.. (LISTEN_FDS,
+/// LISTEN_PID = its own pid, `names` as LISTEN_FDNAMES when given) and its
+/// end of `channel` right after them (named by DROVER_CONTROL_FD, or
+/// DROVER_UPGRADE_FD for a new supervisor). Every other descriptor of the
+/// supervisor is closed in the child. Until the child says it is ready it
+/// dies with this process (PR_SET_PDEATHSIG). Returns the child's pid.
+pub fn spawn_child(
     listeners: &[BorrowedFd<'_>],
     names: Option<&str>,
-    control: &ControlSocket,
+    channel: &ControlSocket,
     launch: Launch<'_>,
 ) -> io::Result<Pid> {
     let count = listeners.len() + 1;
@@ -101,13 +162,17 @@ pub fn spawn_worker(
     for (slot, fd) in sources.iter_mut().zip(listeners) {
         *slot = fd.as_raw_fd();
     }
-    sources[listeners.len()] = control.as_raw_fd();
-    let control_fd = LISTEN_FDS_START + listeners.len() as RawFd;
+    sources[listeners.len()] = channel.as_raw_fd();
+    let channel_fd = LISTEN_FDS_START + listeners.len() as RawFd;
+    let (channel_var, role) = match &launch {
+        Launch::Exec(image) => (image.channel_var, image.role),
+        Launch::Fork(_) => (CONTROL_FD_ENV, Role::Worker),
+    };
 
     // Everything the child needs, prepared before the fork.
     let mut vars = vec![
         CString::new(format!("{LISTEN_FDS}={}", listeners.len())).expect("no NUL"),
-        CString::new(format!("{CONTROL_FD_ENV}={control_fd}")).expect("no NUL"),
+        CString::new(format!("{channel_var}={channel_fd}")).expect("no NUL"),
     ];
     if let Some(names) = names {
         vars.push(
@@ -149,7 +214,7 @@ pub fn spawn_worker(
         ForkResult::Child => {
             // SAFETY: see above; each step's own justification is inline.
             unsafe {
-                reset_signals();
+                reset_signals(role);
                 // Until it is ready the worker dies with the supervisor
                 // (it is not watching its control socket yet); if the
                 // supervisor is already gone, so is the point.
@@ -178,12 +243,7 @@ pub fn spawn_worker(
                             libc::_exit(126);
                         }
                         // The same environment an exec'd worker gets.
-                        for own in [
-                            LISTEN_FDNAMES,
-                            "NOTIFY_SOCKET",
-                            "WATCHDOG_USEC",
-                            "WATCHDOG_PID",
-                        ] {
+                        for own in OWN_VARS.iter().chain(&["NOTIFY_SOCKET", "WATCHDOG_USEC"]) {
                             std::env::remove_var(own);
                         }
                         for var in &vars {
@@ -203,15 +263,19 @@ pub fn spawn_worker(
     }
 }
 
-/// Signal handlers and masks are inherited across fork; the worker starts
+/// Signal handlers and masks are inherited across fork; the child starts
 /// from the defaults (exec resets handlers, not the mask, so both modes
-/// need this), except SIGINT and SIGTERM, which it ignores (an ignored
+/// need this), except that a worker ignores SIGINT and SIGTERM (an ignored
 /// disposition survives exec): a Ctrl-C or `systemctl stop` hits the whole
 /// process group, and stopping workers is the supervisor's job.
-unsafe fn reset_signals() {
+unsafe fn reset_signals(role: Role) {
+    let stop = match role {
+        Role::Worker => libc::SIG_IGN,
+        Role::Successor => libc::SIG_DFL,
+    };
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: setting a disposition is async-signal-safe.
-        unsafe { libc::signal(signal, libc::SIG_IGN) };
+        unsafe { libc::signal(signal, stop) };
     }
     for signal in [
         libc::SIGQUIT,

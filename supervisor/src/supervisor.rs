@@ -1,10 +1,16 @@
 //! The supervisor's event loop: single-threaded, blocked in poll(2) on the
-//! signal pipe and every worker's control socket, with the nearest
-//! deadline as the timeout. No fixed tick: an idle supervisor sleeps.
+//! signal pipe, every worker's control socket and, during a binary upgrade,
+//! the channel to the new supervisor, with the nearest deadline as the
+//! timeout. No fixed tick: an idle supervisor sleeps.
+//!
+//! What the workers say is read in `messages`; replacing workers while
+//! serving (HUP, recycling, TTIN/TTOU) is `rollout`; the binary upgrade
+//! (USR2), on both the old and the new supervisor's side, is `upgrade`.
 
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -19,13 +25,18 @@ use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
 mod messages;
+mod rollout;
+mod upgrade;
 
 use messages::Batch;
+use rollout::Rollout;
+use upgrade::Upgrade;
 
 use crate::backoff::Backoff;
 use crate::cli::{Cli, SpawnMode};
+use crate::notify;
 use crate::sockets::Sockets;
-use crate::spawn::{spawn_worker, ExecImage, Launch};
+use crate::spawn::{spawn_child, ExecImage, Launch};
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 pub fn run(cli: Cli, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
@@ -46,6 +57,10 @@ struct Worker {
     state: WorkerState,
     last_heard: Instant,
     boot_failure: Option<String>,
+    /// The restart generation it was started in (see [`Rollout`]).
+    generation: u64,
+    /// While it boots: the worker it replaces once it is ready.
+    replaces: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,8 +70,44 @@ enum WorkerState {
         deadline: Instant,
     },
     Ready,
-    /// Told to close, or killed; waiting for it to exit.
-    Leaving,
+    /// Told to close (replaced, scaled down, stopping); killed if still
+    /// running at `kill_at` (`None` once it was, or at a stop that kills).
+    Retiring {
+        kill_at: Option<Instant>,
+    },
+    /// Killed for a fault (boot timeout, silence, garbage); to be reaped.
+    Killed,
+}
+
+impl Worker {
+    /// Counts towards the service: booting or serving, not on its way out.
+    fn is_active(&self) -> bool {
+        matches!(self.state, WorkerState::Booting { .. } | WorkerState::Ready)
+    }
+
+    /// Tells it to close: idle connections get `drain` for one more
+    /// request, connections still open after `graceful` are aborted, and a
+    /// second after that the process is killed if it is still there.
+    fn close(&mut self, drain: Duration, graceful: Duration) {
+        let close = SupervisorMessage::Close {
+            drain_ms: drain.as_millis() as u64,
+            graceful_ms: graceful.as_millis() as u64,
+        };
+        if let Some(control) = &self.control {
+            if let Err(error) = control.send(&close.encode()) {
+                tracing::warn!(worker = self.id, %error, "cannot send close");
+            }
+        }
+        self.state = WorkerState::Retiring {
+            kill_at: Some(Instant::now() + graceful + Duration::from_secs(1)),
+        };
+    }
+
+    /// SIGKILL, for a fault.
+    fn kill(&mut self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        self.state = WorkerState::Killed;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,38 +115,65 @@ enum Phase {
     /// The first workers are starting; any failure ends drover.
     Booting,
     Running,
-    /// Stopping: workers are closing; at the deadline the rest are killed
-    /// (`None` once they were: they are reaped on SIGCHLD).
-    Stopping {
-        deadline: Option<Instant>,
-    },
+    /// Stopping (or, after a binary upgrade, leaving the service to the
+    /// new supervisor): the workers are closing; drover exits once they
+    /// are gone.
+    Stopping,
+}
+
+/// When to ping systemd's watchdog.
+struct Watchdog {
+    every: Duration,
+    next: Instant,
 }
 
 struct Supervisor<'a> {
     cli: Cli,
     sockets: Sockets,
+    /// This binary's path, as started: what a binary upgrade executes.
+    binary: PathBuf,
+    /// What an exec'd worker runs (`None` in fork mode).
     image: Option<ExecImage>,
     worker_entry: &'a dyn Fn() -> ExitCode,
     signals: SignalDelivery<UnixStream, SignalOnly>,
     workers: Vec<Worker>,
     phase: Phase,
+    /// Workers to run (TTIN/TTOU change it).
     wanted: usize,
     next_id: u64,
+    /// The generation new workers are started in; HUP moves it on.
+    generation: u64,
+    rollout: Rollout,
+    /// A new supervisor this one is upgrading to.
+    upgrade: Upgrade,
+    /// In a supervisor started by a binary upgrade: the channel to the one
+    /// it replaces, until it has taken over.
+    predecessor: Option<ControlSocket>,
+    watchdog: Option<Watchdog>,
     backoff: Backoff,
     /// When the next replacement worker may start.
     respawn_at: Option<Instant>,
-    /// Whether this instance wrote the pid file (then it removes it).
-    wrote_pid_file: bool,
     exit_code: ExitCode,
+}
+
+/// What woke the loop.
+struct Woken {
+    signals: bool,
+    workers: Vec<u64>,
+    successor: bool,
 }
 
 impl<'a> Supervisor<'a> {
     fn start(cli: Cli, worker_entry: &'a dyn Fn() -> ExitCode) -> Result<Self, String> {
-        let sockets = Sockets::open(&cli)?;
+        let predecessor =
+            ControlSocket::upgrade_from_env().map_err(|e| format!("binary upgrade: {e}"))?;
+        let sockets = Sockets::open(&cli, predecessor.is_some())?;
+        let binary =
+            ExecImage::current_binary().map_err(|e| format!("cannot find this binary: {e}"))?;
         let image = match cli.spawn {
-            SpawnMode::Exec => {
-                Some(ExecImage::current().map_err(|e| format!("cannot find this binary: {e}"))?)
-            }
+            SpawnMode::Exec => Some(
+                ExecImage::worker(&binary).map_err(|e| format!("cannot use this binary: {e}"))?,
+            ),
             SpawnMode::Fork => None,
         };
         let (read, write) = UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
@@ -114,6 +192,7 @@ impl<'a> Supervisor<'a> {
         let mut supervisor = Self {
             cli,
             sockets,
+            binary,
             image,
             worker_entry,
             signals,
@@ -121,19 +200,27 @@ impl<'a> Supervisor<'a> {
             phase: Phase::Booting,
             wanted,
             next_id: 1,
+            generation: 0,
+            rollout: Rollout::Idle,
+            upgrade: Upgrade::Idle,
+            predecessor,
+            watchdog: notify::watchdog_interval().map(|every| Watchdog {
+                every,
+                next: Instant::now(),
+            }),
             backoff: Backoff::default(),
             respawn_at: None,
-            wrote_pid_file: false,
             exit_code: ExitCode::SUCCESS,
         };
         tracing::info!(
+            pid = std::process::id(),
             workers = wanted,
             spawn = ?supervisor.cli.spawn,
             addrs = ?supervisor.sockets.addrs(),
             "starting"
         );
         for _ in 0..wanted {
-            if let Err(error) = supervisor.spawn() {
+            if let Err(error) = supervisor.spawn(None) {
                 supervisor.abandon();
                 return Err(format!("cannot start a worker: {error}"));
             }
@@ -143,7 +230,7 @@ impl<'a> Supervisor<'a> {
 
     fn run(&mut self) -> ExitCode {
         loop {
-            if matches!(self.phase, Phase::Stopping { .. }) && self.workers.is_empty() {
+            if self.phase == Phase::Stopping && self.workers.is_empty() {
                 return self.finish();
             }
             let timeout = match self.next_deadline() {
@@ -157,35 +244,37 @@ impl<'a> Supervisor<'a> {
                 }
                 None => PollTimeout::NONE,
             };
-            let (signal_ready, ready_workers) = match self.wait(timeout) {
-                Ok(ready) => ready,
+            let woken = match self.wait(timeout) {
+                Ok(woken) => woken,
                 Err(error) => {
                     tracing::error!(%error, "poll failed");
                     return ExitCode::FAILURE;
                 }
             };
-            if signal_ready {
+            if woken.signals {
                 let pending: Vec<i32> = self.signals.pending().collect();
                 for signal in pending {
                     self.on_signal(signal);
                 }
             }
-            for id in ready_workers {
+            for id in woken.workers {
                 self.read_control(id, Batch::Turn);
+            }
+            if woken.successor {
+                self.read_successor();
             }
             self.on_timers(Instant::now());
         }
     }
 
-    /// Blocks until a signal, a control message or the timeout. Returns
-    /// whether signals are pending and which workers have something.
-    fn wait(&self, timeout: PollTimeout) -> io::Result<(bool, Vec<u64>)> {
+    /// Blocks until a signal, a message or the timeout.
+    fn wait(&self, timeout: PollTimeout) -> io::Result<Woken> {
         let watched: Vec<&Worker> = self
             .workers
             .iter()
             .filter(|w| w.control.is_some())
             .collect();
-        let mut fds = Vec::with_capacity(watched.len() + 1);
+        let mut fds = Vec::with_capacity(watched.len() + 2);
         fds.push(PollFd::new(
             self.signals.get_read().as_fd(),
             PollFlags::POLLIN,
@@ -194,19 +283,33 @@ impl<'a> Supervisor<'a> {
             let control = worker.control.as_ref().expect("filtered above");
             fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
         }
+        let successor = self.upgrade.channel();
+        if let Some(channel) = successor {
+            fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok((true, Vec::new())),
+            Err(nix::errno::Errno::EINTR) => {
+                return Ok(Woken {
+                    signals: true,
+                    workers: Vec::new(),
+                    successor: false,
+                })
+            }
             Err(errno) => return Err(errno.into()),
         }
         let has_events = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let ready = watched
+        let workers = watched
             .iter()
             .zip(&fds[1..])
             .filter(|(_, fd)| has_events(fd))
             .map(|(worker, _)| worker.id)
             .collect();
-        Ok((has_events(&fds[0]), ready))
+        Ok(Woken {
+            signals: has_events(&fds[0]),
+            workers,
+            successor: successor.is_some() && fds.last().is_some_and(has_events),
+        })
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -214,27 +317,30 @@ impl<'a> Supervisor<'a> {
         let workers = self.workers.iter().filter_map(|w| match w.state {
             WorkerState::Booting { deadline } => Some(deadline),
             WorkerState::Ready => heartbeat.map(|timeout| w.last_heard + timeout),
-            WorkerState::Leaving => None,
+            WorkerState::Retiring { kill_at } => kill_at,
+            WorkerState::Killed => None,
         });
-        let stop = match self.phase {
-            Phase::Stopping { deadline } => deadline,
-            _ => None,
-        };
-        workers.chain(stop).chain(self.respawn_at).min()
+        workers
+            .chain(self.respawn_at)
+            .chain(self.upgrade.deadline())
+            .chain(self.watchdog.as_ref().map(|w| w.next))
+            .min()
     }
 
-    fn spawn(&mut self) -> io::Result<()> {
+    /// Starts a worker (to replace worker `replaces` once ready, if given);
+    /// returns its id.
+    fn spawn(&mut self, replaces: Option<u64>) -> io::Result<u64> {
         let (ours, theirs) = ControlSocket::pair()?;
         let launch = match &self.image {
             Some(image) => Launch::Exec(image),
             None => Launch::Fork(self.worker_entry),
         };
-        let pid = spawn_worker(&self.sockets.fds(), self.sockets.names(), &theirs, launch)?;
+        let pid = spawn_child(&self.sockets.fds(), self.sockets.names(), &theirs, launch)?;
         drop(theirs);
         let id = self.next_id;
         self.next_id += 1;
         let now = Instant::now();
-        tracing::info!(worker = id, pid = pid.as_raw(), "worker started");
+        tracing::info!(worker = id, pid = pid.as_raw(), replaces, "worker started");
         self.workers.push(Worker {
             id,
             pid,
@@ -244,58 +350,75 @@ impl<'a> Supervisor<'a> {
             },
             last_heard: now,
             boot_failure: None,
+            generation: self.generation,
+            replaces,
         });
-        Ok(())
+        Ok(id)
     }
 
     fn on_signal(&mut self, signal: i32) {
-        match signal {
-            SIGCHLD => self.reap(),
-            SIGTERM | SIGINT => match self.phase {
-                Phase::Stopping { .. } => self.stop_now("second stop signal"),
-                _ => self.stop_gracefully(signal),
+        let name = match signal {
+            SIGCHLD => return self.reap(),
+            SIGTERM | SIGINT => {
+                return match self.phase {
+                    Phase::Stopping => self.stop_now("second stop signal"),
+                    _ => self.stop_gracefully(signal),
+                }
+            }
+            SIGQUIT => return self.stop_now("SIGQUIT"),
+            SIGHUP => "HUP",
+            SIGUSR2 => "USR2",
+            SIGTTIN => "TTIN",
+            SIGTTOU => "TTOU",
+            other => return tracing::warn!(signal = other, "ignored signal"),
+        };
+        match self.phase {
+            Phase::Running => match signal {
+                SIGHUP => self.restart(),
+                SIGUSR2 => self.upgrade(),
+                SIGTTIN => self.scale_up(),
+                _ => self.scale_down(),
             },
-            SIGQUIT => self.stop_now("SIGQUIT"),
-            other => tracing::warn!(signal = other, "ignored: not supported yet"),
+            Phase::Booting => tracing::warn!(signal = name, "ignored: still starting"),
+            Phase::Stopping => tracing::warn!(signal = name, "ignored: stopping"),
         }
     }
 
     fn stop_gracefully(&mut self, signal: i32) {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        if self.speaks_for_service() {
+            notify::stopping();
+        }
         self.sockets.close();
         tracing::info!(signal, graceful_timeout = ?self.cli.graceful_timeout, "stopping gracefully");
+        self.end_changes();
         // A full stop closes fast: nothing would serve a client kept waiting.
-        let close = SupervisorMessage::Close {
-            drain_ms: 0,
-            graceful_ms: self.cli.graceful_timeout.as_millis() as u64,
-        };
-        for worker in &mut self.workers {
-            if let Some(control) = &worker.control {
-                if let Err(error) = control.send(&close.encode()) {
-                    tracing::warn!(worker = worker.id, %error, "cannot send close");
-                }
-            }
-            worker.state = WorkerState::Leaving;
+        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
+            worker.close(Duration::ZERO, self.cli.graceful_timeout);
         }
-        self.respawn_at = None;
-        // The workers abort their own connections at the graceful timeout;
-        // a moment more for them to report and exit.
-        self.phase = Phase::Stopping {
-            deadline: Some(Instant::now() + self.cli.graceful_timeout + Duration::from_secs(1)),
-        };
+        self.phase = Phase::Stopping;
     }
 
     fn stop_now(&mut self, why: &str) {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        if self.speaks_for_service() {
+            notify::stopping();
+        }
         self.sockets.close();
         tracing::warn!(why, "stopping now");
+        self.end_changes();
         for worker in &mut self.workers {
+            // Reaped on SIGCHLD; nothing left to time.
             let _ = kill(worker.pid, Signal::SIGKILL);
-            worker.state = WorkerState::Leaving;
+            worker.state = WorkerState::Retiring { kill_at: None };
         }
+        self.phase = Phase::Stopping;
+    }
+
+    /// At a stop: no restart goes on, no replacement starts, and a new
+    /// supervisor being upgraded to is abandoned.
+    fn end_changes(&mut self) {
+        self.rollout = Rollout::Idle;
         self.respawn_at = None;
-        // Killed already: they are reaped on SIGCHLD, nothing left to time.
-        self.phase = Phase::Stopping { deadline: None };
+        self.cancel_upgrade();
     }
 
     fn reap(&mut self) {
@@ -310,6 +433,10 @@ impl<'a> Supervisor<'a> {
                     return;
                 }
             };
+            if self.upgrade.is_successor(pid) {
+                self.successor_exited(&how);
+                continue;
+            }
             let Some(id) = self.workers.iter().find(|w| w.pid == pid).map(|w| w.id) else {
                 continue;
             };
@@ -324,15 +451,26 @@ impl<'a> Supervisor<'a> {
     }
 
     fn on_exit(&mut self, worker: Worker, how: String) {
+        let reason = || {
+            worker
+                .boot_failure
+                .clone()
+                .unwrap_or_else(|| format!("exited before it was ready ({how})"))
+        };
         match self.phase {
             Phase::Booting => {
-                let reason = worker
-                    .boot_failure
-                    .unwrap_or_else(|| format!("exited before it was ready ({how})"));
+                let reason = reason();
                 tracing::error!(worker = worker.id, pid = worker.pid.as_raw(), %reason, "worker failed to boot");
                 eprintln!("drover: worker {} failed to boot: {reason}", worker.id);
                 self.exit_code = ExitCode::FAILURE;
                 self.stop_now("a first worker failed to boot");
+            }
+            // It never got ready: the worker it was to replace serves on.
+            Phase::Running if worker.replaces.is_some() => {
+                self.replacement_failed(&worker, reason());
+            }
+            Phase::Running if matches!(worker.state, WorkerState::Retiring { .. }) => {
+                tracing::info!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker left");
             }
             Phase::Running => {
                 tracing::warn!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker died; replacing it");
@@ -344,26 +482,8 @@ impl<'a> Supervisor<'a> {
                     self.respawn_at = Some(Instant::now() + delay);
                 }
             }
-            Phase::Stopping { .. } => {
+            Phase::Stopping => {
                 tracing::info!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker stopped");
-            }
-        }
-    }
-
-    /// Starts workers until there are as many as wanted.
-    fn replace(&mut self) {
-        self.respawn_at = None;
-        while self.workers.len() < self.wanted {
-            if let Err(error) = self.spawn() {
-                tracing::error!(%error, "cannot start a worker");
-                self.respawn_at = Some(
-                    Instant::now()
-                        + self
-                            .backoff
-                            .next_delay(Instant::now())
-                            .max(Duration::from_millis(100)),
-                );
-                return;
             }
         }
     }
@@ -379,37 +499,37 @@ impl<'a> Supervisor<'a> {
                     );
                     tracing::error!(worker = worker.id, pid = worker.pid.as_raw(), %reason, "killing worker");
                     worker.boot_failure = Some(reason);
-                    let _ = kill(worker.pid, Signal::SIGKILL);
-                    worker.state = WorkerState::Leaving;
+                    worker.kill();
                 }
                 WorkerState::Ready => {
                     if let Some(timeout) = heartbeat.filter(|t| worker.last_heard + *t <= now) {
                         tracing::error!(worker = worker.id, pid = worker.pid.as_raw(), silent_for = ?timeout, "worker missed its heartbeats: killing it");
-                        let _ = kill(worker.pid, Signal::SIGKILL);
-                        worker.state = WorkerState::Leaving;
+                        worker.kill();
                     }
+                }
+                WorkerState::Retiring {
+                    kill_at: Some(kill_at),
+                } if kill_at <= now => {
+                    tracing::warn!(
+                        worker = worker.id,
+                        pid = worker.pid.as_raw(),
+                        "still running past the graceful timeout: killing it"
+                    );
+                    let _ = kill(worker.pid, Signal::SIGKILL);
+                    worker.state = WorkerState::Retiring { kill_at: None };
                 }
                 _ => {}
             }
         }
-        if let Phase::Stopping {
-            deadline: Some(deadline),
-        } = self.phase
-        {
-            if deadline <= now {
-                for worker in &self.workers {
-                    tracing::warn!(
-                        worker = worker.id,
-                        pid = worker.pid.as_raw(),
-                        "still running at the deadline: killing it"
-                    );
-                    let _ = kill(worker.pid, Signal::SIGKILL);
-                }
-                self.phase = Phase::Stopping { deadline: None };
-            }
-        }
         if self.respawn_at.is_some_and(|at| at <= now) && self.phase == Phase::Running {
             self.replace();
+        }
+        if self.upgrade.deadline().is_some_and(|at| at <= now) {
+            self.upgrade_timed_out();
+        }
+        if let Some(watchdog) = self.watchdog.as_mut().filter(|w| w.next <= now) {
+            notify::watchdog();
+            watchdog.next = now + watchdog.every;
         }
     }
 
@@ -425,10 +545,15 @@ impl<'a> Supervisor<'a> {
 
     fn finish(&mut self) -> ExitCode {
         self.sockets.remove_files();
-        if let Some(path) = self.cli.pid_file.as_ref().filter(|_| self.wrote_pid_file) {
-            let _ = std::fs::remove_file(path);
+        // After a binary upgrade the file holds the new supervisor's pid.
+        if let Some(path) = &self.cli.pid_file {
+            let ours = std::fs::read_to_string(path)
+                .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
         }
-        tracing::info!("stopped");
+        tracing::info!(pid = std::process::id(), "stopped");
         self.exit_code
     }
 }

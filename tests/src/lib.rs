@@ -161,6 +161,23 @@ impl Drover {
         }
     }
 
+    /// Waits until a line containing each of `needles` has been logged,
+    /// in any order (including lines read before this call).
+    pub fn wait_for_all(&mut self, needles: &[&str]) {
+        for needle in needles {
+            if !self.log.iter().any(|line| line.contains(needle)) {
+                self.wait_for_line(needle);
+            }
+        }
+    }
+
+    /// Waits for this supervisor to exit after a binary upgrade, while the
+    /// new one keeps the log open: its last line, then its exit status.
+    pub fn wait_exit_keeping_log(&mut self) -> i32 {
+        self.wait_for_line(&format!("stopped pid={}", self.pid()));
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
     /// Reads the log to its end (every process holding it has exited).
     pub fn read_to_end(&mut self) {
         let deadline = Instant::now() + WAIT;
@@ -182,12 +199,7 @@ impl Drover {
 
     /// The supervisor's children (its workers).
     pub fn worker_pids(&self) -> HashSet<i32> {
-        let path = format!("/proc/{}/task/{}/children", self.pid(), self.pid());
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        children(self.pid())
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -310,3 +322,86 @@ pub fn steal_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {
     // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(stolen as i32) }
 }
+
+/// Asks `/pid` on fresh connections, a few at a time, until `count`
+/// distinct workers have answered (bounded by WAIT).
+pub fn distinct_pids(addr: SocketAddr, count: usize) -> HashSet<i32> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = HashSet::new();
+    while seen.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} answered within {WAIT:?}"
+        );
+        // Concurrent connections wake every worker waiting in accept.
+        let batch: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(move || get(addr, "/pid")))
+            .collect();
+        for answer in batch {
+            let (status, body) = answer.join().unwrap().unwrap();
+            assert_eq!(status, 200);
+            seen.insert(body.trim().parse::<i32>().unwrap());
+        }
+    }
+    seen
+}
+
+/// A process the test did not start itself (a supervisor started by a
+/// binary upgrade): killed when the guard drops, if still there, so a
+/// failing test leaves nothing running.
+pub struct KillOnDrop(pub i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The children of process `pid` (a supervisor's workers).
+pub fn children(pid: i32) -> HashSet<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A fresh directory for one test, under the system's temp directory.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Puts a copy of `source` at `target` the way a deploy does: written
+/// beside it, then renamed over it (a running binary cannot be written to
+/// in place, and a rename never leaves a half-written file).
+pub fn deploy(source: &Path, target: &Path) {
+    let staged = target.with_extension("staged");
+    std::fs::copy(source, &staged).unwrap();
+    std::fs::rename(&staged, target).unwrap();
+}
+
+/// Deploys a broken build at `target`: an executable that exits 3 at once.
+pub fn deploy_broken(target: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let staged = target.with_extension("staged");
+    std::fs::write(&staged, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, target).unwrap();
+}
+
+/// The pid written in `path` (a pid file).
+pub fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("pid file {}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+pub mod load;

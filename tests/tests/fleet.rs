@@ -7,31 +7,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Instant;
 
-use drover_tests::{drover_bin, free_addr, get, Drover, WAIT};
+use drover_tests::{distinct_pids, drover_bin, free_addr, get, Drover, WAIT};
 use nix::sys::signal::Signal;
-
-/// Asks `/pid` on fresh connections, a few at a time, until `count`
-/// distinct workers have answered (bounded by WAIT).
-fn distinct_pids(addr: std::net::SocketAddr, count: usize) -> HashSet<i32> {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = HashSet::new();
-    while seen.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {seen:?} answered within {WAIT:?}"
-        );
-        // Concurrent connections wake every worker waiting in accept.
-        let batch: Vec<_> = (0..8)
-            .map(|_| std::thread::spawn(move || get(addr, "/pid")))
-            .collect();
-        for answer in batch {
-            let (status, body) = answer.join().unwrap().unwrap();
-            assert_eq!(status, 200);
-            seen.insert(body.trim().parse::<i32>().unwrap());
-        }
-    }
-    seen
-}
 
 fn serves_with_distinct_workers(spawn: &str) {
     let addr = free_addr();

@@ -39,6 +39,7 @@ pub struct Builder {
     header_read_timeout: Option<Duration>,
     max_connections: Option<usize>,
     access_log: bool,
+    request_quota: Option<u64>,
     backlog: u32,
     startup: Vec<StartupHook>,
     shutdown: Vec<ShutdownHook>,
@@ -52,6 +53,7 @@ impl Default for Builder {
             header_read_timeout: Some(Duration::from_secs(30)),
             max_connections: None,
             access_log: false,
+            request_quota: None,
             backlog: DEFAULT_BACKLOG,
             startup: Vec::new(),
             shutdown: Vec::new(),
@@ -101,6 +103,17 @@ impl Builder {
     /// response head. Default off.
     pub fn access_log(mut self, on: bool) -> Self {
         self.access_log = on;
+        self
+    }
+
+    /// After `requests` requests, [`ServerHandle::quota_reached`] resolves.
+    /// The server keeps serving: what the quota means is the caller's to
+    /// decide (a drover worker asks its supervisor for a replacement and
+    /// closes once that one serves: `--max-requests`). Default: none.
+    ///
+    /// [`ServerHandle::quota_reached`]: crate::ServerHandle::quota_reached
+    pub fn request_quota(mut self, requests: impl Into<Option<u64>>) -> Self {
+        self.request_quota = requests.into();
         self
     }
 
@@ -221,6 +234,7 @@ impl Builder {
             self.keep_alive_timeout,
             self.header_read_timeout,
             self.access_log,
+            self.request_quota,
         );
         Ok(Server::new(ServerHandle::new(Arc::new(lifecycle))))
     }

@@ -115,6 +115,13 @@ impl ServerHandle {
             .collect()
     }
 
+    /// Resolves once the server has taken as many requests as its
+    /// [`request_quota`](crate::Builder::request_quota); never without one.
+    /// The server goes on serving.
+    pub async fn quota_reached(&self) {
+        self.lifecycle.quota_reached().await;
+    }
+
     /// Requests served so far and connections open now.
     pub fn stats(&self) -> ServerStats {
         self.lifecycle.stats()

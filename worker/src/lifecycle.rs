@@ -75,6 +75,9 @@ pub(crate) struct Lifecycle {
     /// waits for all of them.
     pub(crate) tasks: TaskTracker,
     requests: AtomicU64,
+    /// The request count that fires `quota_signal` (`u64::MAX`: none).
+    request_quota: u64,
+    quota_signal: Latch,
     open_connections: AtomicU64,
     drained: AtomicU64,
     aborted: AtomicU64,
@@ -87,6 +90,7 @@ impl Lifecycle {
         keep_alive: Option<Duration>,
         header_read_timeout: Option<Duration>,
         access_log: bool,
+        request_quota: Option<u64>,
     ) -> Self {
         let tasks = TaskTracker::new();
         let abort_signal = Arc::new(Latch::default());
@@ -107,6 +111,8 @@ impl Lifecycle {
             connections,
             tasks,
             requests: AtomicU64::new(0),
+            request_quota: request_quota.unwrap_or(u64::MAX),
+            quota_signal: Latch::default(),
             open_connections: AtomicU64::new(0),
             drained: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
@@ -259,7 +265,16 @@ impl Lifecycle {
     }
 
     pub(crate) fn count_request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        // One request reaches the quota exactly; a comparison is all the
+        // other requests pay.
+        if self.requests.fetch_add(1, Ordering::Relaxed) + 1 == self.request_quota {
+            self.quota_signal.fire();
+        }
+    }
+
+    /// Resolves once the request quota is reached (never without one).
+    pub(crate) fn quota_reached(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.quota_signal.fired()
     }
 
     /// Counts a connection as open until the guard is dropped.

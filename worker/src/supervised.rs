@@ -39,6 +39,26 @@ pub struct WorkerSettings {
     pub heartbeat_interval: Option<Duration>,
     /// See [`Builder::access_log`](crate::Builder::access_log).
     pub access_log: bool,
+    /// After about this many requests the worker asks the supervisor for a
+    /// replacement (`Recycle`), and goes on serving until it is told to
+    /// close; `None`: never.
+    pub max_requests: Option<u64>,
+    /// Up to this many requests more, drawn at random per worker, so that
+    /// workers started together are not all recycled together.
+    pub max_requests_jitter: u64,
+}
+
+impl WorkerSettings {
+    /// This worker's request quota: `max_requests` plus its own random
+    /// share of the jitter.
+    fn request_quota(&self) -> Option<u64> {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let jitter = random % self.max_requests_jitter.saturating_add(1);
+        self.max_requests.map(|n| n.max(1).saturating_add(jitter))
+    }
 }
 
 /// Runs this process as a drover worker serving `app()` on the sockets the
@@ -88,7 +108,8 @@ where
         .keep_alive_timeout(settings.keep_alive_timeout)
         .header_read_timeout(settings.header_read_timeout)
         .graceful_timeout(settings.graceful_timeout)
-        .access_log(settings.access_log);
+        .access_log(settings.access_log)
+        .request_quota(settings.request_quota());
     if let Some(limit) = settings.max_connections {
         builder = builder.max_connections(limit);
     }
@@ -140,13 +161,23 @@ where
         .heartbeat_interval
         .map(|every| tokio::spawn(heartbeat(handle.clone(), every, Arc::clone(&control))));
 
+    let recycle = settings.max_requests.map(|_| {
+        let (handle, control) = (handle.clone(), Arc::clone(&control));
+        tokio::spawn(async move {
+            handle.quota_reached().await;
+            let requests = handle.stats().requests_served;
+            tracing::info!(requests, "request quota reached: asking for a replacement");
+            report(&control, &WorkerMessage::Recycle { requests });
+        })
+    });
+
     let deadline = tokio::select! {
         deadline = obey(&incoming, &handle) => deadline,
         () = handle.closing() => None,
     };
     let result = closed_by(&server, deadline).await;
-    if let Some(heartbeats) = heartbeats {
-        heartbeats.abort();
+    for task in heartbeats.into_iter().chain(recycle) {
+        task.abort();
     }
     match result {
         Ok(closed) => {

@@ -5,9 +5,9 @@ use std::io;
 use std::time::Instant;
 
 use drover_shared::control::{DecodeError, WorkerMessage, MAX_DATAGRAM};
-use nix::sys::signal::{kill, Signal};
 
 use super::{Phase, Supervisor, WorkerState};
+use crate::notify;
 
 /// At most this many messages are read from one worker per loop turn.
 const MESSAGES_PER_TURN: usize = 64;
@@ -69,9 +69,14 @@ impl Supervisor<'_> {
                 if let WorkerState::Booting { .. } = worker.state {
                     worker.state = WorkerState::Ready;
                     tracing::info!(worker = id, pid = worker.pid.as_raw(), "worker ready");
+                    if let Some(old) = worker.replaces.take() {
+                        self.retire(old, "replaced");
+                        self.advance_rollout();
+                    }
                 }
                 self.check_ready();
             }
+            Ok(WorkerMessage::Recycle { requests }) => self.recycle(id, requests),
             Ok(WorkerMessage::Heartbeat {
                 requests,
                 connections,
@@ -93,13 +98,14 @@ impl Supervisor<'_> {
                 tracing::error!(worker = id, pid = worker.pid.as_raw(), %error, "worker sent a malformed control message: replacing it");
                 worker.boot_failure = Some(format!("malformed control message: {error}"));
                 worker.control = None;
-                let _ = kill(worker.pid, Signal::SIGKILL);
-                worker.state = WorkerState::Leaving;
+                worker.kill();
             }
         }
     }
 
-    /// The first boot is over once every initial worker is ready.
+    /// The first boot is over once every initial worker is ready. Then the
+    /// pid file is written and systemd hears READY=1; a supervisor started
+    /// by a binary upgrade takes over from the old one first.
     fn check_ready(&mut self) {
         let all_ready = self.workers.len() == self.wanted
             && self.workers.iter().all(|w| w.state == WorkerState::Ready);
@@ -107,19 +113,23 @@ impl Supervisor<'_> {
             return;
         }
         self.phase = Phase::Running;
+        let predecessor = self.predecessor.take();
+        if predecessor.is_some() {
+            self.take_over();
+        }
         if let Some(path) = &self.cli.pid_file {
-            match std::fs::write(path, format!("{}\n", std::process::id())) {
-                Ok(()) => self.wrote_pid_file = true,
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "cannot write the pid file")
-                }
+            if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
+                tracing::error!(path = %path.display(), %error, "cannot write the pid file");
             }
         }
-        let status = format!("{} workers serving", self.wanted);
-        let _ = sd_notify::notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&status),
-        ]);
+        notify::ready(&self.status(), predecessor.is_some());
+        // Last of all (the old supervisor leaves when it hears this, and
+        // systemd must know the new main pid by then).
+        if let Some(channel) = predecessor {
+            if let Err(error) = channel.send(&WorkerMessage::Ready.encode()) {
+                tracing::warn!(%error, "cannot tell the previous supervisor");
+            }
+        }
         // Last: whoever sees this line finds the pid file written.
         let addrs: Vec<String> = self
             .sockets
@@ -128,5 +138,10 @@ impl Supervisor<'_> {
             .map(ToString::to_string)
             .collect();
         tracing::info!(workers = self.wanted, addrs = %addrs.join(", "), "ready");
+    }
+
+    /// The status line for systemd.
+    pub(super) fn status(&self) -> String {
+        format!("{} workers serving", self.wanted)
     }
 }

@@ -1,0 +1,229 @@
+//! Replacing workers while the service serves: the rolling restart (HUP),
+//! recycling at the request quota (`--max-requests`), and scaling
+//! (TTIN/TTOU).
+//!
+//! A replacement always starts first; the worker it replaces is closed
+//! only once the new one is ready, so capacity never dips, and a
+//! replacement that fails to boot leaves the old worker serving. A worker
+//! that leaves while others serve is closed *draining*: an idle keep-alive
+//! connection gets the keep-alive timeout for one more request, which it
+//! is answered with `connection: close` (see `drover_worker::connection`).
+//! The listening sockets stay open in the supervisor, so connections
+//! queued in the kernel are served by whichever worker accepts next.
+
+use std::time::Instant;
+
+use super::{Phase, Supervisor, Worker, WorkerState};
+use crate::notify;
+
+/// Where the rolling restart is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Rollout {
+    Idle,
+    /// Replacing, one at a time, every worker started before generation
+    /// `to`.
+    Rolling {
+        to: u64,
+        began: Instant,
+    },
+}
+
+impl Supervisor<'_> {
+    /// HUP: replace every worker, one at a time; in exec mode the new ones
+    /// run the binary on disk now. A HUP during a restart starts it over
+    /// for the workers not yet of the newest generation.
+    pub(super) fn restart(&mut self) {
+        self.generation += 1;
+        let to = self.generation;
+        let began = match self.rollout {
+            Rollout::Rolling { began, .. } => began,
+            Rollout::Idle => Instant::now(),
+        };
+        self.rollout = Rollout::Rolling { to, began };
+        notify::reloading();
+        tracing::info!(
+            workers = self.slots(),
+            "rolling restart: replacing the workers one at a time"
+        );
+        self.advance_rollout();
+    }
+
+    /// Starts the next replacement of the rolling restart, unless one is
+    /// booting; ends the restart when no old worker is left.
+    pub(super) fn advance_rollout(&mut self) {
+        let Rollout::Rolling { to, began } = self.rollout else {
+            return;
+        };
+        let booting = |w: &Worker| w.replaces.is_some() && w.generation == to;
+        if self.workers.iter().any(booting) {
+            return;
+        }
+        let old: Vec<&Worker> = self
+            .workers
+            .iter()
+            .filter(|w| w.is_active() && w.generation < to)
+            .collect();
+        let next = old
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready && !self.has_successor(w.id))
+            .map(|w| w.id)
+            .min();
+        match next {
+            Some(old) => {
+                if let Err(error) = self.spawn(Some(old)) {
+                    self.halt_rollout(&format!("cannot start a worker: {error}"));
+                }
+            }
+            None if old.is_empty() => {
+                tracing::info!(took = ?began.elapsed(), workers = self.slots(), "rolling restart complete");
+                self.rollout = Rollout::Idle;
+                notify::ready(&self.status(), false);
+            }
+            // An old worker is still booting (or being recycled): its
+            // `Ready` moves the restart on.
+            None => {}
+        }
+    }
+
+    /// A replacement never got ready (it failed to boot, exited, or missed
+    /// the boot timeout): the worker it was to replace serves on. In a
+    /// rolling restart, the restart stops there.
+    pub(super) fn replacement_failed(&mut self, new: &Worker, reason: String) {
+        let old = new.replaces.unwrap_or_default();
+        match self.rollout {
+            Rollout::Rolling { to, .. } if new.generation == to => {
+                tracing::error!(worker = new.id, %reason, "a new worker failed to boot");
+                self.halt_rollout(&reason);
+            }
+            _ => tracing::error!(
+                worker = new.id,
+                replacing = old,
+                %reason,
+                "a replacement failed to boot: the worker it was to replace keeps serving"
+            ),
+        }
+        // If the worker it was to replace is gone meanwhile, its slot is
+        // empty now.
+        self.replace();
+    }
+
+    fn halt_rollout(&mut self, reason: &str) {
+        let Rollout::Rolling { to, .. } = self.rollout else {
+            return;
+        };
+        let previous = self
+            .workers
+            .iter()
+            .filter(|w| w.is_active() && w.generation < to)
+            .count();
+        tracing::error!(
+            %reason,
+            workers_of_the_previous_version = previous,
+            "rolling restart stopped: the workers already serving keep serving; fix the deploy and send HUP again"
+        );
+        self.rollout = Rollout::Idle;
+        notify::ready(&format!("restart failed: {reason}"), false);
+    }
+
+    /// A worker reached its request quota: start its replacement; it is
+    /// closed once that one is ready.
+    pub(super) fn recycle(&mut self, id: u64, requests: u64) {
+        let eligible = self.phase == Phase::Running
+            && self
+                .workers
+                .iter()
+                .any(|w| w.id == id && w.state == WorkerState::Ready)
+            && !self.has_successor(id);
+        if !eligible {
+            return;
+        }
+        tracing::info!(
+            worker = id,
+            requests,
+            "request quota reached: replacing the worker"
+        );
+        if let Err(error) = self.spawn(Some(id)) {
+            tracing::error!(worker = id, %error, "cannot start a replacement: the worker keeps serving");
+        }
+    }
+
+    /// TTIN: one worker more.
+    pub(super) fn scale_up(&mut self) {
+        self.wanted += 1;
+        tracing::info!(workers = self.wanted, "TTIN: one worker more");
+        self.replace();
+    }
+
+    /// TTOU: one worker fewer (never below one): the newest closes,
+    /// draining.
+    pub(super) fn scale_down(&mut self) {
+        if self.wanted <= 1 {
+            tracing::warn!("TTOU ignored: one worker is the least");
+            return;
+        }
+        self.wanted -= 1;
+        tracing::info!(workers = self.wanted, "TTOU: one worker fewer");
+        let newest = self
+            .workers
+            .iter()
+            .filter(|w| self.fills_a_slot(w) && !self.has_successor(w.id))
+            .map(|w| w.id)
+            .max();
+        if let Some(id) = newest {
+            self.retire(id, "scaled down");
+        }
+    }
+
+    /// Closes worker `id` draining, if it is still active.
+    pub(super) fn retire(&mut self, id: u64, why: &str) {
+        let (drain, graceful) = (self.cli.drain_window(), self.cli.graceful_timeout);
+        if let Some(worker) = self
+            .workers
+            .iter_mut()
+            .find(|w| w.id == id && w.is_active())
+        {
+            tracing::info!(
+                worker = id,
+                pid = worker.pid.as_raw(),
+                why,
+                ?drain,
+                "closing worker"
+            );
+            worker.close(drain, graceful);
+        }
+    }
+
+    /// Starts workers until there are as many as wanted.
+    pub(super) fn replace(&mut self) {
+        self.respawn_at = None;
+        while self.slots() < self.wanted {
+            if let Err(error) = self.spawn(None) {
+                tracing::error!(%error, "cannot start a worker");
+                let delay = self.backoff.next_delay(Instant::now());
+                self.respawn_at =
+                    Some(Instant::now() + delay.max(std::time::Duration::from_millis(100)));
+                return;
+            }
+        }
+    }
+
+    /// Workers that count towards `wanted`: active ones, where a booting
+    /// replacement and the worker it replaces count once.
+    pub(super) fn slots(&self) -> usize {
+        self.workers.iter().filter(|w| self.fills_a_slot(w)).count()
+    }
+
+    fn fills_a_slot(&self, worker: &Worker) -> bool {
+        worker.is_active() && !worker.replaces.is_some_and(|old| self.is_active(old))
+    }
+
+    fn has_successor(&self, id: u64) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.replaces == Some(id) && w.is_active())
+    }
+
+    fn is_active(&self, id: u64) -> bool {
+        self.workers.iter().any(|w| w.id == id && w.is_active())
+    }
+}

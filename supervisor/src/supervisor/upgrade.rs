@@ -1,0 +1,206 @@
+//! The binary upgrade (USR2), as nginx and unicorn do it: the supervisor
+//! forks and execs the binary on disk now as a new supervisor, which
+//! inherits the listening sockets (LISTEN_FDS, as systemd passes them) and
+//! the same flags, and a channel back (`DROVER_UPGRADE_FD`).
+//!
+//! The new supervisor starts its own workers. Once all are ready it takes
+//! over: it tells systemd its pid (`MAINPID`, then `READY=1`), writes the
+//! pid file and then says `Ready` on the channel. Only then does the old
+//! one close its workers (draining) and exit, leaving the socket files and
+//! the pid file to the new one. The sockets never close in between, so no
+//! connection is refused or lost.
+//!
+//! If the new supervisor fails (it exits, a worker of its fails to boot, it
+//! is not ready in time), the old one kills it if need be, logs why, and
+//! serves on; a later USR2 tries again. Until it has taken over, the new
+//! supervisor dies with the old one (PR_SET_PDEATHSIG), so an interrupted
+//! upgrade leaves no second supervisor behind.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use drover_shared::control::{WorkerMessage, MAX_DATAGRAM};
+use drover_shared::ControlSocket;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{Phase, Rollout, Supervisor};
+use crate::spawn::{spawn_child, ExecImage, Launch};
+
+/// The new supervisor gets its workers' boot timeout plus this for its own
+/// start before the old one gives up on it.
+const START_MARGIN: Duration = Duration::from_secs(5);
+
+/// Where a binary upgrade is, on the old supervisor's side.
+pub(super) enum Upgrade {
+    Idle,
+    /// The new supervisor is starting; it says `Ready` on `channel`
+    /// (`None` once it closed its end: it is exiting).
+    Starting {
+        pid: Pid,
+        channel: Option<ControlSocket>,
+        deadline: Instant,
+    },
+}
+
+impl Upgrade {
+    pub(super) fn channel(&self) -> Option<&ControlSocket> {
+        match self {
+            Self::Starting { channel, .. } => channel.as_ref(),
+            Self::Idle => None,
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Starting { deadline, .. } => Some(*deadline),
+            Self::Idle => None,
+        }
+    }
+
+    pub(super) fn is_successor(&self, child: Pid) -> bool {
+        matches!(self, Self::Starting { pid, .. } if *pid == child)
+    }
+}
+
+impl Supervisor<'_> {
+    /// USR2: start the new supervisor.
+    pub(super) fn upgrade(&mut self) {
+        if let Upgrade::Starting { pid, .. } = self.upgrade {
+            tracing::warn!(
+                new_supervisor = pid.as_raw(),
+                "USR2 ignored: an upgrade is under way"
+            );
+            return;
+        }
+        match self.start_successor() {
+            Ok(pid) => {
+                tracing::info!(
+                    new_supervisor = pid.as_raw(),
+                    "binary upgrade: started a new supervisor"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "binary upgrade failed: cannot start a new supervisor; this one keeps serving");
+            }
+        }
+    }
+
+    fn start_successor(&mut self) -> io::Result<Pid> {
+        let image = ExecImage::successor(&self.binary, &self.sockets.owned_files())?;
+        let (ours, theirs) = ControlSocket::pair()?;
+        let pid = spawn_child(
+            &self.sockets.fds(),
+            self.sockets.names(),
+            &theirs,
+            Launch::Exec(&image),
+        )?;
+        self.upgrade = Upgrade::Starting {
+            pid,
+            channel: Some(ours),
+            deadline: Instant::now() + self.cli.boot_timeout + START_MARGIN,
+        };
+        Ok(pid)
+    }
+
+    /// Reads what the new supervisor says: `Ready` completes the upgrade.
+    pub(super) fn read_successor(&mut self) {
+        let Upgrade::Starting {
+            channel: Some(channel),
+            ..
+        } = &mut self.upgrade
+        else {
+            return;
+        };
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        match channel.recv(&mut buffer) {
+            Ok(Some(len)) => match WorkerMessage::decode(&buffer[..len]) {
+                Ok(WorkerMessage::Ready) => self.hand_over(),
+                other => self.upgrade_failed(&format!("unexpected message {other:?}")),
+            },
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            // It closed its end: it is exiting, SIGCHLD says how.
+            Ok(None) | Err(_) => {
+                if let Upgrade::Starting { channel, .. } = &mut self.upgrade {
+                    *channel = None;
+                }
+            }
+        }
+    }
+
+    pub(super) fn successor_exited(&mut self, how: &str) {
+        self.upgrade_failed(&format!("the new supervisor exited ({how})"));
+    }
+
+    pub(super) fn upgrade_timed_out(&mut self) {
+        let within = self.cli.boot_timeout + START_MARGIN;
+        self.upgrade_failed(&format!(
+            "the new supervisor was not ready within {within:?}"
+        ));
+    }
+
+    fn upgrade_failed(&mut self, why: &str) {
+        let Upgrade::Starting { pid, .. } = std::mem::replace(&mut self.upgrade, Upgrade::Idle)
+        else {
+            return;
+        };
+        // Still running (timeout, garbage): its booting workers die with it.
+        let _ = kill(pid, Signal::SIGKILL);
+        tracing::error!(
+            new_supervisor = pid.as_raw(),
+            why,
+            "binary upgrade failed: this supervisor keeps serving; USR2 again to retry"
+        );
+    }
+
+    /// At a stop: a new supervisor still starting is killed.
+    pub(super) fn cancel_upgrade(&mut self) {
+        if let Upgrade::Starting { pid, .. } = std::mem::replace(&mut self.upgrade, Upgrade::Idle) {
+            tracing::warn!(
+                new_supervisor = pid.as_raw(),
+                "abandoning the binary upgrade"
+            );
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+
+    /// The new supervisor serves: this one closes its workers, draining,
+    /// and exits once they are gone, leaving the sockets' files and the pid
+    /// file to the new one.
+    fn hand_over(&mut self) {
+        let Upgrade::Starting { pid, .. } = std::mem::replace(&mut self.upgrade, Upgrade::Idle)
+        else {
+            return;
+        };
+        tracing::info!(
+            new_supervisor = pid.as_raw(),
+            "binary upgrade complete: the new supervisor serves; closing this one's workers"
+        );
+        self.sockets.hand_over();
+        self.sockets.close();
+        self.rollout = Rollout::Idle;
+        self.respawn_at = None;
+        let (drain, graceful) = (self.cli.drain_window(), self.cli.graceful_timeout);
+        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
+            worker.close(drain, graceful);
+        }
+        self.phase = Phase::Stopping;
+    }
+
+    /// In the new supervisor, once its workers are ready: it no longer
+    /// dies with the old one, and owns the socket files the old one made.
+    pub(super) fn take_over(&mut self) {
+        if let Err(error) = nix::sys::prctl::set_pdeathsig(None) {
+            tracing::warn!(%error, "cannot outlive the previous supervisor");
+        }
+        self.sockets.take_over();
+        tracing::info!("took over from the previous supervisor");
+    }
+
+    /// Whether this process speaks for the service to systemd: not a new
+    /// supervisor that has not taken over yet (its failure must not read
+    /// as the service stopping).
+    pub(super) fn speaks_for_service(&self) -> bool {
+        self.predecessor.is_none()
+    }
+}

@@ -1,0 +1,265 @@
+//! Replacing workers while drover serves: HUP (rolling restart, deploys),
+//! TTIN/TTOU, `--max-requests`, and what a keep-alive client of a worker
+//! being replaced sees.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use drover_tests::{
+    deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get, parse, test_dir,
+    Drover, WAIT,
+};
+use nix::sys::signal::Signal;
+
+/// A drover run from a copy of its binary in `dir`, so that the test can
+/// deploy other builds over it.
+fn start_deployable(dir: &std::path::Path, args: &[&str]) -> (Drover, std::path::PathBuf) {
+    let binary = dir.join("app");
+    deploy(drover_bin(), &binary);
+    let mut command = Command::new(&binary);
+    command.args(args);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=");
+    (drover, binary)
+}
+
+#[test]
+fn hup_replaces_every_worker_with_the_binary_now_on_disk() {
+    let dir = test_dir("hup-deploy");
+    let addr = free_addr();
+    let (mut drover, binary) = start_deployable(&dir, &["-w", "2", "-b", &addr.to_string()]);
+    let before = distinct_pids(addr, 2);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+
+    // The new build: a user's own app, which answers / differently.
+    deploy(example_bin("axum"), &binary);
+    drover.signal(Signal::SIGHUP);
+    drover.wait_for_all(&[
+        "rolling restart complete",
+        "worker left worker=1",
+        "worker left worker=2",
+    ]);
+
+    let after = drover.worker_pids();
+    assert_eq!(after.len(), 2, "two workers, no more: {after:?}");
+    assert!(
+        after.is_disjoint(&before),
+        "every worker replaced: {before:?} → {after:?}"
+    );
+    assert_eq!(distinct_pids(addr, 2), after);
+    assert_eq!(
+        get(addr, "/").unwrap(),
+        (200, "hello from my axum app\n".into()),
+        "the new workers run the new build"
+    );
+    // One at a time: each old worker closed only after its replacement was ready.
+    let log = drover.log.join("\n");
+    let ready_3 = log.find("worker ready worker=3").unwrap();
+    let closed_1 = log.find("closing worker worker=1").unwrap();
+    let started_4 = log.find("worker started worker=4").unwrap();
+    assert!(ready_3 < closed_1 && closed_1 < started_4, "{log}");
+
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_broken_deploy_stops_the_restart_and_the_old_workers_keep_serving() {
+    let dir = test_dir("hup-broken");
+    let addr = free_addr();
+    let (mut drover, binary) = start_deployable(&dir, &["-w", "2", "-b", &addr.to_string()]);
+    let before = drover.worker_pids();
+
+    deploy_broken(&binary);
+    drover.signal(Signal::SIGHUP);
+    let stopped = drover.wait_for_line("rolling restart stopped");
+    assert!(stopped.contains("exit code 3"), "{stopped}");
+    assert_eq!(
+        drover.worker_pids(),
+        before,
+        "the old workers are untouched"
+    );
+    assert_eq!(distinct_pids(addr, 2), before, "and serve");
+
+    // Fixed: the next HUP goes through.
+    deploy(drover_bin(), &binary);
+    drover.signal(Signal::SIGHUP);
+    drover.wait_for_all(&[
+        "rolling restart complete",
+        "worker left worker=1",
+        "worker left worker=2",
+    ]);
+    let after = drover.worker_pids();
+    assert_eq!(after.len(), 2);
+    assert!(after.is_disjoint(&before));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn hup_in_fork_mode_replaces_every_worker() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "--spawn", "fork", "-b", &addr.to_string()]);
+    let before = drover.worker_pids();
+    drover.signal(Signal::SIGHUP);
+    drover.wait_for_all(&[
+        "rolling restart complete",
+        "worker left worker=1",
+        "worker left worker=2",
+    ]);
+    let after = drover.worker_pids();
+    assert_eq!(after.len(), 2);
+    assert!(after.is_disjoint(&before));
+    assert_eq!(distinct_pids(addr, 2), after);
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn ttin_adds_a_worker_and_ttou_closes_the_newest_never_below_one() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let first = drover.worker_pids();
+
+    drover.signal(Signal::SIGTTIN);
+    drover.wait_for_line("worker ready worker=2");
+    let two = drover.worker_pids();
+    assert_eq!(two.len(), 2);
+    assert_eq!(distinct_pids(addr, 2), two);
+
+    drover.signal(Signal::SIGTTOU);
+    let closing = drover.wait_for_line("closing worker");
+    assert!(closing.contains("worker=2"), "the newest goes: {closing}");
+    drover.wait_for_line("worker left worker=2");
+    assert_eq!(drover.worker_pids(), first);
+
+    drover.signal(Signal::SIGTTOU);
+    drover.wait_for_line("TTOU ignored");
+    assert_eq!(drover.worker_pids(), first);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn max_requests_recycles_a_worker_after_its_replacement_is_ready() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&[
+        "-w",
+        "1",
+        "--max-requests",
+        "5",
+        "--max-requests-jitter",
+        "3",
+        "-b",
+        &addr.to_string(),
+    ]);
+    let first = drover.worker_pids();
+    // The quota is 5 to 5 + 3 requests, and no replacement exists before
+    // the first worker has served it: 8 requests one after another reach it.
+    for _ in 0..8 {
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    }
+    let quota = drover.wait_for_line("request quota reached: asking");
+    let requests: u64 = quota
+        .split("requests=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{quota}"));
+    assert!((5..=8).contains(&requests), "{quota}");
+
+    drover.wait_for_all(&[
+        "worker ready worker=2",
+        "closing worker worker=1",
+        "worker left worker=1",
+    ]);
+    let second = drover.worker_pids();
+    assert_eq!(second.len(), 1);
+    assert!(second.is_disjoint(&first));
+    assert_eq!(distinct_pids(addr, 1), second);
+
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+/// Sends one request on `client` and reads its whole response (headers
+/// and a content-length body).
+fn request(client: &mut TcpStream, path: &str) -> String {
+    write!(client, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = client.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed mid-response: {response:?}");
+        response.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|n| n.trim().parse().ok())
+                .expect("a content-length");
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let old = *drover.worker_pids().iter().next().unwrap();
+
+    // An idle keep-alive connection, and one with a request in flight.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(WAIT)).unwrap();
+    let first = request(&mut idle, "/pid");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+    let mut busy = TcpStream::connect(addr).unwrap();
+    busy.set_read_timeout(Some(WAIT)).unwrap();
+    write!(busy, "GET /sleep?ms=500 HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    drover_tests::wait_until_server_read(&busy);
+
+    drover.signal(Signal::SIGHUP);
+    drover.wait_for_line("closing worker worker=1");
+
+    // The request in flight gets its answer, marked as the last.
+    let mut answer = String::new();
+    busy.read_to_string(&mut answer).unwrap();
+    assert_eq!(parse(&answer).unwrap(), (200, "slept 500 ms".into()));
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+
+    // The idle client's next request, sent after the close, is served by
+    // the old worker and marked as the last; then the connection ends.
+    let next = request(&mut idle, "/pid");
+    assert_eq!(parse(&next).unwrap(), (200, old.to_string()));
+    assert!(
+        next.to_ascii_lowercase().contains("connection: close"),
+        "{next}"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0, "then a clean end");
+
+    drover.wait_for_line("worker left worker=1");
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}

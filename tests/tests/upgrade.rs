@@ -1,0 +1,157 @@
+//! USR2: the binary upgrade, handing the sockets to a new supervisor.
+
+use std::process::Command;
+
+use drover_tests::{
+    children, deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get,
+    read_pid, test_dir, Drover, KillOnDrop,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn unix_get(path: &std::path::Path, target: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    drover_tests::parse(&response).unwrap()
+}
+
+#[test]
+fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
+    let dir = test_dir("usr2");
+    let binary = dir.join("app");
+    let pid_file = dir.join("drover.pid");
+    let socket = dir.join("web.sock");
+    deploy(drover_bin(), &binary);
+    let addr = free_addr();
+    let mut command = Command::new(&binary);
+    command.args(["-w", "2", "-b", &addr.to_string()]);
+    command.arg("-b").arg(format!("unix:{}", socket.display()));
+    command.arg("--pid-file").arg(&pid_file);
+    let mut old = Drover::spawn(command);
+    old.wait_for_line("ready workers=2");
+    let old_workers = old.worker_pids();
+    assert_eq!(read_pid(&pid_file), old.pid());
+
+    deploy(example_bin("axum"), &binary);
+    old.signal(Signal::SIGUSR2);
+    let started = old.wait_for_line("binary upgrade: started a new supervisor");
+    let new_pid: i32 = started
+        .split("new_supervisor=")
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{started}"));
+    let _guard = KillOnDrop(new_pid);
+    old.wait_for_line("binary upgrade complete");
+    // The old supervisor leaves once its workers have closed.
+    assert_eq!(old.wait_exit_keeping_log(), 0);
+    assert!(
+        old_workers
+            .iter()
+            .all(|w| kill(Pid::from_raw(*w), None).is_err()),
+        "the old workers are gone"
+    );
+
+    assert_eq!(
+        read_pid(&pid_file),
+        new_pid,
+        "the pid file names the new one"
+    );
+    let new_workers = children(new_pid);
+    assert_eq!(new_workers.len(), 2);
+    assert!(new_workers.is_disjoint(&old_workers));
+    assert_eq!(distinct_pids(addr, 2), new_workers);
+    assert_eq!(
+        get(addr, "/").unwrap(),
+        (200, "hello from my axum app\n".into())
+    );
+    assert!(socket.exists(), "the old supervisor left the socket file");
+    assert_eq!(unix_get(&socket, "/").0, 200);
+
+    // The new supervisor owns the socket file now: it removes it at its stop.
+    kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
+    old.wait_for_line(&format!("stopped pid={new_pid}"));
+    old.read_to_end();
+    assert!(
+        !socket.exists(),
+        "removed by the new supervisor at its stop"
+    );
+    assert!(!pid_file.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_supervisor_serving_and_usr2_can_retry() {
+    let dir = test_dir("usr2-broken");
+    let binary = dir.join("app");
+    let pid_file = dir.join("drover.pid");
+    deploy(drover_bin(), &binary);
+    let addr = free_addr();
+    let mut command = Command::new(&binary);
+    command.args(["-w", "2", "-b", &addr.to_string()]);
+    command.arg("--pid-file").arg(&pid_file);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=2");
+    let workers = drover.worker_pids();
+
+    // A build that dies at once.
+    deploy_broken(&binary);
+    drover.signal(Signal::SIGUSR2);
+    let failed = drover.wait_for_line("binary upgrade failed");
+    assert!(failed.contains("exit code 3"), "{failed}");
+    assert_eq!(
+        drover.worker_pids(),
+        workers,
+        "the old workers are untouched"
+    );
+    assert_eq!(distinct_pids(addr, 2), workers, "and serve");
+    assert_eq!(read_pid(&pid_file), drover.pid());
+
+    deploy(drover_bin(), &binary);
+    // Fixed: USR2 again goes through.
+    drover.signal(Signal::SIGUSR2);
+    drover.wait_for_line("binary upgrade complete");
+    let new_pid = read_pid(&pid_file);
+    let _guard = KillOnDrop(new_pid);
+    assert_ne!(new_pid, drover.pid());
+    assert_eq!(drover.wait_exit_keeping_log(), 0);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
+    drover.wait_for_line(&format!("stopped pid={new_pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_new_supervisor_whose_workers_cannot_boot_is_abandoned() {
+    let dir = test_dir("usr2-boot");
+    let binary = dir.join("app");
+    deploy(drover_bin(), &binary);
+    let addr = free_addr();
+    // The marker file makes the demo app fail at boot once it exists: the
+    // running workers booted before it did, the new supervisor's do not.
+    let marker = dir.join("fail-boot");
+    let mut command = Command::new(&binary);
+    command
+        .args(["-w", "1", "--boot-timeout", "5", "-b", &addr.to_string()])
+        .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=1");
+    let workers = drover.worker_pids();
+
+    std::fs::write(&marker, "").unwrap();
+    drover.signal(Signal::SIGUSR2);
+    let failed = drover.wait_for_line("binary upgrade failed");
+    assert!(failed.contains("exit code 1"), "{failed}");
+    assert_eq!(drover.worker_pids(), workers);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
