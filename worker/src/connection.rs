@@ -25,19 +25,36 @@
 //! test fixture wants); `close_draining(w)` a longer one, for a worker
 //! being replaced under load.
 //!
-//! Closing an idle connection races with a client that is just sending its
-//! next request on it. A fast close accepts that (nothing would serve the
-//! client anyway, and a fixture wants the close over at once); a draining
-//! close, whose point is that no client sees an error, closes two cases:
-//! - the request already reached our socket, but this task has not read
-//!   it yet (the runtime learns of readable sockets only when it next asks
-//!   the kernel): before closing an idle connection the socket is peeked,
-//!   and unread bytes get [`UNREAD_GRACE`] to become a request, which is
-//!   answered with `connection: close`;
-//! - the request is still on its way: closing would make the kernel answer
-//!   it with a reset. Busy keep-alive clients send a request within any
-//!   reasonable drain window and get `connection: close` on it; the window
-//!   shrinks this race to clients that were quiet for all of it.
+//! A draining close, whose point is that no client sees an error, closes
+//! three races:
+//! - *The last response vs. the next request.* A response written before
+//!   the close carries no `connection: close`, so its client may send its
+//!   next request on the connection at any moment after the close. The
+//!   connection is therefore not closed while idle, but kept for the drain
+//!   window: the request that arrives in it is answered with `connection:
+//!   close`, and the connection ends after that answer, when the client
+//!   knows not to send more. A request in flight at the close is answered
+//!   the same way (hyper turns keep-alive off for it).
+//! - *Idle close vs. bytes already in the socket.* The request may have
+//!   reached our socket while this task has not read it yet (the runtime
+//!   learns of readable sockets only when it next asks the kernel); closing
+//!   then would make the kernel reset the connection. Before an idle
+//!   connection is closed, at the close or at the end of the window, the
+//!   socket is peeked, and unread bytes get [`UNREAD_GRACE`] to become a
+//!   request, which is answered with `connection: close`.
+//! - *A request still on its way when the window ends.* Closing would make
+//!   the kernel answer it with a reset. Only a client quiet for the whole
+//!   window (the keep-alive timeout, under drover) can meet this, which is
+//!   the same race every keep-alive timeout has; busy clients send within
+//!   the window and get `connection: close`.
+//!
+//! The third place a connection can be lost, the accept queue of a closed
+//! listener, is the listeners' (see `ListenerSlot::close`): a socket shared
+//! with other processes keeps its queue for them; a server's own socket
+//! has its queue taken and served at a draining close.
+//!
+//! A fast close (`close()`) accepts these races: nothing would serve the
+//! client anyway, and a fixture wants the close over at once.
 //!
 //! Upgraded connections (WebSocket) leave hyper, and with it this module,
 //! once upgraded: they belong to the application, which can end them when
