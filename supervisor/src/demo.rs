@@ -21,7 +21,8 @@ use http_body::Frame;
 /// environment a worker fails before it is ready; with
 /// `DROVER_DEMO_FAIL_BOOT_IF=PATH`, it does when that file exists (a broken
 /// deploy, or a crash loop, after a good first boot); with
-/// `DROVER_DEMO_HANG_BOOT` it never gets ready.
+/// `DROVER_DEMO_HANG_BOOT` it never gets ready, nor with
+/// `DROVER_DEMO_HANG_BOOT_IF=PATH` once that file exists.
 pub fn app() -> Router {
     if let Ok(why) = std::env::var("DROVER_DEMO_FAIL_BOOT") {
         panic!("demo app asked to fail at boot: {why}");
@@ -34,7 +35,10 @@ pub fn app() -> Router {
             );
         }
     }
-    if std::env::var_os("DROVER_DEMO_HANG_BOOT").is_some() {
+    let hang_if = std::env::var_os("DROVER_DEMO_HANG_BOOT_IF");
+    if std::env::var_os("DROVER_DEMO_HANG_BOOT").is_some()
+        || hang_if.is_some_and(|marker| std::path::Path::new(&marker).exists())
+    {
         loop {
             std::thread::park(); // never unparked: a worker stuck at boot
         }

@@ -102,6 +102,42 @@ fn a_broken_deploy_stops_the_restart_and_the_old_workers_keep_serving() {
 }
 
 #[test]
+fn a_restart_stops_at_a_new_worker_that_reports_a_failure_or_never_gets_ready() {
+    let dir = test_dir("hup-fail");
+    let addr = free_addr();
+    let fail = dir.join("fail");
+    let hang = dir.join("hang");
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-w", "2", "--boot-timeout", "1", "-b", &addr.to_string()])
+        .env("DROVER_DEMO_FAIL_BOOT_IF", &fail)
+        .env("DROVER_DEMO_HANG_BOOT_IF", &hang);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=2");
+    let before = drover.worker_pids();
+
+    // BootFailed: the worker reports why before it exits.
+    std::fs::write(&fail, "").unwrap();
+    drover.signal(Signal::SIGHUP);
+    let stopped = drover.wait_for_line("rolling restart stopped");
+    assert!(stopped.contains("panicked while starting"), "{stopped}");
+    assert_eq!(drover.worker_pids(), before);
+    std::fs::remove_file(&fail).unwrap();
+
+    // Not ready within --boot-timeout: killed, and the restart stops.
+    std::fs::write(&hang, "").unwrap();
+    drover.signal(Signal::SIGHUP);
+    let stopped = drover.wait_for_line("rolling restart stopped");
+    assert!(stopped.contains("--boot-timeout"), "{stopped}");
+    assert_eq!(drover.worker_pids(), before);
+    assert_eq!(distinct_pids(addr, 2), before, "the old workers serve on");
+
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn hup_in_fork_mode_replaces_every_worker() {
     let addr = free_addr();
     let mut drover = Drover::start(&["-w", "2", "--spawn", "fork", "-b", &addr.to_string()]);
