@@ -178,6 +178,21 @@ impl Drover {
         self.child.wait().unwrap().code().unwrap_or(-1)
     }
 
+    /// Sends HUP and waits until the rolling restart is complete and the
+    /// workers numbered `old` (the supervisor's worker ids) have left;
+    /// returns the workers' pids then.
+    pub fn restart(&mut self, old: &[u64]) -> HashSet<i32> {
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        let left: Vec<String> = old
+            .iter()
+            .map(|id| format!("worker left worker={id} "))
+            .collect();
+        let mut needles = vec!["rolling restart complete"];
+        needles.extend(left.iter().map(String::as_str));
+        self.wait_for_all(&needles);
+        self.worker_pids()
+    }
+
     /// Reads the log to its end (every process holding it has exited).
     pub fn read_to_end(&mut self) {
         let deadline = Instant::now() + WAIT;
@@ -251,6 +266,20 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     parse(&response)
+}
+
+/// One HTTP/1.1 GET over the Unix socket at `path`: (status, body).
+pub fn unix_get(path: &Path, target: &str) -> (u16, String) {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    parse(&response).unwrap()
 }
 
 pub fn parse(response: &str) -> std::io::Result<(u16, String)> {

@@ -256,15 +256,7 @@ fn unix_socket_with_mode_is_served_and_removed_at_exit() {
     let mut drover = Drover::start(&["-w", "1", "--uds-mode", "600", "-b", &bind]);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert_eq!(drover_tests::parse(&answer).unwrap(), (200, "hello".into()));
+    assert_eq!(drover_tests::unix_get(&path, "/"), (200, "hello".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
     assert!(!path.exists(), "drover removes the socket file it created");

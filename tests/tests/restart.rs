@@ -34,14 +34,8 @@ fn hup_replaces_every_worker_with_the_binary_now_on_disk() {
 
     // The new build: a user's own app, which answers / differently.
     deploy(example_bin("axum"), &binary);
-    drover.signal(Signal::SIGHUP);
-    drover.wait_for_all(&[
-        "rolling restart complete",
-        "worker left worker=1",
-        "worker left worker=2",
-    ]);
+    let after = drover.restart(&[1, 2]);
 
-    let after = drover.worker_pids();
     assert_eq!(after.len(), 2, "two workers, no more: {after:?}");
     assert!(
         after.is_disjoint(&before),
@@ -85,13 +79,7 @@ fn a_broken_deploy_stops_the_restart_and_the_old_workers_keep_serving() {
 
     // Fixed: the next HUP goes through.
     deploy(drover_bin(), &binary);
-    drover.signal(Signal::SIGHUP);
-    drover.wait_for_all(&[
-        "rolling restart complete",
-        "worker left worker=1",
-        "worker left worker=2",
-    ]);
-    let after = drover.worker_pids();
+    let after = drover.restart(&[1, 2]);
     assert_eq!(after.len(), 2);
     assert!(after.is_disjoint(&before));
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
@@ -142,13 +130,7 @@ fn hup_in_fork_mode_replaces_every_worker() {
     let addr = free_addr();
     let mut drover = Drover::start(&["-w", "2", "--spawn", "fork", "-b", &addr.to_string()]);
     let before = drover.worker_pids();
-    drover.signal(Signal::SIGHUP);
-    drover.wait_for_all(&[
-        "rolling restart complete",
-        "worker left worker=1",
-        "worker left worker=2",
-    ]);
-    let after = drover.worker_pids();
+    let after = drover.restart(&[1, 2]);
     assert_eq!(after.len(), 2);
     assert!(after.is_disjoint(&before));
     assert_eq!(distinct_pids(addr, 2), after);

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use drover_tests::{
-    children, distinct_pids, drover_bin, free_addr, get, read_pid, test_dir, Drover, KillOnDrop,
-    WAIT,
+    children, distinct_pids, drover_bin, free_addr, get, read_pid, test_dir, unix_get, Drover,
+    KillOnDrop, WAIT,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -43,19 +43,6 @@ impl Systemd {
             }
         }
     }
-}
-
-fn unix_get(path: &Path, target: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    drover_tests::parse(&response).unwrap()
 }
 
 /// The sockets (kernel inodes) at descriptors 3 and 4 of `pid`.

@@ -4,23 +4,10 @@ use std::process::Command;
 
 use drover_tests::{
     children, deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get,
-    read_pid, test_dir, Drover, KillOnDrop,
+    read_pid, test_dir, unix_get, Drover, KillOnDrop,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-fn unix_get(path: &std::path::Path, target: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    drover_tests::parse(&response).unwrap()
-}
 
 #[test]
 fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
