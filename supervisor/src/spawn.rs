@@ -48,25 +48,46 @@ enum Role {
 /// separated): it removes those at its own stop.
 pub const OWNED_SOCKETS_ENV: &str = "DROVER_OWNED_SOCKETS";
 
+/// The variable that tells a new supervisor how many workers the old one
+/// runs (TTIN/TTOU may have changed it since the command line).
+pub const UPGRADE_WORKERS_ENV: &str = "DROVER_UPGRADE_WORKERS";
+
 /// Variables that belong to one process and are never passed on as they
 /// are: the sockets' and channels' (set afresh per child), systemd's
 /// watchdog pid.
-const OWN_VARS: [&str; 7] = [
+const OWN_VARS: [&str; 8] = [
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,
     CONTROL_FD_ENV,
     UPGRADE_FD_ENV,
     OWNED_SOCKETS_ENV,
+    UPGRADE_WORKERS_ENV,
     "WATCHDOG_PID",
 ];
 
 impl ExecImage {
-    /// This process's binary, by the path it was started from: resolved
-    /// once at startup, since once a deploy replaces the file, the running
-    /// binary's own link points at the deleted one.
+    /// This process's binary, by the path it was started as (argv[0],
+    /// made absolute against the working directory or found on PATH, but
+    /// not resolved through symlinks): what a deploy replaces, whether by
+    /// renaming a new file over it or by pointing a `current -> release-N`
+    /// link elsewhere. Resolved once at startup. Falls back to the running
+    /// binary's own link when argv[0] leads nowhere.
     pub fn current_binary() -> io::Result<PathBuf> {
-        std::env::current_exe()
+        let started_as = std::env::args_os().next().map(PathBuf::from);
+        let found = started_as.and_then(|path| {
+            if path.components().count() > 1 {
+                return std::path::absolute(&path).ok();
+            }
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|dir| dir.join(&path))
+                .find(|candidate| candidate.is_file())
+                .and_then(|candidate| std::path::absolute(candidate).ok())
+        });
+        match found.filter(|path| path.is_file()) {
+            Some(path) => Ok(path),
+            None => std::env::current_exe(),
+        }
     }
 
     /// A worker: `binary` (whatever is at that path when the worker
@@ -84,10 +105,10 @@ impl ExecImage {
 
     /// A new supervisor for a binary upgrade: the binary on disk now, the
     /// same arguments and environment (systemd's notification socket
-    /// included: it is to tell systemd its pid), and which inherited
-    /// sockets' files it will own.
-    pub fn successor(binary: &Path, owned_sockets: &[usize]) -> io::Result<Self> {
-        let mut extra = Vec::new();
+    /// included: it is to tell systemd its pid), which inherited sockets'
+    /// files it will own, and how many workers to run.
+    pub fn successor(binary: &Path, owned_sockets: &[usize], workers: usize) -> io::Result<Self> {
+        let mut extra = vec![format!("{UPGRADE_WORKERS_ENV}={workers}")];
         if !owned_sockets.is_empty() {
             let list: Vec<String> = owned_sockets.iter().map(ToString::to_string).collect();
             extra.push(format!("{OWNED_SOCKETS_ENV}={}", list.join(",")));

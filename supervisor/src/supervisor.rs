@@ -36,7 +36,7 @@ use crate::backoff::Backoff;
 use crate::cli::{Cli, SpawnMode};
 use crate::notify;
 use crate::sockets::Sockets;
-use crate::spawn::{spawn_child, ExecImage, Launch};
+use crate::spawn::{spawn_child, ExecImage, Launch, UPGRADE_WORKERS_ENV};
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 pub fn run(cli: Cli, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
@@ -61,6 +61,9 @@ struct Worker {
     generation: u64,
     /// While it boots: the worker it replaces once it is ready.
     replaces: Option<u64>,
+    /// It has served its request quota (the count): it is to be replaced
+    /// as soon as that can start.
+    recycle: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,10 +118,13 @@ enum Phase {
     /// The first workers are starting; any failure ends drover.
     Booting,
     Running,
-    /// Stopping (or, after a binary upgrade, leaving the service to the
-    /// new supervisor): the workers are closing; drover exits once they
-    /// are gone.
+    /// Stopping: the workers are closing; drover exits once they are gone.
     Stopping,
+    /// After a binary upgrade: the new supervisor serves; this one's
+    /// workers drain, then it exits. It no longer speaks for the service:
+    /// it tells systemd nothing, and a stop signal changes nothing (a
+    /// QUIT still cuts its own workers).
+    HandedOver,
 }
 
 /// When to ping systemd's watchdog.
@@ -188,7 +194,12 @@ impl<'a> Supervisor<'a> {
             ],
         )
         .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let wanted = cli.worker_count();
+        // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
+        let inherited_count = predecessor
+            .as_ref()
+            .and_then(|_| std::env::var(UPGRADE_WORKERS_ENV).ok()?.parse().ok())
+            .filter(|n| *n > 0);
+        let wanted = inherited_count.unwrap_or_else(|| cli.worker_count());
         let mut supervisor = Self {
             cli,
             sockets,
@@ -230,7 +241,8 @@ impl<'a> Supervisor<'a> {
 
     fn run(&mut self) -> ExitCode {
         loop {
-            if self.phase == Phase::Stopping && self.workers.is_empty() {
+            let leaving = matches!(self.phase, Phase::Stopping | Phase::HandedOver);
+            if leaving && self.workers.is_empty() {
                 return self.finish();
             }
             let timeout = match self.next_deadline() {
@@ -251,6 +263,11 @@ impl<'a> Supervisor<'a> {
                     return ExitCode::FAILURE;
                 }
             };
+            // The new supervisor's word first: a stop signal or a deadline
+            // in the same turn must not undo an upgrade already done.
+            if woken.successor {
+                self.read_successor();
+            }
             if woken.signals {
                 let pending: Vec<i32> = self.signals.pending().collect();
                 for signal in pending {
@@ -260,10 +277,8 @@ impl<'a> Supervisor<'a> {
             for id in woken.workers {
                 self.read_control(id, Batch::Turn);
             }
-            if woken.successor {
-                self.read_successor();
-            }
             self.on_timers(Instant::now());
+            self.reconcile();
         }
     }
 
@@ -352,6 +367,7 @@ impl<'a> Supervisor<'a> {
             boot_failure: None,
             generation: self.generation,
             replaces,
+            recycle: None,
         });
         Ok(id)
     }
@@ -362,6 +378,10 @@ impl<'a> Supervisor<'a> {
             SIGTERM | SIGINT => {
                 return match self.phase {
                     Phase::Stopping => self.stop_now("second stop signal"),
+                    Phase::HandedOver => tracing::info!(
+                        signal,
+                        "ignored: leaving already, the new supervisor serves"
+                    ),
                     _ => self.stop_gracefully(signal),
                 }
             }
@@ -380,11 +400,17 @@ impl<'a> Supervisor<'a> {
                 _ => self.scale_down(),
             },
             Phase::Booting => tracing::warn!(signal = name, "ignored: still starting"),
-            Phase::Stopping => tracing::warn!(signal = name, "ignored: stopping"),
+            Phase::Stopping | Phase::HandedOver => {
+                tracing::warn!(signal = name, "ignored: stopping")
+            }
         }
     }
 
     fn stop_gracefully(&mut self, signal: i32) {
+        if self.finish_pending_upgrade() {
+            tracing::info!(signal, "the new supervisor was ready: leaving to it");
+            return;
+        }
         if self.speaks_for_service() {
             notify::stopping();
         }
@@ -399,6 +425,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn stop_now(&mut self, why: &str) {
+        self.finish_pending_upgrade();
         if self.speaks_for_service() {
             notify::stopping();
         }
@@ -410,7 +437,9 @@ impl<'a> Supervisor<'a> {
             let _ = kill(worker.pid, Signal::SIGKILL);
             worker.state = WorkerState::Retiring { kill_at: None };
         }
-        self.phase = Phase::Stopping;
+        if self.phase != Phase::HandedOver {
+            self.phase = Phase::Stopping;
+        }
     }
 
     /// At a stop: no restart goes on, no replacement starts, and a new
@@ -463,14 +492,18 @@ impl<'a> Supervisor<'a> {
                 tracing::error!(worker = worker.id, pid = worker.pid.as_raw(), %reason, "worker failed to boot");
                 eprintln!("drover: worker {} failed to boot: {reason}", worker.id);
                 self.exit_code = ExitCode::FAILURE;
-                self.stop_now("a first worker failed to boot");
+                if self.predecessor.is_some() {
+                    self.abandon_take_over();
+                } else {
+                    self.stop_now("a first worker failed to boot");
+                }
+            }
+            Phase::Running if matches!(worker.state, WorkerState::Retiring { .. }) => {
+                tracing::info!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker left");
             }
             // It never got ready: the worker it was to replace serves on.
             Phase::Running if worker.replaces.is_some() => {
                 self.replacement_failed(&worker, reason());
-            }
-            Phase::Running if matches!(worker.state, WorkerState::Retiring { .. }) => {
-                tracing::info!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker left");
             }
             Phase::Running => {
                 tracing::warn!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker died; replacing it");
@@ -482,7 +515,7 @@ impl<'a> Supervisor<'a> {
                     self.respawn_at = Some(Instant::now() + delay);
                 }
             }
-            Phase::Stopping => {
+            Phase::Stopping | Phase::HandedOver => {
                 tracing::info!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker stopped");
             }
         }
@@ -525,7 +558,11 @@ impl<'a> Supervisor<'a> {
             self.replace();
         }
         if self.upgrade.deadline().is_some_and(|at| at <= now) {
-            self.upgrade_timed_out();
+            // It may have said Ready just now.
+            self.read_successor();
+            if self.upgrade.deadline().is_some_and(|at| at <= now) {
+                self.upgrade_timed_out();
+            }
         }
         if let Some(watchdog) = self.watchdog.as_mut().filter(|w| w.next <= now) {
             notify::watchdog();

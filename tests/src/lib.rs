@@ -164,8 +164,14 @@ impl Drover {
     /// Waits until a line containing each of `needles` has been logged,
     /// in any order (including lines read before this call).
     pub fn wait_for_all(&mut self, needles: &[&str]) {
+        self.wait_for_all_since(0, needles);
+    }
+
+    /// Like [`wait_for_all`](Self::wait_for_all), counting only lines from
+    /// the `since`-th of the log on.
+    pub fn wait_for_all_since(&mut self, since: usize, needles: &[&str]) {
         for needle in needles {
-            if !self.log.iter().any(|line| line.contains(needle)) {
+            if !self.log[since..].iter().any(|line| line.contains(needle)) {
                 self.wait_for_line(needle);
             }
         }
@@ -182,6 +188,7 @@ impl Drover {
     /// workers numbered `old` (the supervisor's worker ids) have left;
     /// returns the workers' pids then.
     pub fn restart(&mut self, old: &[u64]) -> HashSet<i32> {
+        let since = self.log.len();
         self.signal(nix::sys::signal::Signal::SIGHUP);
         let left: Vec<String> = old
             .iter()
@@ -189,7 +196,7 @@ impl Drover {
             .collect();
         let mut needles = vec!["rolling restart complete"];
         needles.extend(left.iter().map(String::as_str));
-        self.wait_for_all(&needles);
+        self.wait_for_all_since(since, &needles);
         self.worker_pids()
     }
 
@@ -266,6 +273,34 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     parse(&response)
+}
+
+/// Sends one request on `client` and reads its whole response (headers
+/// and a content-length body).
+pub fn keep_alive_request(client: &mut TcpStream, path: &str) -> String {
+    write!(client, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = client.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed mid-response: {response:?}");
+        response.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|n| n.trim().parse().ok())
+                .expect("a content-length");
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
 }
 
 /// One HTTP/1.1 GET over the Unix socket at `path`: (status, body).

@@ -7,8 +7,8 @@ use std::net::TcpStream;
 use std::process::Command;
 
 use drover_tests::{
-    deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get, parse, test_dir,
-    Drover, WAIT,
+    deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get,
+    keep_alive_request, parse, test_dir, Drover, WAIT,
 };
 use nix::sys::signal::Signal;
 
@@ -60,6 +60,36 @@ fn hup_replaces_every_worker_with_the_binary_now_on_disk() {
 }
 
 #[test]
+fn hup_follows_a_release_symlink_swapped_to_a_new_build() {
+    let dir = test_dir("hup-symlink");
+    std::fs::create_dir_all(dir.join("releases")).unwrap();
+    let (first, second) = (dir.join("releases/1"), dir.join("releases/2"));
+    deploy(drover_bin(), &first);
+    deploy(example_bin("axum"), &second);
+    let current = dir.join("current");
+    std::os::unix::fs::symlink(&first, &current).unwrap();
+    let addr = free_addr();
+    let mut command = Command::new(&current);
+    command.args(["-w", "1", "-b", &addr.to_string()]);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=1");
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+
+    // The deploy: `current` now points at the second release.
+    let staged = dir.join("current.staged");
+    std::os::unix::fs::symlink(&second, &staged).unwrap();
+    std::fs::rename(&staged, &current).unwrap();
+    drover.restart(&[1]);
+    assert_eq!(
+        get(addr, "/").unwrap(),
+        (200, "hello from my axum app\n".into())
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_broken_deploy_stops_the_restart_and_the_old_workers_keep_serving() {
     let dir = test_dir("hup-broken");
     let addr = free_addr();
@@ -97,7 +127,7 @@ fn a_restart_stops_at_a_new_worker_that_reports_a_failure_or_never_gets_ready() 
     let hang = dir.join("hang");
     let mut command = Command::new(drover_bin());
     command
-        .args(["-w", "2", "--boot-timeout", "1", "-b", &addr.to_string()])
+        .args(["-w", "2", "--boot-timeout", "3", "-b", &addr.to_string()])
         .env("DROVER_DEMO_FAIL_BOOT_IF", &fail)
         .env("DROVER_DEMO_HANG_BOOT_IF", &hang);
     let mut drover = Drover::spawn(command);
@@ -207,34 +237,6 @@ fn max_requests_recycles_a_worker_after_its_replacement_is_ready() {
     assert_eq!(drover.wait_exit(), 0);
 }
 
-/// Sends one request on `client` and reads its whole response (headers
-/// and a content-length body).
-fn request(client: &mut TcpStream, path: &str) -> String {
-    write!(client, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = client.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed mid-response: {response:?}");
-        response.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&response).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .and_then(|n| n.trim().parse().ok())
-                .expect("a content-length");
-            if body.len() >= length {
-                return text;
-            }
-        }
-    }
-}
-
 #[test]
 fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     let addr = free_addr();
@@ -244,14 +246,16 @@ fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     // An idle keep-alive connection, and one with a request in flight.
     let mut idle = TcpStream::connect(addr).unwrap();
     idle.set_read_timeout(Some(WAIT)).unwrap();
-    let first = request(&mut idle, "/pid");
+    let first = keep_alive_request(&mut idle, "/pid");
     assert!(
         !first.to_ascii_lowercase().contains("connection: close"),
         "{first}"
     );
     let mut busy = TcpStream::connect(addr).unwrap();
     busy.set_read_timeout(Some(WAIT)).unwrap();
-    write!(busy, "GET /sleep?ms=500 HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    // Long enough to be in flight when the close comes (the replacement
+    // boots in milliseconds), whatever the machine's load.
+    write!(busy, "GET /sleep?ms=2000 HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
     drover_tests::wait_until_server_read(&busy);
 
     drover.signal(Signal::SIGHUP);
@@ -260,7 +264,7 @@ fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     // The request in flight gets its answer, marked as the last.
     let mut answer = String::new();
     busy.read_to_string(&mut answer).unwrap();
-    assert_eq!(parse(&answer).unwrap(), (200, "slept 500 ms".into()));
+    assert_eq!(parse(&answer).unwrap(), (200, "slept 2000 ms".into()));
     assert!(
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
@@ -268,7 +272,7 @@ fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
 
     // The idle client's next request, sent after the close, is served by
     // the old worker and marked as the last; then the connection ends.
-    let next = request(&mut idle, "/pid");
+    let next = keep_alive_request(&mut idle, "/pid");
     assert_eq!(parse(&next).unwrap(), (200, old.to_string()));
     assert!(
         next.to_ascii_lowercase().contains("connection: close"),

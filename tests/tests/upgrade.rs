@@ -4,7 +4,7 @@ use std::process::Command;
 
 use drover_tests::{
     children, deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get,
-    read_pid, test_dir, unix_get, Drover, KillOnDrop,
+    keep_alive_request, read_pid, test_dir, unix_get, Drover, KillOnDrop,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -23,6 +23,9 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
     command.arg("--pid-file").arg(&pid_file);
     let mut old = Drover::spawn(command);
     old.wait_for_line("ready workers=2");
+    // Scaled up since the start: the new supervisor runs as many.
+    old.signal(Signal::SIGTTIN);
+    old.wait_for_line("worker ready worker=3 ");
     let old_workers = old.worker_pids();
     assert_eq!(read_pid(&pid_file), old.pid());
 
@@ -51,9 +54,9 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
         "the pid file names the new one"
     );
     let new_workers = children(new_pid);
-    assert_eq!(new_workers.len(), 2);
+    assert_eq!(new_workers.len(), 3, "TTIN carried over");
     assert!(new_workers.is_disjoint(&old_workers));
-    assert_eq!(distinct_pids(addr, 2), new_workers);
+    assert_eq!(distinct_pids(addr, 3), new_workers);
     assert_eq!(
         get(addr, "/").unwrap(),
         (200, "hello from my axum app\n".into())
@@ -140,5 +143,54 @@ fn a_new_supervisor_whose_workers_cannot_boot_is_abandoned() {
 
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = test_dir("usr2-term");
+    let notify = dir.join("notify.sock");
+    let systemd = UnixDatagram::bind(&notify).unwrap();
+    let pid_file = dir.join("drover.pid");
+    let addr = free_addr();
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-w", "1", "-b", &addr.to_string()])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .env("NOTIFY_SOCKET", &notify);
+    let mut old = Drover::spawn(command);
+    old.wait_for_line("ready workers=1");
+    // An idle keep-alive connection keeps the old worker draining (for up
+    // to the keep-alive timeout) after the handover.
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(drover_tests::WAIT)).unwrap();
+    keep_alive_request(&mut idle, "/pid");
+
+    old.signal(Signal::SIGUSR2);
+    old.wait_for_line("binary upgrade complete");
+    let new_pid = read_pid(&pid_file);
+    let _guard = KillOnDrop(new_pid);
+    old.signal(Signal::SIGTERM);
+    old.wait_for_line("ignored: leaving already");
+    // The old worker still answers its client, then the old one leaves.
+    let answer = keep_alive_request(&mut idle, "/");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(old.wait_exit_keeping_log(), 0);
+
+    // Everything the old one said is in the socket by now: never STOPPING.
+    systemd.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(len) = systemd.recv(&mut buf) {
+        let message = String::from_utf8_lossy(&buf[..len]);
+        assert!(!message.contains("STOPPING=1"), "{message:?}");
+    }
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
+    old.wait_for_line(&format!("stopped pid={new_pid}"));
     let _ = std::fs::remove_dir_all(&dir);
 }

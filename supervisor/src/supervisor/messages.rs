@@ -71,7 +71,6 @@ impl Supervisor<'_> {
                     tracing::info!(worker = id, pid = worker.pid.as_raw(), "worker ready");
                     if let Some(old) = worker.replaces.take() {
                         self.retire(old, "replaced");
-                        self.advance_rollout();
                     }
                 }
                 self.check_ready();

@@ -10,6 +10,11 @@
 //! is answered with `connection: close` (see `drover_worker::connection`).
 //! The listening sockets stay open in the supervisor, so connections
 //! queued in the kernel are served by whichever worker accepts next.
+//!
+//! Whatever cannot happen when it is asked for (the next step of a restart
+//! while a worker still boots, a recycling while the worker has a
+//! replacement under way, a TTOU while every worker is being replaced) is
+//! taken up by [`reconcile`](Supervisor::reconcile), once per loop turn.
 
 use std::time::Instant;
 
@@ -29,6 +34,17 @@ pub(super) enum Rollout {
 }
 
 impl Supervisor<'_> {
+    /// Once per loop turn: the recyclings due, workers beyond the wanted
+    /// count, and the next step of a restart.
+    pub(super) fn reconcile(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.recycle_due();
+        self.shed_excess();
+        self.advance_rollout();
+    }
+
     /// HUP: replace every worker, one at a time; in exec mode the new ones
     /// run the binary on disk now. A HUP during a restart starts it over
     /// for the workers not yet of the newest generation.
@@ -50,7 +66,7 @@ impl Supervisor<'_> {
 
     /// Starts the next replacement of the rolling restart, unless one is
     /// booting; ends the restart when no old worker is left.
-    pub(super) fn advance_rollout(&mut self) {
+    fn advance_rollout(&mut self) {
         let Rollout::Rolling { to, began } = self.rollout else {
             return;
         };
@@ -79,8 +95,8 @@ impl Supervisor<'_> {
                 self.rollout = Rollout::Idle;
                 notify::ready(&self.status(), false);
             }
-            // An old worker is still booting (or being recycled): its
-            // `Ready` moves the restart on.
+            // An old worker is still booting, or being recycled: a later
+            // turn moves the restart on.
             None => {}
         }
     }
@@ -125,25 +141,37 @@ impl Supervisor<'_> {
         notify::ready(&format!("restart failed: {reason}"), false);
     }
 
-    /// A worker reached its request quota: start its replacement; it is
-    /// closed once that one is ready.
+    /// A worker reached its request quota: it is replaced as soon as it
+    /// can be (see [`recycle_due`](Self::recycle_due)).
     pub(super) fn recycle(&mut self, id: u64, requests: u64) {
-        let eligible = self.phase == Phase::Running
-            && self
-                .workers
-                .iter()
-                .any(|w| w.id == id && w.state == WorkerState::Ready)
-            && !self.has_successor(id);
-        if !eligible {
-            return;
+        if let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) {
+            worker.recycle = Some(requests);
         }
-        tracing::info!(
-            worker = id,
-            requests,
-            "request quota reached: replacing the worker"
-        );
-        if let Err(error) = self.spawn(Some(id)) {
-            tracing::error!(worker = id, %error, "cannot start a replacement: the worker keeps serving");
+    }
+
+    /// Starts the replacement of every serving worker that reached its
+    /// quota and has none under way; each closes once its replacement is
+    /// ready. One being replaced already (by a restart) waits for a later
+    /// turn; if that replacement fails, its own starts then.
+    fn recycle_due(&mut self) {
+        let due: Vec<(u64, u64)> = self
+            .workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready && !self.has_successor(w.id))
+            .filter_map(|w| Some((w.id, w.recycle?)))
+            .collect();
+        for (id, requests) in due {
+            if let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) {
+                worker.recycle = None;
+            }
+            tracing::info!(
+                worker = id,
+                requests,
+                "request quota reached: replacing the worker"
+            );
+            if let Err(error) = self.spawn(Some(id)) {
+                tracing::error!(worker = id, %error, "cannot start a replacement: the worker keeps serving");
+            }
         }
     }
 
@@ -163,18 +191,29 @@ impl Supervisor<'_> {
         }
         self.wanted -= 1;
         tracing::info!(workers = self.wanted, "TTOU: one worker fewer");
-        let newest = self
-            .workers
-            .iter()
-            .filter(|w| self.fills_a_slot(w) && !self.has_successor(w.id))
-            .map(|w| w.id)
-            .max();
-        if let Some(id) = newest {
-            self.retire(id, "scaled down");
+        self.shed_excess();
+    }
+
+    /// Closes the newest workers while there are more than wanted. A
+    /// worker whose replacement is under way is left to it (the pair
+    /// counts once); a later turn sees the pair done.
+    fn shed_excess(&mut self) {
+        while self.slots() > self.wanted {
+            let newest = self
+                .workers
+                .iter()
+                .filter(|w| self.fills_a_slot(w) && !self.has_successor(w.id))
+                .map(|w| w.id)
+                .max();
+            match newest {
+                Some(id) => self.retire(id, "scaled down"),
+                None => return,
+            }
         }
     }
 
-    /// Closes worker `id` draining, if it is still active.
+    /// Closes worker `id` draining, if it is still active. A replacement
+    /// closed before it was ready no longer replaces anything.
     pub(super) fn retire(&mut self, id: u64, why: &str) {
         let (drain, graceful) = (self.cli.drain_window(), self.cli.graceful_timeout);
         if let Some(worker) = self
@@ -189,6 +228,7 @@ impl Supervisor<'_> {
                 ?drain,
                 "closing worker"
             );
+            worker.replaces = None;
             worker.close(drain, graceful);
         }
     }

@@ -12,9 +12,14 @@
 //!
 //! If the new supervisor fails (it exits, a worker of its fails to boot, it
 //! is not ready in time), the old one kills it if need be, logs why, and
-//! serves on; a later USR2 tries again. Until it has taken over, the new
-//! supervisor dies with the old one (PR_SET_PDEATHSIG), so an interrupted
-//! upgrade leaves no second supervisor behind.
+//! serves on; a later USR2 tries again. A new supervisor that gives up
+//! closes the workers it had ready by draining them, as a restart does:
+//! they were serving already. Until it has taken over, the new supervisor
+//! dies with the old one (PR_SET_PDEATHSIG), so an interrupted upgrade
+//! leaves no second supervisor behind.
+//!
+//! The new supervisor starts as many workers as the old one runs (TTIN and
+//! TTOU carry over), with the same command line and environment.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -87,7 +92,7 @@ impl Supervisor<'_> {
     }
 
     fn start_successor(&mut self) -> io::Result<Pid> {
-        let image = ExecImage::successor(&self.binary, &self.sockets.owned_files())?;
+        let image = ExecImage::successor(&self.binary, &self.sockets.owned_files(), self.wanted)?;
         let (ours, theirs) = ControlSocket::pair()?;
         let pid = spawn_child(
             &self.sockets.fds(),
@@ -116,7 +121,7 @@ impl Supervisor<'_> {
         match channel.recv(&mut buffer) {
             Ok(Some(len)) => match WorkerMessage::decode(&buffer[..len]) {
                 Ok(WorkerMessage::Ready) => self.hand_over(),
-                other => self.upgrade_failed(&format!("unexpected message {other:?}")),
+                other => self.upgrade_failed(&format!("unexpected message {other:?}"), true),
             },
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             // It closed its end: it is exiting, SIGCHLD says how.
@@ -128,29 +133,39 @@ impl Supervisor<'_> {
         }
     }
 
+    /// Reaped: the pid is gone, nothing to kill.
     pub(super) fn successor_exited(&mut self, how: &str) {
-        self.upgrade_failed(&format!("the new supervisor exited ({how})"));
+        self.upgrade_failed(&format!("the new supervisor exited ({how})"), false);
     }
 
     pub(super) fn upgrade_timed_out(&mut self) {
         let within = self.cli.boot_timeout + START_MARGIN;
-        self.upgrade_failed(&format!(
-            "the new supervisor was not ready within {within:?}"
-        ));
+        let why = format!("the new supervisor was not ready within {within:?}");
+        self.upgrade_failed(&why, true);
     }
 
-    fn upgrade_failed(&mut self, why: &str) {
+    fn upgrade_failed(&mut self, why: &str, still_running: bool) {
         let Upgrade::Starting { pid, .. } = std::mem::replace(&mut self.upgrade, Upgrade::Idle)
         else {
             return;
         };
-        // Still running (timeout, garbage): its booting workers die with it.
-        let _ = kill(pid, Signal::SIGKILL);
+        // Not reaped yet (timeout, garbage): its booting workers die with it.
+        if still_running {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
         tracing::error!(
             new_supervisor = pid.as_raw(),
             why,
             "binary upgrade failed: this supervisor keeps serving; USR2 again to retry"
         );
+    }
+
+    /// At a stop: if the new supervisor has said it is ready (in this same
+    /// loop turn), the upgrade completes first. Returns whether this
+    /// supervisor has handed over.
+    pub(super) fn finish_pending_upgrade(&mut self) -> bool {
+        self.read_successor();
+        self.phase == Phase::HandedOver
     }
 
     /// At a stop: a new supervisor still starting is killed.
@@ -184,7 +199,7 @@ impl Supervisor<'_> {
         for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
             worker.close(drain, graceful);
         }
-        self.phase = Phase::Stopping;
+        self.phase = Phase::HandedOver;
     }
 
     /// In the new supervisor, once its workers are ready: it no longer
@@ -197,10 +212,25 @@ impl Supervisor<'_> {
         tracing::info!("took over from the previous supervisor");
     }
 
+    /// In the new supervisor, when a worker fails to boot: it gives up, and
+    /// the old supervisor (which sees it exit) serves on. The workers it
+    /// had ready already accept on the shared sockets: they close
+    /// draining, so no client of theirs sees an error.
+    pub(super) fn abandon_take_over(&mut self) {
+        tracing::error!("giving up the takeover: the previous supervisor keeps serving");
+        self.sockets.close();
+        self.end_changes();
+        let (drain, graceful) = (self.cli.drain_window(), self.cli.graceful_timeout);
+        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
+            worker.close(drain, graceful);
+        }
+        self.phase = Phase::Stopping;
+    }
+
     /// Whether this process speaks for the service to systemd: not a new
     /// supervisor that has not taken over yet (its failure must not read
-    /// as the service stopping).
+    /// as the service stopping), nor an old one that has handed over.
     pub(super) fn speaks_for_service(&self) -> bool {
-        self.predecessor.is_none()
+        self.predecessor.is_none() && self.phase != Phase::HandedOver
     }
 }
