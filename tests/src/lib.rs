@@ -444,18 +444,39 @@ pub fn test_dir(name: &str) -> PathBuf {
 /// Puts a copy of `source` at `target` the way a deploy does: written
 /// beside it, then renamed over it (a running binary cannot be written to
 /// in place, and a rename never leaves a half-written file).
+///
+/// The copy is written by a `cp` process, not by this one: a test thread
+/// holding the new file open for writing would leak that descriptor into
+/// any child another test thread forks meanwhile (until the child's exec),
+/// and executing the file then fails with ETXTBSY.
 pub fn deploy(source: &Path, target: &Path) {
     let staged = target.with_extension("staged");
-    std::fs::copy(source, &staged).unwrap();
+    let copied = Command::new("cp")
+        .arg(source)
+        .arg(&staged)
+        .status()
+        .unwrap();
+    assert!(
+        copied.success(),
+        "cp {} {}",
+        source.display(),
+        staged.display()
+    );
     std::fs::rename(&staged, target).unwrap();
 }
 
-/// Deploys a broken build at `target`: an executable that exits 3 at once.
+/// Deploys a broken build at `target`: an executable that exits 3 at once
+/// (written by a shell, for the reason [`deploy`] gives).
 pub fn deploy_broken(target: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     let staged = target.with_extension("staged");
-    std::fs::write(&staged, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let written = Command::new("sh")
+        .arg("-c")
+        .arg("printf '#!/bin/sh\\necho broken build >&2\\nexit 3\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(&staged)
+        .status()
+        .unwrap();
+    assert!(written.success());
     std::fs::rename(&staged, target).unwrap();
 }
 
