@@ -194,3 +194,50 @@ fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
     old.wait_for_line(&format!("stopped pid={new_pid}"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_new_supervisor_never_ready_is_killed_at_the_deadline() {
+    let dir = test_dir("usr2-hang");
+    let binary = dir.join("app");
+    deploy(drover_bin(), &binary);
+    let addr = free_addr();
+    let mut command = Command::new(&binary);
+    command.args(["-w", "1", "--boot-timeout", "1", "-b", &addr.to_string()]);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=1");
+    let workers = drover.worker_pids();
+
+    // A build that starts and never says anything.
+    let hanging = dir.join("hanging");
+    let written = Command::new("sh")
+        .arg("-c")
+        .arg("printf '#!/bin/sh\\nexec tail -f /dev/null\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(&hanging)
+        .status()
+        .unwrap();
+    assert!(written.success());
+    deploy(&hanging, &binary);
+    drover.signal(Signal::SIGUSR2);
+    let started = drover.wait_for_line("binary upgrade: started a new supervisor");
+    let new_pid: i32 = started
+        .split("new_supervisor=")
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{started}"));
+    let _guard = KillOnDrop(new_pid);
+    let failed = drover.wait_for_line("binary upgrade failed");
+    assert!(failed.contains("not ready within"), "{failed}");
+    let mut children = drover.worker_pids();
+    children.remove(&new_pid); // killed, perhaps not reaped yet
+    assert_eq!(children, workers);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    assert!(
+        kill(Pid::from_raw(new_pid), None).is_err(),
+        "killed and reaped"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
