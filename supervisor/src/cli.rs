@@ -76,6 +76,17 @@ pub struct Cli {
     #[arg(long, env = "DROVER_MAX_REQUESTS_JITTER", default_value_t = 0)]
     pub max_requests_jitter: u64,
 
+    /// Run the workers as this user (name or uid), with its groups; drover
+    /// must start as root. Unix socket files drover creates are given to
+    /// this user.
+    #[arg(long, env = "DROVER_USER")]
+    pub user: Option<String>,
+
+    /// Run the workers with this primary group (name or gid) [default: the
+    /// user's].
+    #[arg(long, env = "DROVER_GROUP")]
+    pub group: Option<String>,
+
     /// The listen backlog of the sockets drover opens.
     #[arg(long, env = "DROVER_BACKLOG", default_value_t = 2048)]
     pub backlog: u32,

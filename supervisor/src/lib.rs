@@ -15,6 +15,7 @@
 
 mod backoff;
 pub mod cli;
+mod credentials;
 pub mod demo;
 mod notify;
 mod sockets;

@@ -14,6 +14,7 @@ use drover_shared::listen_fds::{inherited_listeners, ListenFdsError};
 use drover_shared::{adopt_fd, ListenAddr, Listener, ListenerSpec};
 
 use crate::cli::Cli;
+use crate::credentials::Credentials;
 use crate::spawn::OWNED_SOCKETS_ENV;
 
 /// The sockets every worker gets.
@@ -28,9 +29,14 @@ pub struct Sockets {
 
 impl Sockets {
     /// Takes the sockets systemd (or, with `from_predecessor`, the
-    /// supervisor this one replaces) passed, or opens `--bind`. The error is
-    /// one line for the operator.
-    pub fn open(cli: &Cli, from_predecessor: bool) -> Result<Self, String> {
+    /// supervisor this one replaces) passed, or opens `--bind`, giving the
+    /// Unix socket files it creates to `owner`. The error is one line for
+    /// the operator.
+    pub fn open(
+        cli: &Cli,
+        from_predecessor: bool,
+        owner: Option<&Credentials>,
+    ) -> Result<Self, String> {
         match inherited_listeners() {
             Ok(inherited) => {
                 let names = inherited.iter().all(|l| l.name.is_some()).then(|| {
@@ -82,7 +88,7 @@ impl Sockets {
                 }
                 adopted.push(*fd);
             }
-            match Self::open_one(cli, spec) {
+            match Self::open_one(cli, spec, owner) {
                 Ok(listener) => opened.listeners.push(listener),
                 Err(error) => {
                     // Leave nothing bound behind: files created so far go.
@@ -94,26 +100,40 @@ impl Sockets {
         Ok(opened)
     }
 
-    fn open_one(cli: &Cli, spec: &ListenerSpec) -> Result<Listener, String> {
-        {
-            let listener = match spec {
-                ListenerSpec::Fd(fd) => {
-                    // SAFETY: `fd://N` on the command line is the operator
-                    // handing descriptor N to drover to own; nothing else in
-                    // this process knows of it.
-                    unsafe { adopt_fd(*fd) }.map_err(|e| format!("cannot listen on {spec}: {e}"))?
-                }
-                _ => spec.open(cli.backlog).map_err(|e| e.to_string())?,
-            };
-            if let (Some(mode), Some(file)) = (cli.uds_mode, listener.socket_file()) {
-                if let Err(error) =
-                    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
-                {
-                    let _ = listener.remove_socket_file();
-                    return Err(format!("cannot chmod {}: {error}", file.path().display()));
-                }
+    fn open_one(
+        cli: &Cli,
+        spec: &ListenerSpec,
+        owner: Option<&Credentials>,
+    ) -> Result<Listener, String> {
+        let listener = match spec {
+            ListenerSpec::Fd(fd) => {
+                // SAFETY: `fd://N` on the command line is the operator
+                // handing descriptor N to drover to own; nothing else in
+                // this process knows of it.
+                unsafe { adopt_fd(*fd) }.map_err(|e| format!("cannot listen on {spec}: {e}"))?
             }
-            Ok(listener)
+            _ => spec.open(cli.backlog).map_err(|e| e.to_string())?,
+        };
+        let Some(file) = listener.socket_file() else {
+            return Ok(listener);
+        };
+        let path = file.path();
+        let mut prepared = Ok(());
+        if let Some(mode) = cli.uds_mode {
+            prepared = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot chmod {}: {e}", path.display()));
+        }
+        // The file is the workers' user's, as what they serve on.
+        if let (Ok(()), Some(owner)) = (&prepared, owner) {
+            prepared = std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| format!("cannot chown {}: {e}", path.display()));
+        }
+        match prepared {
+            Ok(()) => Ok(listener),
+            Err(error) => {
+                let _ = listener.remove_socket_file();
+                Err(error)
+            }
         }
     }
 

@@ -18,6 +18,8 @@ use std::process::ExitCode;
 
 use drover_shared::listen_fds::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START, LISTEN_PID};
 use drover_shared::{ControlSocket, CONTROL_FD_ENV, UPGRADE_FD_ENV};
+
+use crate::credentials::Credentials;
 use nix::libc;
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -165,12 +167,15 @@ pub enum Launch<'a> {
 /// end of `channel` right after them (named by DROVER_CONTROL_FD, or
 /// DROVER_UPGRADE_FD for a new supervisor). Every other descriptor of the
 /// supervisor is closed in the child. Until the child says it is ready it
-/// dies with this process (PR_SET_PDEATHSIG). Returns the child's pid.
+/// dies with this process (PR_SET_PDEATHSIG). With `credentials`, the
+/// child switches to that user and group first (it exits with code 125,
+/// after one line on stderr, if it cannot). Returns the child's pid.
 pub fn spawn_child(
     listeners: &[BorrowedFd<'_>],
     names: Option<&str>,
     channel: &ControlSocket,
     launch: Launch<'_>,
+    credentials: Option<&Credentials>,
 ) -> io::Result<Pid> {
     let count = listeners.len() + 1;
     if count > MAX_HANDOFF {
@@ -225,9 +230,9 @@ pub fn spawn_child(
     let parent = unsafe { libc::getpid() };
 
     // SAFETY: in exec mode the child calls only async-signal-safe functions
-    // (sigaction, sigprocmask, fcntl, dup2, close_range, getpid, execve,
-    // _exit) and
-    // writes into `listen_pid`, allocated before the fork. In fork mode the
+    // (sigaction, sigprocmask, setgroups, setgid, setuid, write, prctl,
+    // fcntl, dup2, close_range, getpid, execve, _exit) and writes into
+    // `listen_pid`, allocated before the fork. In fork mode the
     // supervisor is single-threaded (checked above), so the child may run
     // ordinary code: no other thread can hold a lock it needs.
     match unsafe { fork() }? {
@@ -236,6 +241,15 @@ pub fn spawn_child(
             // SAFETY: see above; each step's own justification is inline.
             unsafe {
                 reset_signals(role);
+                // Before the parent-death signal, which a change of
+                // credentials clears.
+                if let Some(credentials) = credentials {
+                    if !switch_user(credentials) {
+                        let why = b"drover: a worker cannot switch to --user/--group\n";
+                        libc::write(2, why.as_ptr().cast(), why.len());
+                        libc::_exit(125);
+                    }
+                }
                 // Until it is ready the worker dies with the supervisor
                 // (it is not watching its control socket yet); if the
                 // supervisor is already gone, so is the point.
@@ -315,6 +329,19 @@ unsafe fn reset_signals(role: Role) {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
+}
+
+/// Supplementary groups, group, user: in that order, since once the user
+/// is no longer root the others cannot change. All three are plain
+/// system calls (async-signal-safe); the lists were built before the fork.
+unsafe fn switch_user(credentials: &Credentials) -> bool {
+    let groups = &credentials.groups;
+    // SAFETY: a pointer and length of a live Vec, read by the kernel.
+    let grouped = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } == 0;
+    // SAFETY: plain system calls on integers.
+    grouped
+        && unsafe { libc::setgid(credentials.gid) } == 0
+        && unsafe { libc::setuid(credentials.uid) } == 0
 }
 
 /// Moves `sources` to descriptors 3, 4, ...: first each to a free number

@@ -34,6 +34,7 @@ use upgrade::Upgrade;
 
 use crate::backoff::Backoff;
 use crate::cli::{Cli, SpawnMode};
+use crate::credentials::{self, Credentials};
 use crate::notify;
 use crate::sockets::Sockets;
 use crate::spawn::{spawn_child, ExecImage, Launch, UPGRADE_WORKERS_ENV};
@@ -140,6 +141,8 @@ struct Supervisor<'a> {
     binary: PathBuf,
     /// What an exec'd worker runs (`None` in fork mode).
     image: Option<ExecImage>,
+    /// Whom the workers run as (`--user`, `--group`).
+    credentials: Option<Credentials>,
     worker_entry: &'a dyn Fn() -> ExitCode,
     signals: SignalDelivery<UnixStream, SignalOnly>,
     workers: Vec<Worker>,
@@ -173,7 +176,8 @@ impl<'a> Supervisor<'a> {
     fn start(cli: Cli, worker_entry: &'a dyn Fn() -> ExitCode) -> Result<Self, String> {
         let predecessor =
             ControlSocket::upgrade_from_env().map_err(|e| format!("binary upgrade: {e}"))?;
-        let sockets = Sockets::open(&cli, predecessor.is_some())?;
+        let credentials = credentials::resolve(cli.user.as_deref(), cli.group.as_deref())?;
+        let sockets = Sockets::open(&cli, predecessor.is_some(), credentials.as_ref())?;
         let binary =
             ExecImage::current_binary().map_err(|e| format!("cannot find this binary: {e}"))?;
         let image = match cli.spawn {
@@ -205,6 +209,7 @@ impl<'a> Supervisor<'a> {
             sockets,
             binary,
             image,
+            credentials,
             worker_entry,
             signals,
             workers: Vec::with_capacity(wanted),
@@ -350,7 +355,13 @@ impl<'a> Supervisor<'a> {
             Some(image) => Launch::Exec(image),
             None => Launch::Fork(self.worker_entry),
         };
-        let pid = spawn_child(&self.sockets.fds(), self.sockets.names(), &theirs, launch)?;
+        let pid = spawn_child(
+            &self.sockets.fds(),
+            self.sockets.names(),
+            &theirs,
+            launch,
+            self.credentials.as_ref(),
+        )?;
         drop(theirs);
         let id = self.next_id;
         self.next_id += 1;

@@ -99,6 +99,7 @@ impl Supervisor<'_> {
             self.sockets.names(),
             &theirs,
             Launch::Exec(&image),
+            None, // the new supervisor stays root, as this one
         )?;
         self.upgrade = Upgrade::Starting {
             pid,
