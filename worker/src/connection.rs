@@ -121,7 +121,11 @@ impl ConnectionConfig {
     fn http(&self) -> &auto::Builder<StreamExecutor> {
         self.http.get_or_init(|| {
             let mut http = auto::Builder::new(self.executor.clone());
+            // half_close: a client may shut down its sending side once
+            // its request is out (`shutdown(SHUT_WR)`, `curl` with a
+            // request body from stdin); it still wants the answer.
             http.http1()
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.idle_limit)
                 .keep_alive(self.keep_alive != Some(Duration::ZERO));
