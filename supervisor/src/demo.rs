@@ -14,8 +14,10 @@ use bytes::Bytes;
 use http_body::Frame;
 
 /// `GET /` → `hello`; `GET /pid` → the worker's pid; `GET /sleep?ms=N` →
-/// 200 after N ms; `GET /stream` → a line every 100 ms, never ending;
-/// `GET /healthz` → `ok`.
+/// 200 after N ms; `GET /block?ms=N` → 200 after blocking the worker's
+/// runtime for N ms (a handler that wrongly blocks: heartbeats stop, and
+/// past `--worker-timeout` the supervisor kills the worker); `GET /stream`
+/// → a line every 100 ms, never ending; `GET /healthz` → `ok`.
 ///
 /// For tests of boot failures: with `DROVER_DEMO_FAIL_BOOT` set in its
 /// environment a worker fails before it is ready; with
@@ -47,6 +49,7 @@ pub fn app() -> Router {
         .route("/", get(|| async { "hello" }))
         .route("/pid", get(|| async { std::process::id().to_string() }))
         .route("/sleep", get(delayed))
+        .route("/block", get(blocking))
         .route(
             "/stream",
             get(|| async { Body::new(Lines(tokio::time::interval(Duration::from_millis(100)))) }),
@@ -56,13 +59,25 @@ pub fn app() -> Router {
 
 /// `GET /sleep?ms=N`.
 async fn delayed(uri: Uri) -> String {
-    let ms: u64 = uri
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let ms = millis(&uri);
     tokio::time::sleep(Duration::from_millis(ms)).await; // sleep-ok: the route's purpose
     format!("slept {ms} ms")
+}
+
+/// `GET /block?ms=N`: the mistake this route exists to show, a blocking
+/// call on the runtime's thread.
+async fn blocking(uri: Uri) -> String {
+    let ms = millis(&uri);
+    std::thread::sleep(Duration::from_millis(ms)); // sleep-ok: the route's purpose
+    format!("blocked {ms} ms")
+}
+
+/// The `ms=N` of a query (0 when absent).
+fn millis(uri: &Uri) -> u64 {
+    uri.query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A body that sends a line every tick and never ends.

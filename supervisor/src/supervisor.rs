@@ -65,6 +65,8 @@ struct Worker {
     /// It has served its request quota (the count): it is to be replaced
     /// as soon as that can start.
     recycle: Option<u64>,
+    /// It reported `Ready` once.
+    served: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -379,6 +381,7 @@ impl<'a> Supervisor<'a> {
             generation: self.generation,
             replaces,
             recycle: None,
+            served: false,
         });
         Ok(id)
     }
@@ -518,7 +521,15 @@ impl<'a> Supervisor<'a> {
             }
             Phase::Running => {
                 tracing::warn!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker died; replacing it");
-                let delay = self.backoff.next_delay(Instant::now());
+                // One that served is replaced at once, however often that
+                // happens (kill -9, the OOM killer, a crash under load):
+                // capacity comes first, as in gunicorn. One that died
+                // before it was ready is a crash loop in the making, and
+                // backs off.
+                let delay = match worker.served {
+                    true => Duration::ZERO,
+                    false => self.backoff.next_delay(Instant::now()),
+                };
                 if delay.is_zero() {
                     self.replace();
                 } else {

@@ -1,0 +1,189 @@
+//! Faults injected into a running drover, and what survives them: killed
+//! workers under load, a blocked runtime, a crash loop, running out of
+//! descriptors. (A killed supervisor: fleet.rs.) `scripts/faults.sh` runs
+//! the kill matrix with wrk.
+
+use std::collections::HashSet;
+use std::net::TcpStream;
+use std::process::Command;
+
+use drover_tests::load::Load;
+use drover_tests::{distinct_pids, drover_bin, free_addr, get, test_dir, Drover};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Whether process `pid` is a zombie (exited, not reaped).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state == "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn workers_killed_again_and_again_under_load_are_each_replaced() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
+    let load = Load::start(addr, 16, 4);
+    load.wait_for(500);
+    let mut killed = HashSet::new();
+    for round in 0..10 {
+        let workers = drover.worker_pids();
+        assert_eq!(workers.len(), 2, "round {round}: {workers:?}");
+        assert!(
+            workers.iter().all(|w| !is_zombie(*w)),
+            "round {round}: a zombie among {workers:?}"
+        );
+        // Each worker in turn.
+        let mut sorted: Vec<i32> = workers.into_iter().collect();
+        sorted.sort_unstable();
+        let victim = sorted[round % 2];
+        kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+        killed.insert(victim);
+        drover.wait_for_line(&format!("pid={victim} exited=signal SIGKILL"));
+        drover.wait_for_line("worker ready");
+        load.wait_for(300);
+    }
+    let report = load.stop();
+
+    // What failed was in flight on a killed worker: a lost connection,
+    // at most one request per client per kill; never a wrong answer.
+    assert!(report.ok > 0, "{report:?}");
+    assert!(
+        report.failed <= 10 * 20,
+        "{} failed: {:?}",
+        report.failed,
+        report.failures
+    );
+    assert!(
+        report.failures.iter().all(|f| !f.starts_with("answer")),
+        "{:?}",
+        report.failures
+    );
+    let now = drover.worker_pids();
+    assert_eq!(now.len(), 2);
+    assert!(now.is_disjoint(&killed), "every killed worker replaced");
+    assert!(now.iter().all(|w| !is_zombie(*w)));
+    assert!(killed
+        .iter()
+        .all(|k| kill(Pid::from_raw(*k), None).is_err()));
+    assert_eq!(distinct_pids(addr, 2), now);
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_handler_that_blocks_its_runtime_gets_its_worker_replaced_and_the_others_serve() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "--worker-timeout", "1", "-b", &addr.to_string()]);
+    let workers = drover.worker_pids();
+    let blocked = std::thread::spawn(move || get(addr, "/block?ms=60000"));
+    let killing = drover.wait_for_line("missed its heartbeats");
+    let victim: i32 = killing
+        .split("pid=")
+        .nth(1)
+        .and_then(|p| p.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{killing}"));
+    assert!(workers.contains(&victim));
+    // Its client loses the connection, and gets no made-up answer.
+    assert!(!matches!(blocked.join().unwrap(), Ok((200, _))));
+    drover.wait_for_line("worker ready");
+    let now = drover.worker_pids();
+    let sibling = workers.iter().find(|w| **w != victim).unwrap();
+    assert!(now.contains(sibling), "the sibling is untouched");
+    assert!(!now.contains(&victim));
+    assert_eq!(distinct_pids(addr, 2), now);
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+/// The `delay=` of a backoff log line, in milliseconds.
+fn delay_ms(line: &str) -> f64 {
+    let value = line
+        .split("delay=")
+        .nth(1)
+        .and_then(|d| d.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"));
+    let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
+        (ms, 1.0)
+    } else if let Some(s) = value.strip_suffix('s') {
+        (s, 1000.0)
+    } else {
+        panic!("{line}")
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+#[test]
+fn a_crash_loop_backs_off_exponentially_and_recovers_once_workers_boot_again() {
+    let dir = test_dir("crash-loop");
+    let marker = dir.join("broken");
+    let addr = free_addr();
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-w", "1", "-b", &addr.to_string()])
+        .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=1");
+
+    // From now on every new worker fails at boot; the serving one dies.
+    std::fs::write(&marker, "").unwrap();
+    let worker = *drover.worker_pids().iter().next().unwrap();
+    kill(Pid::from_raw(worker), Signal::SIGKILL).unwrap();
+    let delays: Vec<f64> = (0..3)
+        .map(|_| delay_ms(&drover.wait_for_line("workers keep dying")))
+        .collect();
+    assert!(
+        delays
+            .windows(2)
+            .all(|pair| pair[1] >= 2.0 * pair[0] * 0.99),
+        "doubling: {delays:?}"
+    );
+
+    // Fixed: the next attempt boots, and drover serves again.
+    std::fs::remove_file(&marker).unwrap();
+    drover.wait_for_line("worker ready");
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn out_of_descriptors_a_worker_backs_off_and_serves_again_when_clients_leave() {
+    let addr = free_addr();
+    let mut command = Command::new("prlimit");
+    command
+        .arg("--nofile=40:40")
+        .arg("--")
+        .arg(drover_bin())
+        .args(["-w", "1", "-b", &addr.to_string()]);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=1");
+    let workers = drover.worker_pids();
+
+    // More clients than the worker has descriptors: the kernel queues
+    // them, the worker's accept fails with EMFILE.
+    let clients: Vec<TcpStream> = (0..80)
+        .map(|_| {
+            let client = TcpStream::connect(addr).unwrap();
+            client.set_read_timeout(Some(drover_tests::WAIT)).unwrap();
+            client
+        })
+        .collect();
+    drover.wait_for_line("accept failed; backing off");
+    drop(clients);
+    // The worker survived, and serves once descriptors are free again.
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(drover.worker_pids(), workers);
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
