@@ -9,6 +9,9 @@
 # 3. Resources: supervisor and worker RSS idle and at the end of a
 #    DURATION-second wrk run, and the supervisor's CPU ticks during it (it
 #    is not on the data path: about 0).
+# 4. A crash loop for DURATION seconds (every new worker fails at boot):
+#    the boot attempts made, the longest delay reached, and the
+#    supervisor's CPU ticks; then the recovery once workers boot again.
 #
 #   scripts/faults.sh              # DURATION=10
 set -euo pipefail
@@ -29,12 +32,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits (at most 30 s) until `log` holds a line matching `pattern`.
-wait_log() { # log pattern
+# Waits (at most 30 s) until `log` holds `count` (default 1) lines
+# matching `pattern`.
+wait_log() { # log pattern [count]
     local follow found=0
     exec {follow}< <(exec timeout 30 tail -n +1 -F "$1" 2>/dev/null)
     local follower=$!
-    grep -m 1 -q -- "$2" <&"$follow" && found=1
+    grep -m "${3:-1}" -q -- "$2" <&"$follow" && found=1
     kill "$follower" 2>/dev/null || true
     exec {follow}<&-
     [ "$found" = 1 ] || { echo "faults: no '$2' in $1 within 30 s" >&2; exit 1; }
@@ -123,3 +127,20 @@ stop
 echo "RSS KiB idle: supervisor=$idle_sup workers=[$idle_workers]"
 echo "RSS KiB under wrk -c64: supervisor=$load_sup workers=[$load_workers]"
 echo "supervisor CPU during ${DURATION}s of wrk -c64: $ticks ticks ($(getconf CLK_TCK)/s) $(wrk_summary "$work/res.wrk")"
+
+# 4. Crash loop.
+marker=$work/broken
+DROVER_DEMO_FAIL_BOOT_IF=$marker start crash
+: >"$marker"
+ticks_before=$(cpu_ticks "$supervisor")
+for w in $(workers); do kill -KILL "$w"; done
+sleep "$DURATION" # the crash loop runs for DURATION seconds
+ticks=$(($(cpu_ticks "$supervisor") - ticks_before))
+attempts=$(grep -c "worker failed\|exited before it was ready\|worker died" "$log" || true)
+longest=$(grep -o 'delay=[0-9.]*m\?s' "$log" | tail -1)
+ready_before=$(grep -c "worker ready" "$log" || true)
+rm "$marker"
+wait_log "$log" "worker ready" "$((ready_before + 1))" # recovery
+recovered=$(curl -s "http://127.0.0.1:$PORT/" || true)
+stop
+echo "crash loop for ${DURATION}s: worker deaths=$attempts last backoff ${longest:-none} supervisor CPU=$ticks ticks; after the fix: $recovered"
