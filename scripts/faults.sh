@@ -26,7 +26,10 @@ cargo build --release -q -p drover --bin drover
 
 work=$(mktemp -d)
 supervisor=
+wrk_pid=
 cleanup() {
+    # Only what this script started, by pid.
+    [ -n "$wrk_pid" ] && kill -TERM "$wrk_pid" 2>/dev/null || true
     [ -n "$supervisor" ] && kill -TERM "$supervisor" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -87,12 +90,16 @@ while [ "$SECONDS" -lt "$end" ]; do
     z=$(zombies)
     [ "$z" -gt "$zombie_max" ] && zombie_max=$z
     victims=($(workers))
-    victim=${victims[$((RANDOM % ${#victims[@]}))]}
-    kill -KILL "$victim" 2>/dev/null && kills=$((kills + 1))
-    sleep 0.5 # the fault schedule: one kill every 500 ms
+    if [ "${#victims[@]}" -gt 0 ]; then
+        victim=${victims[$((RANDOM % ${#victims[@]}))]}
+        kill -KILL "$victim" 2>/dev/null && kills=$((kills + 1))
+    fi
+    sleep 0.5 # sleep-ok: the fault schedule, one kill every 500 ms
 done
 wait "$wrk_pid"
-replaced=$(grep -c "worker died; replacing it" "$log" || true)
+wrk_pid=
+# Replacements that got ready: every "worker ready" after the first two.
+replaced=$(($(grep -c "worker ready" "$log" || true) - 2))
 stop
 echo "kill -9 every 500 ms for ${DURATION}s: kills=$kills replaced=$replaced zombies_seen=$zombie_max $(wrk_summary "$work/kill.wrk")"
 
@@ -103,9 +110,10 @@ wrk -t2 -c64 -d"${DURATION}s" "http://127.0.0.1:$PORT/" >"$work/stop.wrk" &
 wrk_pid=$!
 victim=$(workers | awk '{print $1}')
 kill -STOP "$victim"
-sleep 2 # the fault: stopped for 2 s
+sleep 2 # sleep-ok: the fault, stopped for 2 s
 kill -CONT "$victim"
 wait "$wrk_pid"
+wrk_pid=
 after=$(workers | tr ' ' '\n' | sort | tr '\n' ' ')
 stop
 echo "SIGSTOP for 2 s then SIGCONT: workers before=[$before] after=[$after] $(wrk_summary "$work/stop.wrk")"
@@ -118,10 +126,11 @@ ticks_before=$(cpu_ticks "$supervisor")
 wrk -t2 -c64 -d"${DURATION}s" "http://127.0.0.1:$PORT/" >"$work/res.wrk" &
 wrk_pid=$!
 # The RSS at the end of the load, while it still runs.
-sleep "$((DURATION - 1))" # measuring under load: a moment before wrk ends
+sleep "$((DURATION - 1))" # sleep-ok: measuring under load, a moment before wrk ends
 load_sup=$(rss_kib "$supervisor")
 load_workers=$(for w in $(workers); do rss_kib "$w"; done | tr '\n' ' ')
 wait "$wrk_pid"
+wrk_pid=
 ticks=$(($(cpu_ticks "$supervisor") - ticks_before))
 stop
 echo "RSS KiB idle: supervisor=$idle_sup workers=[$idle_workers]"
@@ -134,7 +143,7 @@ DROVER_DEMO_FAIL_BOOT_IF=$marker start crash
 : >"$marker"
 ticks_before=$(cpu_ticks "$supervisor")
 for w in $(workers); do kill -KILL "$w"; done
-sleep "$DURATION" # the crash loop runs for DURATION seconds
+sleep "$DURATION" # sleep-ok: the crash loop runs for DURATION seconds
 ticks=$(($(cpu_ticks "$supervisor") - ticks_before))
 attempts=$(grep -c "worker failed\|exited before it was ready\|worker died" "$log" || true)
 longest=$(grep -o 'delay=[0-9.]*m\?s' "$log" | tail -1)

@@ -62,7 +62,7 @@ load() { # name
 
 # Steps are spread over the run (pacing, not synchronization: each step
 # is waited for in the log before the next).
-pace() { sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 12}')"; }
+pace() { sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 12}')"; } # sleep-ok: pacing the steps over the run
 
 stop() { # log
     local supervisor

@@ -1,8 +1,8 @@
 //! When to start a replacement for a worker that died before it was ready:
 //! at once after a single such death; with exponential backoff, capped,
 //! while they keep happening (a crash loop: a broken config, a database
-//! down); back to at once after a quiet spell. (A worker that was serving
-//! is replaced at once, always.)
+//! down); back to at once after a quiet spell. (A worker that had been
+//! serving is replaced at once, always: see `SERVING` in the supervisor.)
 
 use std::time::{Duration, Instant};
 

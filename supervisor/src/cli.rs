@@ -83,7 +83,7 @@ pub struct Cli {
     pub user: Option<String>,
 
     /// Run the workers with this primary group (name or gid) [default: the
-    /// user's].
+    /// user's]. Alone, without --user, the workers keep root's user.
     #[arg(long, env = "DROVER_GROUP")]
     pub group: Option<String>,
 

@@ -20,13 +20,15 @@ pub struct Credentials {
     pub uid: uid_t,
     /// The primary group id.
     pub gid: gid_t,
-    /// Supplementary groups (the user's, from the group database, with
-    /// the primary group).
+    /// Supplementary groups: with `--user`, the user's from the group
+    /// database plus the primary group; with `--group` alone, that group.
     pub groups: Vec<gid_t>,
 }
 
 /// Resolves `--user` and `--group` (names, or numeric ids). `None` when
-/// neither is given. The error is one line for the operator.
+/// neither is given. `--group` alone changes the workers' groups only:
+/// they keep the supervisor's user (root). The error is one line for the
+/// operator.
 pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Credentials>, String> {
     if user.is_none() && group.is_none() {
         return Ok(None);

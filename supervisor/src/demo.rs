@@ -16,7 +16,8 @@ use http_body::Frame;
 /// `GET /` → `hello`; `GET /pid` → the worker's pid; `GET /sleep?ms=N` →
 /// 200 after N ms; `GET /block?ms=N` → 200 after blocking the worker's
 /// runtime for N ms (a handler that wrongly blocks: heartbeats stop, and
-/// past `--worker-timeout` the supervisor kills the worker); `GET /stream`
+/// past `--worker-timeout` the supervisor kills the worker); `GET
+/// /bytes?n=N` → N bytes of `x`, as fast as the client reads; `GET /stream`
 /// → a line every 100 ms, never ending; `GET /healthz` → `ok`.
 ///
 /// For tests of boot failures: with `DROVER_DEMO_FAIL_BOOT` set in its
@@ -51,6 +52,10 @@ pub fn app() -> Router {
         .route("/sleep", get(delayed))
         .route("/block", get(blocking))
         .route(
+            "/bytes",
+            get(|uri: Uri| async move { Body::new(Filler(query_number(&uri, "n="))) }),
+        )
+        .route(
             "/stream",
             get(|| async { Body::new(Lines(tokio::time::interval(Duration::from_millis(100)))) }),
         )
@@ -74,10 +79,38 @@ async fn blocking(uri: Uri) -> String {
 
 /// The `ms=N` of a query (0 when absent).
 fn millis(uri: &Uri) -> u64 {
+    query_number(uri, "ms=")
+}
+
+/// The number after `key` (`ms=`, `n=`) in a query; 0 when absent.
+fn query_number(uri: &Uri, key: &str) -> u64 {
     uri.query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(key)))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// A body of this many bytes of `x`, in 64 KiB frames.
+struct Filler(u64);
+
+impl http_body::Body for Filler {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        static CHUNK: [u8; 65536] = [b'x'; 65536];
+        if self.0 == 0 {
+            return Poll::Ready(None);
+        }
+        let len = self.0.min(CHUNK.len() as u64);
+        self.0 -= len;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &CHUNK[..len as usize],
+        )))))
+    }
 }
 
 /// A body that sends a line every tick and never ends.

@@ -8,10 +8,10 @@
 //! serves on it.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 
 use drover_shared::listen_fds::{inherited_listeners, ListenFdsError};
 use drover_shared::{adopt_fd, ListenAddr, Listener, ListenerSpec};
+use nix::sys::stat::{umask, Mode};
 
 use crate::cli::Cli;
 use crate::credentials::Credentials;
@@ -112,29 +112,31 @@ impl Sockets {
                 // this process knows of it.
                 unsafe { adopt_fd(*fd) }.map_err(|e| format!("cannot listen on {spec}: {e}"))?
             }
+            // The mode is set through the umask at bind, not by a chmod
+            // after it: a chmod by path (as root) would follow a symlink
+            // put in the socket's place meanwhile. The supervisor is
+            // single-threaded, so the umask is this bind's alone.
+            ListenerSpec::Unix(_) if cli.uds_mode.is_some() => {
+                let mode = cli.uds_mode.unwrap_or_default();
+                let mask = Mode::from_bits_truncate(0o777 & !mode);
+                let previous = umask(mask);
+                let opened = spec.open(cli.backlog);
+                umask(previous);
+                opened.map_err(|e| e.to_string())?
+            }
             _ => spec.open(cli.backlog).map_err(|e| e.to_string())?,
         };
-        let Some(file) = listener.socket_file() else {
+        let (Some(owner), Some(file)) = (owner, listener.socket_file()) else {
             return Ok(listener);
         };
+        // The file is the workers' user's, as what they serve on; lchown,
+        // which never follows a symlink.
         let path = file.path();
-        let mut prepared = Ok(());
-        if let Some(mode) = cli.uds_mode {
-            prepared = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| format!("cannot chmod {}: {e}", path.display()));
+        if let Err(error) = std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid)) {
+            let _ = listener.remove_socket_file();
+            return Err(format!("cannot chown {}: {error}", path.display()));
         }
-        // The file is the workers' user's, as what they serve on.
-        if let (Ok(()), Some(owner)) = (&prepared, owner) {
-            prepared = std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
-                .map_err(|e| format!("cannot chown {}: {e}", path.display()));
-        }
-        match prepared {
-            Ok(()) => Ok(listener),
-            Err(error) => {
-                let _ = listener.remove_socket_file();
-                Err(error)
-            }
-        }
+        Ok(listener)
     }
 
     /// The descriptors to hand to a worker.

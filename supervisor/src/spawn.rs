@@ -13,6 +13,7 @@ use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -74,7 +75,8 @@ impl ExecImage {
     /// not resolved through symlinks): what a deploy replaces, whether by
     /// renaming a new file over it or by pointing a `current -> release-N`
     /// link elsewhere. Resolved once at startup. Falls back to the running
-    /// binary's own link when argv[0] leads nowhere.
+    /// binary's own link when argv[0] leads nowhere, or to another file
+    /// than the one running (a name given with `exec -a`).
     pub fn current_binary() -> io::Result<PathBuf> {
         let started_as = std::env::args_os().next().map(PathBuf::from);
         let found = started_as.and_then(|path| {
@@ -86,7 +88,12 @@ impl ExecImage {
                 .find(|candidate| candidate.is_file())
                 .and_then(|candidate| std::path::absolute(candidate).ok())
         });
-        match found.filter(|path| path.is_file()) {
+        let running = std::fs::metadata("/proc/self/exe")?;
+        let is_running = |path: &PathBuf| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.dev() == running.dev() && m.ino() == running.ino())
+        };
+        match found.filter(is_running) {
             Some(path) => Ok(path),
             None => std::env::current_exe(),
         }
@@ -268,8 +275,9 @@ pub fn spawn_child(
                         // Whether close_range worked or not (Linux < 5.9):
                         // close-on-exec keeps the supervisor's own out.
                         let (argv, envp) = exec.as_ref().expect("prepared for exec");
-                        write_pid(listen_pid_ptr.add(pid_at), libc::getpid());
+                        write_decimal(listen_pid_ptr.add(pid_at), libc::getpid());
                         libc::execve(image.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                        exec_failed(*libc::__errno_location());
                         libc::_exit(127)
                     }
                     Launch::Fork(run) => {
@@ -331,6 +339,21 @@ unsafe fn reset_signals(role: Role) {
     }
 }
 
+/// One line on stderr when execve failed (a binary the worker's user
+/// cannot execute, RLIMIT_NPROC after the switch), so that exit code 127
+/// comes with a reason: a static text and the errno's digits, on the
+/// stack, with write(2) alone.
+unsafe fn exec_failed(errno: libc::c_int) {
+    let mut line = *b"drover: cannot execute the binary for a worker: errno                ";
+    let at = line.len() - 16;
+    // SAFETY: 16 bytes reserved at `at`, and write_pid writes at most 12.
+    unsafe { write_decimal(line.as_mut_ptr().add(at), errno) };
+    let digits = line[at..].iter().position(|b| *b == 0).unwrap_or(0);
+    line[at + digits] = b'\n';
+    // SAFETY: a buffer on the stack; write(2) is async-signal-safe.
+    unsafe { libc::write(2, line.as_ptr().cast(), at + digits + 1) };
+}
+
 /// Supplementary groups, group, user: in that order, since once the user
 /// is no longer root the others cannot change. All three are plain
 /// system calls (async-signal-safe); the lists were built before the fork.
@@ -366,8 +389,8 @@ unsafe fn move_descriptors(sources: &[RawFd]) -> bool {
     true
 }
 
-/// Writes `pid` in decimal, NUL-terminated, at `at` (24 bytes reserved).
-unsafe fn write_pid(at: *mut u8, pid: libc::pid_t) {
+/// Writes `pid` in decimal, NUL-terminated, at `at` (at most 12 bytes).
+unsafe fn write_decimal(at: *mut u8, pid: libc::pid_t) {
     let mut digits = [0u8; 12];
     let mut n = pid.unsigned_abs();
     let mut len = 0;

@@ -39,6 +39,27 @@ use crate::notify;
 use crate::sockets::Sockets;
 use crate::spawn::{spawn_child, ExecImage, Launch, UPGRADE_WORKERS_ENV};
 
+/// A worker that dies sooner than this after it was ready counts as
+/// failing at boot (it backs off): long enough to catch a crash at the
+/// first request under load, short enough that killing serving workers
+/// (chaos tests, the OOM killer) never costs capacity.
+const SERVING: Duration = Duration::from_millis(100);
+
+/// With `--user`, the workers run as another user, but a binary upgrade
+/// (USR2) executes the binary as root: a binary that user (or anyone but
+/// root) can replace is a way to root.
+fn warn_if_others_can_change(binary: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let writable_by_others =
+        std::fs::metadata(binary).is_ok_and(|meta| meta.uid() != 0 || meta.mode() & 0o022 != 0);
+    if writable_by_others {
+        tracing::warn!(
+            binary = %binary.display(),
+            "with --user the binary should be root's alone: USR2 runs it as root"
+        );
+    }
+}
+
 /// Runs the supervisor until it stops; the exit code is the process's.
 pub fn run(cli: Cli, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
     match Supervisor::start(cli, worker_entry) {
@@ -65,8 +86,8 @@ struct Worker {
     /// It has served its request quota (the count): it is to be replaced
     /// as soon as that can start.
     recycle: Option<u64>,
-    /// It reported `Ready` once.
-    served: bool,
+    /// When it reported `Ready`.
+    ready_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -182,6 +203,9 @@ impl<'a> Supervisor<'a> {
         let sockets = Sockets::open(&cli, predecessor.is_some(), credentials.as_ref())?;
         let binary =
             ExecImage::current_binary().map_err(|e| format!("cannot find this binary: {e}"))?;
+        if credentials.is_some() {
+            warn_if_others_can_change(&binary);
+        }
         let image = match cli.spawn {
             SpawnMode::Exec => Some(
                 ExecImage::worker(&binary).map_err(|e| format!("cannot use this binary: {e}"))?,
@@ -381,7 +405,7 @@ impl<'a> Supervisor<'a> {
             generation: self.generation,
             replaces,
             recycle: None,
-            served: false,
+            ready_at: None,
         });
         Ok(id)
     }
@@ -521,14 +545,16 @@ impl<'a> Supervisor<'a> {
             }
             Phase::Running => {
                 tracing::warn!(worker = worker.id, pid = worker.pid.as_raw(), exited = %how, "worker died; replacing it");
-                // One that served is replaced at once, however often that
-                // happens (kill -9, the OOM killer, a crash under load):
-                // capacity comes first, as in gunicorn. One that died
-                // before it was ready is a crash loop in the making, and
-                // backs off.
-                let delay = match worker.served {
-                    true => Duration::ZERO,
-                    false => self.backoff.next_delay(Instant::now()),
+                // One that had been serving is replaced at once, however
+                // often that happens (kill -9, the OOM killer, a crash
+                // under load): capacity comes first, as in gunicorn. One
+                // that died before it was ready, or within SERVING of it
+                // (it crashes at its first request, or right after its
+                // start), is a crash loop in the making, and backs off.
+                let now = Instant::now();
+                let delay = match worker.ready_at {
+                    Some(ready) if now.duration_since(ready) >= SERVING => Duration::ZERO,
+                    _ => self.backoff.next_delay(now),
                 };
                 if delay.is_zero() {
                     self.replace();

@@ -46,7 +46,8 @@ pub struct Report {
 pub struct Load {
     stop: watch::Sender<bool>,
     tally: Arc<Tally>,
-    thread: JoinHandle<Report>,
+    /// `None` once stopped.
+    thread: Option<JoinHandle<Report>>,
 }
 
 #[derive(Default)]
@@ -127,7 +128,7 @@ impl Load {
         Self {
             stop,
             tally,
-            thread,
+            thread: Some(thread),
         }
     }
 
@@ -149,9 +150,18 @@ impl Load {
     }
 
     /// Stops the clients after their current request; what they saw.
-    pub fn stop(self) -> Report {
+    pub fn stop(mut self) -> Report {
         let _ = self.stop.send(true);
-        self.thread.join().expect("the load generator panicked")
+        let thread = self.thread.take().expect("stopped once");
+        thread.join().expect("the load generator panicked")
+    }
+}
+
+impl Drop for Load {
+    /// A test that fails half-way stops its clients too, instead of leaving
+    /// them hammering a dead port for the rest of the test binary.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 
@@ -162,7 +172,8 @@ async fn client(
     tally: Arc<Tally>,
 ) {
     let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
-    while !*stopped.borrow() {
+    // Stopped, or the test holding the sender is gone.
+    while !*stopped.borrow() && stopped.has_changed().is_ok() {
         let mut sender = match connection.take() {
             Some(sender) => sender,
             None => match connect(addr).await {

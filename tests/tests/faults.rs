@@ -83,7 +83,7 @@ fn workers_killed_again_and_again_under_load_are_each_replaced() {
 #[test]
 fn a_handler_that_blocks_its_runtime_gets_its_worker_replaced_and_the_others_serve() {
     let addr = free_addr();
-    let mut drover = Drover::start(&["-w", "2", "--worker-timeout", "1", "-b", &addr.to_string()]);
+    let mut drover = Drover::start(&["-w", "2", "--worker-timeout", "3", "-b", &addr.to_string()]);
     let workers = drover.worker_pids();
     let blocked = std::thread::spawn(move || get(addr, "/block?ms=60000"));
     let killing = drover.wait_for_line("missed its heartbeats");

@@ -147,7 +147,7 @@ fn a_restart_stops_at_a_new_worker_that_reports_a_failure_or_never_gets_ready() 
     drover.signal(Signal::SIGHUP);
     let stopped = drover.wait_for_line("rolling restart stopped");
     assert!(stopped.contains("--boot-timeout"), "{stopped}");
-    assert_eq!(drover.worker_pids(), before);
+    assert_eq!(drover.worker_pids(), before, "{}", drover.log.join("\n"));
     assert_eq!(distinct_pids(addr, 2), before, "the old workers serve on");
 
     drover.signal(Signal::SIGTERM);

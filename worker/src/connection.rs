@@ -123,7 +123,10 @@ impl ConnectionConfig {
             let mut http = auto::Builder::new(self.executor.clone());
             // half_close: a client may shut down its sending side once
             // its request is out (`shutdown(SHUT_WR)`, `curl` with a
-            // request body from stdin); it still wants the answer.
+            // request body from stdin); it still wants the answer. The
+            // price: a client that leaves in the middle of a request is
+            // noticed when its answer is written, not before, so a slow
+            // handler runs to its end for nobody.
             http.http1()
                 .half_close(true)
                 .timer(TokioTimer::new())

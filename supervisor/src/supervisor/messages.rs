@@ -68,7 +68,7 @@ impl Supervisor<'_> {
             Ok(WorkerMessage::Ready) => {
                 if let WorkerState::Booting { .. } = worker.state {
                     worker.state = WorkerState::Ready;
-                    worker.served = true;
+                    worker.ready_at = Some(Instant::now());
                     tracing::info!(worker = id, pid = worker.pid.as_raw(), "worker ready");
                     if let Some(old) = worker.replaces.take() {
                         self.retire(old, "replaced");

@@ -70,7 +70,11 @@ impl Supervisor<'_> {
         let Rollout::Rolling { to, began } = self.rollout else {
             return;
         };
-        let booting = |w: &Worker| w.replaces.is_some() && w.generation == to;
+        // One at a time: any replacement under way (of this restart, an
+        // earlier one, or a recycling) is waited for, up to its end: one
+        // killed at its boot timeout still counts until it is reaped, when
+        // its failure stops the restart.
+        let booting = |w: &Worker| w.replaces.is_some();
         if self.workers.iter().any(booting) {
             return;
         }
@@ -234,7 +238,12 @@ impl Supervisor<'_> {
     }
 
     /// Starts workers until there are as many as wanted.
+    /// While a backoff delay runs, nothing starts: its timer fills the
+    /// slots when it ends.
     pub(super) fn replace(&mut self) {
+        if self.respawn_at.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
         self.respawn_at = None;
         while self.slots() < self.wanted {
             if let Err(error) = self.spawn(None) {
