@@ -19,9 +19,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 PORT=${PORT:-18141}
 
-if ! command -v wrk >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+. scripts/lib.sh
+ensure_wrk
 cargo build --release -q -p drover --bin drover
 
 work=$(mktemp -d)
@@ -35,17 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits (at most 30 s) until `log` holds `count` (default 1) lines
-# matching `pattern`.
-wait_log() { # log pattern [count]
-    local follow found=0
-    exec {follow}< <(exec timeout 30 tail -n +1 -F "$1" 2>/dev/null)
-    local follower=$!
-    grep -m "${3:-1}" -q -- "$2" <&"$follow" && found=1
-    kill "$follower" 2>/dev/null || true
-    exec {follow}<&-
-    [ "$found" = 1 ] || { echo "faults: no '$2' in $1 within 30 s" >&2; exit 1; }
-}
 
 start() { # name extra-args...
     log=$work/$1.log

@@ -16,9 +16,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15}
 PORT=${PORT:-18131}
 
-if ! command -v wrk >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+. scripts/lib.sh
+ensure_wrk
 cargo build --release -q -p drover --bin drover
 
 work=$(mktemp -d)
@@ -31,20 +30,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits (at most 30 s) until `log` holds `count` lines matching `pattern`.
-wait_log() { # log pattern count
-    local follow found=0
-    exec {follow}< <(exec timeout 30 tail -n +1 -F "$1" 2>/dev/null)
-    local follower=$!
-    grep -m "$3" -q -- "$2" <&"$follow" && found=1
-    kill "$follower" 2>/dev/null || true
-    exec {follow}<&-
-    if [ "$found" = 0 ]; then
-        echo "zero-downtime: no '$2' (x$3) in $1 within 30 s" >&2
-        tail -20 "$1" >&2
-        exit 1
-    fi
-}
 
 # Starts drover; sets $log and $pid_file.
 start() { # name

@@ -200,6 +200,16 @@ impl Drover {
         self.worker_pids()
     }
 
+    /// Waits until this supervisor has started a new one (USR2); its pid.
+    pub fn wait_for_successor(&mut self) -> i32 {
+        let started = self.wait_for_line("binary upgrade: started a new supervisor");
+        started
+            .split("new_supervisor=")
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {started}"))
+    }
+
     /// Reads the log to its end (every process holding it has exited).
     pub fn read_to_end(&mut self) {
         let deadline = Instant::now() + WAIT;
@@ -463,6 +473,14 @@ pub fn deploy(source: &Path, target: &Path) {
         staged.display()
     );
     std::fs::rename(&staged, target).unwrap();
+}
+
+/// A command that runs drover from a copy of its binary at `dir/app`, so
+/// that a test can deploy other builds over it; and that path.
+pub fn deployable(dir: &Path) -> (Command, PathBuf) {
+    let binary = dir.join("app");
+    deploy(drover_bin(), &binary);
+    (Command::new(&binary), binary)
 }
 
 /// Deploys a broken build at `target`: an executable that exits 3 at once

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::Command;
 
 use drover_tests::{
-    deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get,
+    deploy, deploy_broken, deployable, distinct_pids, drover_bin, example_bin, free_addr, get,
     keep_alive_request, parse, test_dir, Drover, WAIT,
 };
 use nix::sys::signal::Signal;
@@ -15,9 +15,7 @@ use nix::sys::signal::Signal;
 /// A drover run from a copy of its binary in `dir`, so that the test can
 /// deploy other builds over it.
 fn start_deployable(dir: &std::path::Path, args: &[&str]) -> (Drover, std::path::PathBuf) {
-    let binary = dir.join("app");
-    deploy(drover_bin(), &binary);
-    let mut command = Command::new(&binary);
+    let (mut command, binary) = deployable(dir);
     command.args(args);
     let mut drover = Drover::spawn(command);
     drover.wait_for_line("ready workers=");

@@ -3,8 +3,8 @@
 use std::process::Command;
 
 use drover_tests::{
-    children, deploy, deploy_broken, distinct_pids, drover_bin, example_bin, free_addr, get,
-    keep_alive_request, read_pid, test_dir, unix_get, Drover, KillOnDrop,
+    children, deploy, deploy_broken, deployable, distinct_pids, drover_bin, example_bin, free_addr,
+    get, keep_alive_request, read_pid, test_dir, unix_get, Drover, KillOnDrop,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -12,12 +12,10 @@ use nix::unistd::Pid;
 #[test]
 fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
     let dir = test_dir("usr2");
-    let binary = dir.join("app");
     let pid_file = dir.join("drover.pid");
     let socket = dir.join("web.sock");
-    deploy(drover_bin(), &binary);
+    let (mut command, binary) = deployable(&dir);
     let addr = free_addr();
-    let mut command = Command::new(&binary);
     command.args(["-w", "2", "-b", &addr.to_string()]);
     command.arg("-b").arg(format!("unix:{}", socket.display()));
     command.arg("--pid-file").arg(&pid_file);
@@ -31,12 +29,7 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
 
     deploy(example_bin("axum"), &binary);
     old.signal(Signal::SIGUSR2);
-    let started = old.wait_for_line("binary upgrade: started a new supervisor");
-    let new_pid: i32 = started
-        .split("new_supervisor=")
-        .nth(1)
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{started}"));
+    let new_pid = old.wait_for_successor();
     let _guard = KillOnDrop(new_pid);
     old.wait_for_line("binary upgrade complete");
     // The old supervisor leaves once its workers have closed.
@@ -79,11 +72,9 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
 #[test]
 fn a_failed_upgrade_leaves_the_old_supervisor_serving_and_usr2_can_retry() {
     let dir = test_dir("usr2-broken");
-    let binary = dir.join("app");
     let pid_file = dir.join("drover.pid");
-    deploy(drover_bin(), &binary);
+    let (mut command, binary) = deployable(&dir);
     let addr = free_addr();
-    let mut command = Command::new(&binary);
     command.args(["-w", "2", "-b", &addr.to_string()]);
     command.arg("--pid-file").arg(&pid_file);
     let mut drover = Drover::spawn(command);
@@ -120,13 +111,11 @@ fn a_failed_upgrade_leaves_the_old_supervisor_serving_and_usr2_can_retry() {
 #[test]
 fn a_new_supervisor_whose_workers_cannot_boot_is_abandoned() {
     let dir = test_dir("usr2-boot");
-    let binary = dir.join("app");
-    deploy(drover_bin(), &binary);
+    let (mut command, _) = deployable(&dir);
     let addr = free_addr();
     // The marker file makes the demo app fail at boot once it exists: the
     // running workers booted before it did, the new supervisor's do not.
     let marker = dir.join("fail-boot");
-    let mut command = Command::new(&binary);
     command
         .args(["-w", "1", "--boot-timeout", "5", "-b", &addr.to_string()])
         .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
@@ -198,10 +187,8 @@ fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
 #[test]
 fn a_new_supervisor_never_ready_is_killed_at_the_deadline() {
     let dir = test_dir("usr2-hang");
-    let binary = dir.join("app");
-    deploy(drover_bin(), &binary);
+    let (mut command, binary) = deployable(&dir);
     let addr = free_addr();
-    let mut command = Command::new(&binary);
     command.args(["-w", "1", "--boot-timeout", "1", "-b", &addr.to_string()]);
     let mut drover = Drover::spawn(command);
     drover.wait_for_line("ready workers=1");
@@ -219,12 +206,7 @@ fn a_new_supervisor_never_ready_is_killed_at_the_deadline() {
     assert!(written.success());
     deploy(&hanging, &binary);
     drover.signal(Signal::SIGUSR2);
-    let started = drover.wait_for_line("binary upgrade: started a new supervisor");
-    let new_pid: i32 = started
-        .split("new_supervisor=")
-        .nth(1)
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{started}"));
+    let new_pid = drover.wait_for_successor();
     let _guard = KillOnDrop(new_pid);
     let failed = drover.wait_for_line("binary upgrade failed");
     assert!(failed.contains("not ready within"), "{failed}");
