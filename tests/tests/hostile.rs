@@ -57,8 +57,7 @@ fn slowloris_clients_are_cut_at_the_header_timeout_and_others_are_served() {
                     if client.write_all(b"X").is_err() {
                         return true; // cut
                     }
-                    // sleep-ok: the client's pacing is what is tested
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(100)); // sleep-ok: the client's pacing is what is tested
                 }
                 false
             })
