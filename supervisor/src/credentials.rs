@@ -79,6 +79,21 @@ fn find_group(spec: &str) -> Result<Gid, String> {
         .ok_or_else(|| format!("--group {spec}: no such group"))
 }
 
+/// With `--user`, the workers run as another user, but a binary upgrade
+/// (USR2) executes the binary as root: a binary that user (or anyone but
+/// root) can replace is a way to root.
+pub fn warn_if_others_can_change(binary: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let writable_by_others =
+        std::fs::metadata(binary).is_ok_and(|meta| meta.uid() != 0 || meta.mode() & 0o022 != 0);
+    if writable_by_others {
+        tracing::warn!(
+            binary = %binary.display(),
+            "with --user the binary should be root's alone: USR2 runs it as root"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::resolve;

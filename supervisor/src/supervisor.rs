@@ -3,9 +3,10 @@
 //! the channel to the new supervisor, with the nearest deadline as the
 //! timeout. No fixed tick: an idle supervisor sleeps.
 //!
-//! What the workers say is read in `messages`; replacing workers while
-//! serving (HUP, recycling, TTIN/TTOU) is `rollout`; the binary upgrade
-//! (USR2), on both the old and the new supervisor's side, is `upgrade`.
+//! A worker as the supervisor sees it is `worker`; what the workers say is
+//! read in `messages`; replacing workers while serving (HUP, recycling,
+//! TTIN/TTOU) is `rollout`; the binary upgrade (USR2), on both the old and
+//! the new supervisor's side, is `upgrade`; stopping is `stop`.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -14,7 +15,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use drover_shared::control::SupervisorMessage;
 use drover_shared::ControlSocket;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -26,11 +26,14 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 
 mod messages;
 mod rollout;
+mod stop;
 mod upgrade;
+mod worker;
 
 use messages::Batch;
 use rollout::Rollout;
 use upgrade::Upgrade;
+use worker::{Worker, WorkerState};
 
 use crate::backoff::Backoff;
 use crate::cli::{Cli, SpawnMode};
@@ -45,21 +48,6 @@ use crate::spawn::{spawn_child, ExecImage, Launch, UPGRADE_WORKERS_ENV};
 /// (chaos tests, the OOM killer) never costs capacity.
 const SERVING: Duration = Duration::from_millis(100);
 
-/// With `--user`, the workers run as another user, but a binary upgrade
-/// (USR2) executes the binary as root: a binary that user (or anyone but
-/// root) can replace is a way to root.
-fn warn_if_others_can_change(binary: &std::path::Path) {
-    use std::os::unix::fs::MetadataExt;
-    let writable_by_others =
-        std::fs::metadata(binary).is_ok_and(|meta| meta.uid() != 0 || meta.mode() & 0o022 != 0);
-    if writable_by_others {
-        tracing::warn!(
-            binary = %binary.display(),
-            "with --user the binary should be root's alone: USR2 runs it as root"
-        );
-    }
-}
-
 /// Runs the supervisor until it stops; the exit code is the process's.
 pub fn run(cli: Cli, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
     match Supervisor::start(cli, worker_entry) {
@@ -68,72 +56,6 @@ pub fn run(cli: Cli, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
             eprintln!("drover: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-struct Worker {
-    id: u64,
-    pid: Pid,
-    /// `None` once the worker closed its end (it is exiting).
-    control: Option<ControlSocket>,
-    state: WorkerState,
-    last_heard: Instant,
-    boot_failure: Option<String>,
-    /// The restart generation it was started in (see [`Rollout`]).
-    generation: u64,
-    /// While it boots: the worker it replaces once it is ready.
-    replaces: Option<u64>,
-    /// It has served its request quota (the count): it is to be replaced
-    /// as soon as that can start.
-    recycle: Option<u64>,
-    /// When it reported `Ready`.
-    ready_at: Option<Instant>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum WorkerState {
-    /// Started; must report `Ready` by the deadline.
-    Booting {
-        deadline: Instant,
-    },
-    Ready,
-    /// Told to close (replaced, scaled down, stopping); killed if still
-    /// running at `kill_at` (`None` once it was, or at a stop that kills).
-    Retiring {
-        kill_at: Option<Instant>,
-    },
-    /// Killed for a fault (boot timeout, silence, garbage); to be reaped.
-    Killed,
-}
-
-impl Worker {
-    /// Counts towards the service: booting or serving, not on its way out.
-    fn is_active(&self) -> bool {
-        matches!(self.state, WorkerState::Booting { .. } | WorkerState::Ready)
-    }
-
-    /// Tells it to close: idle connections get `drain` for one more
-    /// request, connections still open after `graceful` are aborted, and a
-    /// second after that the process is killed if it is still there.
-    fn close(&mut self, drain: Duration, graceful: Duration) {
-        let close = SupervisorMessage::Close {
-            drain_ms: drain.as_millis() as u64,
-            graceful_ms: graceful.as_millis() as u64,
-        };
-        if let Some(control) = &self.control {
-            if let Err(error) = control.send(&close.encode()) {
-                tracing::warn!(worker = self.id, %error, "cannot send close");
-            }
-        }
-        self.state = WorkerState::Retiring {
-            kill_at: Some(Instant::now() + graceful + Duration::from_secs(1)),
-        };
-    }
-
-    /// SIGKILL, for a fault.
-    fn kill(&mut self) {
-        let _ = kill(self.pid, Signal::SIGKILL);
-        self.state = WorkerState::Killed;
     }
 }
 
@@ -204,7 +126,7 @@ impl<'a> Supervisor<'a> {
         let binary =
             ExecImage::current_binary().map_err(|e| format!("cannot find this binary: {e}"))?;
         if credentials.is_some() {
-            warn_if_others_can_change(&binary);
+            credentials::warn_if_others_can_change(&binary);
         }
         let image = match cli.spawn {
             SpawnMode::Exec => Some(
@@ -444,50 +366,6 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    fn stop_gracefully(&mut self, signal: i32) {
-        if self.finish_pending_upgrade() {
-            tracing::info!(signal, "the new supervisor was ready: leaving to it");
-            return;
-        }
-        if self.speaks_for_service() {
-            notify::stopping();
-        }
-        self.sockets.close();
-        tracing::info!(signal, graceful_timeout = ?self.cli.graceful_timeout, "stopping gracefully");
-        self.end_changes();
-        // A full stop closes fast: nothing would serve a client kept waiting.
-        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
-            worker.close(Duration::ZERO, self.cli.graceful_timeout);
-        }
-        self.phase = Phase::Stopping;
-    }
-
-    fn stop_now(&mut self, why: &str) {
-        self.finish_pending_upgrade();
-        if self.speaks_for_service() {
-            notify::stopping();
-        }
-        self.sockets.close();
-        tracing::warn!(why, "stopping now");
-        self.end_changes();
-        for worker in &mut self.workers {
-            // Reaped on SIGCHLD; nothing left to time.
-            let _ = kill(worker.pid, Signal::SIGKILL);
-            worker.state = WorkerState::Retiring { kill_at: None };
-        }
-        if self.phase != Phase::HandedOver {
-            self.phase = Phase::Stopping;
-        }
-    }
-
-    /// At a stop: no restart goes on, no replacement starts, and a new
-    /// supervisor being upgraded to is abandoned.
-    fn end_changes(&mut self) {
-        self.rollout = Rollout::Idle;
-        self.respawn_at = None;
-        self.cancel_upgrade();
-    }
-
     fn reap(&mut self) {
         loop {
             let (pid, how) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -616,29 +494,5 @@ impl<'a> Supervisor<'a> {
             notify::watchdog();
             watchdog.next = now + watchdog.every;
         }
-    }
-
-    /// Gives up during start: kills and reaps the workers already started,
-    /// removes the socket files, leaves nothing running or bound.
-    fn abandon(&mut self) {
-        for worker in self.workers.drain(..) {
-            let _ = kill(worker.pid, Signal::SIGKILL);
-            let _ = waitpid(worker.pid, None);
-        }
-        self.sockets.remove_files();
-    }
-
-    fn finish(&mut self) -> ExitCode {
-        self.sockets.remove_files();
-        // After a binary upgrade the file holds the new supervisor's pid.
-        if let Some(path) = &self.cli.pid_file {
-            let ours = std::fs::read_to_string(path)
-                .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
-            if ours {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        tracing::info!(pid = std::process::id(), "stopped");
-        self.exit_code
     }
 }
