@@ -291,6 +291,7 @@ impl<'a> Supervisor<'a> {
         workers
             .chain(self.respawn_at)
             .chain(self.upgrade.deadline())
+            .chain(self.next_recycle_retry())
             .chain(self.watchdog.as_ref().map(|w| w.next))
             .min()
     }

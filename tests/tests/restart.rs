@@ -236,6 +236,45 @@ fn max_requests_recycles_a_worker_after_its_replacement_is_ready() {
 }
 
 #[test]
+fn a_recycling_whose_replacement_fails_is_tried_again_until_one_boots() {
+    let dir = test_dir("recycle-retry");
+    let marker = dir.join("broken");
+    let addr = free_addr();
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-w", "1", "--max-requests", "2", "-b", &addr.to_string()])
+        .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_line("ready workers=1");
+    let first = drover.worker_pids();
+
+    // New workers fail from now on; the quota is reached.
+    std::fs::write(&marker, "").unwrap();
+    for _ in 0..2 {
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    }
+    for _ in 0..2 {
+        drover.wait_for_line("recycling: trying another replacement later");
+    }
+    assert_eq!(
+        get(addr, "/").unwrap(),
+        (200, "hello".into()),
+        "it serves on"
+    );
+
+    // Fixed: the next try boots, and the worker is replaced.
+    std::fs::remove_file(&marker).unwrap();
+    drover.wait_for_line("closing worker worker=1 ");
+    drover.wait_for_line("worker left worker=1 ");
+    let now = drover.worker_pids();
+    assert_eq!(now.len(), 1);
+    assert!(now.is_disjoint(&first));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     let addr = free_addr();
     let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);

@@ -16,8 +16,9 @@
 //! replacement under way, a TTOU while every worker is being replaced) is
 //! taken up by [`reconcile`](Supervisor::reconcile), once per loop turn.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::worker::Recycle;
 use super::{Phase, Supervisor, Worker, WorkerState};
 use crate::notify;
 
@@ -115,12 +116,15 @@ impl Supervisor<'_> {
                 tracing::error!(worker = new.id, %reason, "a new worker failed to boot");
                 self.halt_rollout(&reason);
             }
-            _ => tracing::error!(
-                worker = new.id,
-                replacing = old,
-                %reason,
-                "a replacement failed to boot: the worker it was to replace keeps serving"
-            ),
+            _ => {
+                tracing::error!(
+                    worker = new.id,
+                    replacing = old,
+                    %reason,
+                    "a replacement failed to boot: the worker it was to replace keeps serving"
+                );
+                self.retry_recycling(old);
+            }
         }
         // If the worker it was to replace is gone meanwhile, its slot is
         // empty now.
@@ -149,25 +153,31 @@ impl Supervisor<'_> {
     /// can be (see [`recycle_due`](Self::recycle_due)).
     pub(super) fn recycle(&mut self, id: u64, requests: u64) {
         if let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) {
-            worker.recycle = Some(requests);
+            worker.recycle.get_or_insert(Recycle {
+                requests,
+                not_before: Instant::now(),
+            });
         }
     }
 
     /// Starts the replacement of every serving worker that reached its
     /// quota and has none under way; each closes once its replacement is
     /// ready. One being replaced already (by a restart) waits for a later
-    /// turn; if that replacement fails, its own starts then.
+    /// turn; if that replacement fails, its own starts then. A recycling
+    /// whose replacement fails is tried again, with the crash backoff.
     fn recycle_due(&mut self) {
+        let now = Instant::now();
         let due: Vec<(u64, u64)> = self
             .workers
             .iter()
             .filter(|w| w.state == WorkerState::Ready && !self.has_successor(w.id))
-            .filter_map(|w| Some((w.id, w.recycle?)))
+            .filter_map(|w| {
+                w.recycle
+                    .filter(|r| r.not_before <= now)
+                    .map(|r| (w.id, r.requests))
+            })
             .collect();
         for (id, requests) in due {
-            if let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) {
-                worker.recycle = None;
-            }
             tracing::info!(
                 worker = id,
                 requests,
@@ -175,8 +185,39 @@ impl Supervisor<'_> {
             );
             if let Err(error) = self.spawn(Some(id)) {
                 tracing::error!(worker = id, %error, "cannot start a replacement: the worker keeps serving");
+                self.retry_recycling(id);
             }
         }
+    }
+
+    /// The replacement of worker `id` for its quota failed: it serves on,
+    /// and another is tried after the crash backoff (at least 100 ms).
+    fn retry_recycling(&mut self, id: u64) {
+        let now = Instant::now();
+        let delay = self.backoff.next_delay(now).max(Duration::from_millis(100));
+        if let Some(recycle) = self
+            .workers
+            .iter_mut()
+            .find(|w| w.id == id)
+            .and_then(|w| w.recycle.as_mut())
+        {
+            recycle.not_before = now + delay;
+            tracing::warn!(
+                worker = id,
+                ?delay,
+                "recycling: trying another replacement later"
+            );
+        }
+    }
+
+    /// When the next recycling waits to be tried again, if one does.
+    pub(super) fn next_recycle_retry(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.workers
+            .iter()
+            .filter_map(|w| w.recycle.map(|r| r.not_before))
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// TTIN: one worker more.

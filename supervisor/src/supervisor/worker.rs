@@ -20,11 +20,20 @@ pub(super) struct Worker {
     pub(super) generation: u64,
     /// While it boots: the worker it replaces once it is ready.
     pub(super) replaces: Option<u64>,
-    /// It has served its request quota (the count): it is to be replaced
-    /// as soon as that can start.
-    pub(super) recycle: Option<u64>,
+    /// It has served its request quota: it is to be replaced, from
+    /// `not_before` on, until a replacement is ready.
+    pub(super) recycle: Option<Recycle>,
     /// When it reported `Ready`.
     pub(super) ready_at: Option<Instant>,
+}
+
+/// A worker's pending replacement for `--max-requests`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Recycle {
+    /// Requests served when it asked.
+    pub(super) requests: u64,
+    /// No replacement starts before this (later after one failed).
+    pub(super) not_before: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
