@@ -74,6 +74,16 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// The file at `path` as it is on disk now (not followed if a link).
+    fn on_disk(path: &Path) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -95,13 +105,7 @@ impl SocketFile {
 impl Listener {
     /// Wraps a Unix listener whose socket file this process just created.
     pub(crate) fn unix_created(listener: UnixListener, path: &Path) -> io::Result<Self> {
-        let meta = std::fs::symlink_metadata(path)?;
-        let file = SocketFile {
-            path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        Ok(Self::Unix(listener, Some(file)))
+        Ok(Self::Unix(listener, Some(SocketFile::on_disk(path)?)))
     }
 
     /// The address the socket is bound to (port 0 resolved).
@@ -159,15 +163,7 @@ impl Listener {
         let file = listener
             .local_addr()
             .ok()
-            .and_then(|addr| addr.as_pathname().map(Path::to_owned))
-            .and_then(|path| {
-                let meta = std::fs::symlink_metadata(&path).ok()?;
-                Some(SocketFile {
-                    path,
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                })
-            });
+            .and_then(|addr| SocketFile::on_disk(addr.as_pathname()?).ok());
         Self::Unix(listener, file)
     }
 

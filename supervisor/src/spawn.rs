@@ -69,6 +69,10 @@ const OWN_VARS: [&str; 8] = [
     "WATCHDOG_PID",
 ];
 
+/// systemd's notification variables: the supervisor's alone, never a
+/// worker's (a new supervisor gets them).
+const SUPERVISOR_ONLY_VARS: [&str; 2] = ["NOTIFY_SOCKET", "WATCHDOG_USEC"];
+
 impl ExecImage {
     /// This process's binary, by the path it was started as (argv[0],
     /// made absolute against the working directory or found on PATH, but
@@ -105,7 +109,7 @@ impl ExecImage {
     pub fn worker(binary: &Path) -> io::Result<Self> {
         Self::build(
             binary,
-            &["NOTIFY_SOCKET", "WATCHDOG_USEC"],
+            &SUPERVISOR_ONLY_VARS,
             Vec::new(),
             CONTROL_FD_ENV,
             Role::Worker,
@@ -286,7 +290,7 @@ pub fn spawn_child(
                             libc::_exit(126);
                         }
                         // The same environment an exec'd worker gets.
-                        for own in OWN_VARS.iter().chain(&["NOTIFY_SOCKET", "WATCHDOG_USEC"]) {
+                        for own in OWN_VARS.iter().chain(&SUPERVISOR_ONLY_VARS) {
                             std::env::remove_var(own);
                         }
                         for var in &vars {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use drover_shared::ControlSocket;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
@@ -475,8 +474,7 @@ impl<'a> Supervisor<'a> {
                         pid = worker.pid.as_raw(),
                         "still running past the graceful timeout: killing it"
                     );
-                    let _ = kill(worker.pid, Signal::SIGKILL);
-                    worker.state = WorkerState::Retiring { kill_at: None };
+                    worker.cut();
                 }
                 _ => {}
             }

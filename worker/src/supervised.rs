@@ -53,13 +53,13 @@ impl WorkerSettings {
     /// share of the jitter.
     fn request_quota(&self) -> Option<u64> {
         use std::hash::{BuildHasher, Hasher};
+        let quota = self.max_requests?.max(1);
         // Keyed per process from the OS, and the pid mixed in: forked
         // workers must not all inherit one seed.
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
-        let random = hasher.finish();
-        let jitter = random % self.max_requests_jitter.saturating_add(1);
-        self.max_requests.map(|n| n.max(1).saturating_add(jitter))
+        let jitter = hasher.finish() % self.max_requests_jitter.saturating_add(1);
+        Some(quota.saturating_add(jitter))
     }
 }
 

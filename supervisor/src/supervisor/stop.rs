@@ -8,10 +8,20 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 
-use super::{Phase, Rollout, Supervisor, WorkerState};
+use super::{Phase, Rollout, Supervisor};
 use crate::notify;
 
 impl Supervisor<'_> {
+    /// Tells every active worker to close, idle connections getting
+    /// `drain` (zero: a fast close; the drain window: leaving while others
+    /// serve), with the graceful timeout.
+    pub(super) fn close_workers(&mut self, drain: Duration) {
+        let graceful = self.cli.graceful_timeout;
+        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
+            worker.close(drain, graceful);
+        }
+    }
+
     pub(super) fn stop_gracefully(&mut self, signal: i32) {
         if self.finish_pending_upgrade() {
             tracing::info!(signal, "the new supervisor was ready: leaving to it");
@@ -24,9 +34,7 @@ impl Supervisor<'_> {
         tracing::info!(signal, graceful_timeout = ?self.cli.graceful_timeout, "stopping gracefully");
         self.end_changes();
         // A full stop closes fast: nothing would serve a client kept waiting.
-        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
-            worker.close(Duration::ZERO, self.cli.graceful_timeout);
-        }
+        self.close_workers(Duration::ZERO);
         self.phase = Phase::Stopping;
     }
 
@@ -39,9 +47,7 @@ impl Supervisor<'_> {
         tracing::warn!(why, "stopping now");
         self.end_changes();
         for worker in &mut self.workers {
-            // Reaped on SIGCHLD; nothing left to time.
-            let _ = kill(worker.pid, Signal::SIGKILL);
-            worker.state = WorkerState::Retiring { kill_at: None };
+            worker.cut();
         }
         if self.phase != Phase::HandedOver {
             self.phase = Phase::Stopping;

@@ -196,10 +196,7 @@ impl Supervisor<'_> {
         self.sockets.close();
         self.rollout = Rollout::Idle;
         self.respawn_at = None;
-        let (drain, graceful) = (self.cli.drain_window(), self.cli.graceful_timeout);
-        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
-            worker.close(drain, graceful);
-        }
+        self.close_workers(self.cli.drain_window());
         self.phase = Phase::HandedOver;
     }
 
@@ -221,10 +218,7 @@ impl Supervisor<'_> {
         tracing::error!("giving up the takeover: the previous supervisor keeps serving");
         self.sockets.close();
         self.end_changes();
-        let (drain, graceful) = (self.cli.drain_window(), self.cli.graceful_timeout);
-        for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
-            worker.close(drain, graceful);
-        }
+        self.close_workers(self.cli.drain_window());
         self.phase = Phase::Stopping;
     }
 

@@ -76,6 +76,13 @@ impl Worker {
         };
     }
 
+    /// SIGKILL, for a stop that cannot wait, or a straggler past its
+    /// deadline: it is reaped on SIGCHLD, with nothing left to time.
+    pub(super) fn cut(&mut self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        self.state = WorkerState::Retiring { kill_at: None };
+    }
+
     /// SIGKILL, for a fault.
     pub(super) fn kill(&mut self) {
         let _ = kill(self.pid, Signal::SIGKILL);
