@@ -6,18 +6,17 @@
 //!   listens.
 //! - [`listen_fds`]: the LISTEN_FDS convention by which systemd and the
 //!   supervisor pass sockets on.
-//! - [`control`] and [`ControlSocket`]: the supervisor ↔ worker protocol
-//!   and the `SOCK_SEQPACKET` channel it travels over.
+//! - [`env`]: every environment variable drover reads or sets, named once.
 //!
 //! Nothing here knows about HTTP or about processes beyond descriptors.
+//! (The supervisor ↔ worker control protocol is the `drover` crate's: both
+//! of its ends run there.)
 #![deny(missing_docs)]
 
-pub mod control;
-mod control_socket;
+pub mod env;
 pub mod listen_fds;
 mod listener;
 mod spec;
 
-pub use control_socket::{ControlSocket, CONTROL_FD_ENV, UPGRADE_FD_ENV};
-pub use listener::{adopt_fd, ListenAddr, Listener, SocketFile};
+pub use listener::{adopt_fd, is_open, ListenAddr, Listener, SocketFile};
 pub use spec::{ListenerSpec, SpecError, DEFAULT_BACKLOG};

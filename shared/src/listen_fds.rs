@@ -8,14 +8,9 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::env::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID};
 use crate::listener::{adopt_fd, Listener};
 
-/// `LISTEN_FDS`: how many sockets were passed.
-pub const LISTEN_FDS: &str = "LISTEN_FDS";
-/// `LISTEN_PID`: the pid they were passed to.
-pub const LISTEN_PID: &str = "LISTEN_PID";
-/// `LISTEN_FDNAMES`: their names, colon-separated.
-pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 /// The first passed descriptor.
 pub const LISTEN_FDS_START: i32 = 3;
 

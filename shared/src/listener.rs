@@ -263,8 +263,8 @@ fn listening_domain(socket: SockRef<'_>) -> Option<Domain> {
         .filter(|d| listening && matches!(*d, Domain::IPV4 | Domain::IPV6 | Domain::UNIX))
 }
 
-/// Whether `fd` is an open descriptor.
-pub(crate) fn is_open(fd: RawFd) -> bool {
+/// Whether `fd` is an open descriptor (of any kind).
+pub fn is_open(fd: RawFd) -> bool {
     // SAFETY: fcntl(F_GETFD) reads the flags of a descriptor number; it
     // touches no memory and fails with EBADF for a number that is not open.
     fd >= 0 && unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } != -1

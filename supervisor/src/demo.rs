@@ -11,6 +11,7 @@ use axum::http::Uri;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use drover_shared::env::demo as demo_env;
 use http_body::Frame;
 
 /// `GET /` → `hello`; `GET /pid` → the worker's pid; `GET /sleep?ms=N` →
@@ -27,10 +28,10 @@ use http_body::Frame;
 /// `DROVER_DEMO_HANG_BOOT` it never gets ready, nor with
 /// `DROVER_DEMO_HANG_BOOT_IF=PATH` once that file exists.
 pub fn app() -> Router {
-    if let Ok(why) = std::env::var("DROVER_DEMO_FAIL_BOOT") {
+    if let Ok(why) = std::env::var(demo_env::FAIL_BOOT) {
         panic!("demo app asked to fail at boot: {why}");
     }
-    if let Some(marker) = std::env::var_os("DROVER_DEMO_FAIL_BOOT_IF") {
+    if let Some(marker) = std::env::var_os(demo_env::FAIL_BOOT_IF) {
         if std::path::Path::new(&marker).exists() {
             panic!(
                 "demo app asked to fail at boot: {} exists",
@@ -38,8 +39,8 @@ pub fn app() -> Router {
             );
         }
     }
-    let hang_if = std::env::var_os("DROVER_DEMO_HANG_BOOT_IF");
-    if std::env::var_os("DROVER_DEMO_HANG_BOOT").is_some()
+    let hang_if = std::env::var_os(demo_env::HANG_BOOT_IF);
+    if std::env::var_os(demo_env::HANG_BOOT).is_some()
         || hang_if.is_some_and(|marker| std::path::Path::new(&marker).exists())
     {
         loop {

@@ -14,22 +14,29 @@
 #![deny(missing_docs)]
 
 mod backoff;
-pub mod cli;
+mod cli;
+mod config;
+mod control;
 mod credentials;
+/// The built-in demo app the `drover` binary serves; public so that the
+/// benchmarks' single-process baseline (`examples/single_process.rs`)
+/// serves the very same app.
 pub mod demo;
 mod notify;
 mod sockets;
 mod spawn;
 mod supervisor;
+mod worker_process;
 
 use std::process::ExitCode;
 
+use crate::control::ControlSocket;
+use crate::worker_process::run_worker;
 use clap::Parser;
-use drover_shared::ControlSocket;
-use drover_worker::supervised::run_worker;
 use drover_worker::IntoHttpService;
 
 use crate::cli::{Cli, LogFormat};
+use crate::config::Config;
 
 /// Parses drover's command line (exit code 2 with one line on a bad flag),
 /// then runs the supervisor, or, in a process the supervisor started, a
@@ -39,11 +46,10 @@ where
     F: Fn() -> S,
     S: IntoHttpService<K>,
 {
-    let cli = Cli::parse();
-    init_logs(cli.log_format);
-    let settings = cli.worker_settings();
+    let config = Config::from(Cli::parse());
+    init_logs(config.log_format);
     let worker = || match ControlSocket::from_env() {
-        Ok(Some(control)) => run_worker(settings.clone(), control, &app),
+        Ok(Some(control)) => run_worker(&config, control, &app),
         Ok(None) => {
             eprintln!("drover: worker started without a control socket");
             ExitCode::FAILURE
@@ -53,14 +59,14 @@ where
             ExitCode::FAILURE
         }
     };
-    if std::env::var_os(drover_shared::CONTROL_FD_ENV).is_some() {
+    if std::env::var_os(drover_shared::env::CONTROL_FD).is_some() {
         return worker();
     }
-    supervisor::run(cli, &worker)
+    supervisor::run(&config, &worker)
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = log_filter(std::env::var(drover_shared::env::RUST_LOG).ok().as_deref());
     let _ = tracing::subscriber::set_global_default(log_subscriber(format, filter));
 }
 

@@ -9,13 +9,13 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use drover_shared::env::OWNED_SOCKETS;
 use drover_shared::listen_fds::{inherited_listeners, ListenFdsError};
 use drover_shared::{adopt_fd, ListenAddr, Listener, ListenerSpec};
 use nix::sys::stat::{umask, Mode};
 
-use crate::cli::Cli;
+use crate::config::Config;
 use crate::credentials::Credentials;
-use crate::spawn::OWNED_SOCKETS_ENV;
 
 /// The sockets every worker gets.
 pub struct Sockets {
@@ -33,7 +33,7 @@ impl Sockets {
     /// Unix socket files it creates to `owner`. The error is one line for
     /// the operator.
     pub fn open(
-        cli: &Cli,
+        config: &Config,
         from_predecessor: bool,
         owner: Option<&Credentials>,
     ) -> Result<Self, String> {
@@ -53,7 +53,7 @@ impl Sockets {
                         count = listeners.len(),
                         "using the sockets of the supervisor this one replaces"
                     );
-                    to_claim = std::env::var(OWNED_SOCKETS_ENV)
+                    to_claim = std::env::var(OWNED_SOCKETS)
                         .unwrap_or_default()
                         .split(',')
                         .filter_map(|index| index.parse().ok())
@@ -75,12 +75,12 @@ impl Sockets {
             Err(error) => return Err(format!("socket activation: {error}")),
         }
         let mut opened = Self {
-            listeners: Vec::with_capacity(cli.bind.len()),
+            listeners: Vec::with_capacity(config.bind.len()),
             names: None,
             to_claim: Vec::new(),
         };
         let mut adopted = Vec::new();
-        for spec in &cli.bind {
+        for spec in &config.bind {
             if let ListenerSpec::Fd(fd) = spec {
                 if adopted.contains(fd) {
                     opened.remove_files();
@@ -88,7 +88,7 @@ impl Sockets {
                 }
                 adopted.push(*fd);
             }
-            match Self::open_one(cli, spec, owner) {
+            match Self::open_one(config, spec, owner) {
                 Ok(listener) => opened.listeners.push(listener),
                 Err(error) => {
                     // Leave nothing bound behind: files created so far go.
@@ -101,7 +101,7 @@ impl Sockets {
     }
 
     fn open_one(
-        cli: &Cli,
+        config: &Config,
         spec: &ListenerSpec,
         owner: Option<&Credentials>,
     ) -> Result<Listener, String> {
@@ -116,15 +116,15 @@ impl Sockets {
             // after it: a chmod by path (as root) would follow a symlink
             // put in the socket's place meanwhile. The supervisor is
             // single-threaded, so the umask is this bind's alone.
-            ListenerSpec::Unix(_) if cli.uds_mode.is_some() => {
-                let mode = cli.uds_mode.unwrap_or_default();
+            ListenerSpec::Unix(_) if config.uds_mode.is_some() => {
+                let mode = config.uds_mode.unwrap_or_default();
                 let mask = Mode::from_bits_truncate(0o777 & !mode);
                 let previous = umask(mask);
-                let opened = spec.open(cli.backlog);
+                let opened = spec.open(config.backlog);
                 umask(previous);
                 opened.map_err(|e| e.to_string())?
             }
-            _ => spec.open(cli.backlog).map_err(|e| e.to_string())?,
+            _ => spec.open(config.backlog).map_err(|e| e.to_string())?,
         };
         let (Some(owner), Some(file)) = (owner, listener.socket_file()) else {
             return Ok(listener);

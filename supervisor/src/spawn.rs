@@ -17,8 +17,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use drover_shared::listen_fds::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START, LISTEN_PID};
-use drover_shared::{ControlSocket, CONTROL_FD_ENV, UPGRADE_FD_ENV};
+use drover_shared::env::{
+    CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, NOTIFY_SOCKET, OWNED_SOCKETS, UPGRADE_FD,
+    UPGRADE_WORKERS, WATCHDOG_PID, WATCHDOG_USEC,
+};
+use drover_shared::listen_fds::LISTEN_FDS_START;
+
+use crate::control::ControlSocket;
 
 use crate::credentials::Credentials;
 use nix::libc;
@@ -46,15 +51,6 @@ enum Role {
     Successor,
 }
 
-/// The variable that tells a new supervisor which of the sockets it
-/// inherits have socket files the old one created (indices, comma
-/// separated): it removes those at its own stop.
-pub const OWNED_SOCKETS_ENV: &str = "DROVER_OWNED_SOCKETS";
-
-/// The variable that tells a new supervisor how many workers the old one
-/// runs (TTIN/TTOU may have changed it since the command line).
-pub const UPGRADE_WORKERS_ENV: &str = "DROVER_UPGRADE_WORKERS";
-
 /// Variables that belong to one process and are never passed on as they
 /// are: the sockets' and channels' (set afresh per child), systemd's
 /// watchdog pid.
@@ -62,16 +58,16 @@ const OWN_VARS: [&str; 8] = [
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,
-    CONTROL_FD_ENV,
-    UPGRADE_FD_ENV,
-    OWNED_SOCKETS_ENV,
-    UPGRADE_WORKERS_ENV,
-    "WATCHDOG_PID",
+    CONTROL_FD,
+    UPGRADE_FD,
+    OWNED_SOCKETS,
+    UPGRADE_WORKERS,
+    WATCHDOG_PID,
 ];
 
 /// systemd's notification variables: the supervisor's alone, never a
 /// worker's (a new supervisor gets them).
-const SUPERVISOR_ONLY_VARS: [&str; 2] = ["NOTIFY_SOCKET", "WATCHDOG_USEC"];
+const SUPERVISOR_ONLY_VARS: [&str; 2] = [NOTIFY_SOCKET, WATCHDOG_USEC];
 
 impl ExecImage {
     /// This process's binary, by the path it was started as (argv[0],
@@ -111,7 +107,7 @@ impl ExecImage {
             binary,
             &SUPERVISOR_ONLY_VARS,
             Vec::new(),
-            CONTROL_FD_ENV,
+            CONTROL_FD,
             Role::Worker,
         )
     }
@@ -121,12 +117,12 @@ impl ExecImage {
     /// included: it is to tell systemd its pid), which inherited sockets'
     /// files it will own, and how many workers to run.
     pub fn successor(binary: &Path, owned_sockets: &[usize], workers: usize) -> io::Result<Self> {
-        let mut extra = vec![format!("{UPGRADE_WORKERS_ENV}={workers}")];
+        let mut extra = vec![format!("{UPGRADE_WORKERS}={workers}")];
         if !owned_sockets.is_empty() {
             let list: Vec<String> = owned_sockets.iter().map(ToString::to_string).collect();
-            extra.push(format!("{OWNED_SOCKETS_ENV}={}", list.join(",")));
+            extra.push(format!("{OWNED_SOCKETS}={}", list.join(",")));
         }
-        Self::build(binary, &[], extra, UPGRADE_FD_ENV, Role::Successor)
+        Self::build(binary, &[], extra, UPGRADE_FD, Role::Successor)
     }
 
     fn build(
@@ -203,7 +199,7 @@ pub fn spawn_child(
     let channel_fd = LISTEN_FDS_START + listeners.len() as RawFd;
     let (channel_var, role) = match &launch {
         Launch::Exec(image) => (image.channel_var, image.role),
-        Launch::Fork(_) => (CONTROL_FD_ENV, Role::Worker),
+        Launch::Fork(_) => (CONTROL_FD, Role::Worker),
     };
 
     // Everything the child needs, prepared before the fork.

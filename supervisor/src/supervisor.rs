@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use drover_shared::ControlSocket;
+use crate::control::ControlSocket;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -35,11 +35,12 @@ use upgrade::Upgrade;
 use worker::{Worker, WorkerState};
 
 use crate::backoff::Backoff;
-use crate::cli::{Cli, SpawnMode};
+use crate::cli::SpawnMode;
+use crate::config::Config;
 use crate::credentials::{self, Credentials};
 use crate::notify;
 use crate::sockets::Sockets;
-use crate::spawn::{spawn_child, ExecImage, Launch, UPGRADE_WORKERS_ENV};
+use crate::spawn::{spawn_child, ExecImage, Launch};
 
 /// A worker that dies sooner than this after it was ready counts as
 /// failing at boot (it backs off): long enough to catch a crash at the
@@ -48,8 +49,8 @@ use crate::spawn::{spawn_child, ExecImage, Launch, UPGRADE_WORKERS_ENV};
 const SERVING: Duration = Duration::from_millis(100);
 
 /// Runs the supervisor until it stops; the exit code is the process's.
-pub fn run(cli: Cli, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
-    match Supervisor::start(cli, worker_entry) {
+pub fn run(config: &Config, worker_entry: &dyn Fn() -> ExitCode) -> ExitCode {
+    match Supervisor::start(config, worker_entry) {
         Ok(mut supervisor) => supervisor.run(),
         Err(message) => {
             eprintln!("drover: {message}");
@@ -79,7 +80,7 @@ struct Watchdog {
 }
 
 struct Supervisor<'a> {
-    cli: Cli,
+    config: &'a Config,
     sockets: Sockets,
     /// This binary's path, as started: what a binary upgrade executes.
     binary: PathBuf,
@@ -117,17 +118,17 @@ struct Woken {
 }
 
 impl<'a> Supervisor<'a> {
-    fn start(cli: Cli, worker_entry: &'a dyn Fn() -> ExitCode) -> Result<Self, String> {
+    fn start(config: &'a Config, worker_entry: &'a dyn Fn() -> ExitCode) -> Result<Self, String> {
         let predecessor =
             ControlSocket::upgrade_from_env().map_err(|e| format!("binary upgrade: {e}"))?;
-        let credentials = credentials::resolve(cli.user.as_deref(), cli.group.as_deref())?;
-        let sockets = Sockets::open(&cli, predecessor.is_some(), credentials.as_ref())?;
+        let credentials = credentials::resolve(config.user.as_deref(), config.group.as_deref())?;
+        let sockets = Sockets::open(config, predecessor.is_some(), credentials.as_ref())?;
         let binary =
             ExecImage::current_binary().map_err(|e| format!("cannot find this binary: {e}"))?;
         if credentials.is_some() {
             credentials::warn_if_others_can_change(&binary);
         }
-        let image = match cli.spawn {
+        let image = match config.spawn {
             SpawnMode::Exec => Some(
                 ExecImage::worker(&binary).map_err(|e| format!("cannot use this binary: {e}"))?,
             ),
@@ -148,11 +149,16 @@ impl<'a> Supervisor<'a> {
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let inherited_count = predecessor
             .as_ref()
-            .and_then(|_| std::env::var(UPGRADE_WORKERS_ENV).ok()?.parse().ok())
+            .and_then(|_| {
+                std::env::var(drover_shared::env::UPGRADE_WORKERS)
+                    .ok()?
+                    .parse()
+                    .ok()
+            })
             .filter(|n| *n > 0);
-        let wanted = inherited_count.unwrap_or_else(|| cli.worker_count());
+        let wanted = inherited_count.unwrap_or_else(|| config.workers);
         let mut supervisor = Self {
-            cli,
+            config,
             sockets,
             binary,
             image,
@@ -178,7 +184,7 @@ impl<'a> Supervisor<'a> {
         tracing::info!(
             pid = std::process::id(),
             workers = wanted,
-            spawn = ?supervisor.cli.spawn,
+            spawn = ?supervisor.config.spawn,
             addrs = ?supervisor.sockets.addrs(),
             "starting"
         );
@@ -280,7 +286,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let heartbeat = (!self.cli.worker_timeout.is_zero()).then_some(self.cli.worker_timeout);
+        let heartbeat = self.config.worker_timeout;
         let workers = self.workers.iter().filter_map(|w| match w.state {
             WorkerState::Booting { deadline } => Some(deadline),
             WorkerState::Ready => heartbeat.map(|timeout| w.last_heard + timeout),
@@ -320,7 +326,7 @@ impl<'a> Supervisor<'a> {
             pid,
             control: Some(ours),
             state: WorkerState::Booting {
-                deadline: now + self.cli.boot_timeout,
+                deadline: now + self.config.boot_timeout,
             },
             last_heard: now,
             boot_failure: None,
@@ -448,13 +454,13 @@ impl<'a> Supervisor<'a> {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        let heartbeat = (!self.cli.worker_timeout.is_zero()).then_some(self.cli.worker_timeout);
+        let heartbeat = self.config.worker_timeout;
         for worker in &mut self.workers {
             match worker.state {
                 WorkerState::Booting { deadline } if deadline <= now => {
                     let reason = format!(
                         "not ready within {:?} (--boot-timeout)",
-                        self.cli.boot_timeout
+                        self.config.boot_timeout
                     );
                     tracing::error!(worker = worker.id, pid = worker.pid.as_raw(), %reason, "killing worker");
                     worker.boot_failure = Some(reason);

@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Instant;
 
-use drover_shared::control::{DecodeError, WorkerMessage, MAX_DATAGRAM};
+use crate::control::protocol::{DecodeError, WorkerMessage, MAX_DATAGRAM};
 
 use super::{Phase, Supervisor, WorkerState};
 use crate::notify;
@@ -117,7 +117,7 @@ impl Supervisor<'_> {
         if predecessor.is_some() {
             self.take_over();
         }
-        if let Some(path) = &self.cli.pid_file {
+        if let Some(path) = &self.config.pid_file {
             if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
                 tracing::error!(path = %path.display(), %error, "cannot write the pid file");
             }

@@ -260,7 +260,7 @@ impl Supervisor<'_> {
     /// Closes worker `id` draining, if it is still active. A replacement
     /// closed before it was ready no longer replaces anything.
     pub(super) fn retire(&mut self, id: u64, why: &str) {
-        let (drain, graceful) = (self.cli.drain_window(), self.cli.graceful_timeout);
+        let (drain, graceful) = (self.config.drain_window, self.config.graceful_timeout);
         if let Some(worker) = self
             .workers
             .iter_mut()

@@ -16,7 +16,7 @@ impl Supervisor<'_> {
     /// `drain` (zero: a fast close; the drain window: leaving while others
     /// serve), with the graceful timeout.
     pub(super) fn close_workers(&mut self, drain: Duration) {
-        let graceful = self.cli.graceful_timeout;
+        let graceful = self.config.graceful_timeout;
         for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
             worker.close(drain, graceful);
         }
@@ -31,7 +31,7 @@ impl Supervisor<'_> {
             notify::stopping();
         }
         self.sockets.close();
-        tracing::info!(signal, graceful_timeout = ?self.cli.graceful_timeout, "stopping gracefully");
+        tracing::info!(signal, graceful_timeout = ?self.config.graceful_timeout, "stopping gracefully");
         self.end_changes();
         // A full stop closes fast: nothing would serve a client kept waiting.
         self.close_workers(Duration::ZERO);
@@ -75,7 +75,7 @@ impl Supervisor<'_> {
     pub(super) fn finish(&mut self) -> ExitCode {
         self.sockets.remove_files();
         // After a binary upgrade the file holds the new supervisor's pid.
-        if let Some(path) = &self.cli.pid_file {
+        if let Some(path) = &self.config.pid_file {
             let ours = std::fs::read_to_string(path)
                 .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
             if ours {

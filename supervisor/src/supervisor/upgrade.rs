@@ -24,8 +24,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use drover_shared::control::{WorkerMessage, MAX_DATAGRAM};
-use drover_shared::ControlSocket;
+use crate::control::protocol::{WorkerMessage, MAX_DATAGRAM};
+use crate::control::ControlSocket;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -104,7 +104,7 @@ impl Supervisor<'_> {
         self.upgrade = Upgrade::Starting {
             pid,
             channel: Some(ours),
-            deadline: Instant::now() + self.cli.boot_timeout + START_MARGIN,
+            deadline: Instant::now() + self.config.boot_timeout + START_MARGIN,
         };
         Ok(pid)
     }
@@ -140,7 +140,7 @@ impl Supervisor<'_> {
     }
 
     pub(super) fn upgrade_timed_out(&mut self) {
-        let within = self.cli.boot_timeout + START_MARGIN;
+        let within = self.config.boot_timeout + START_MARGIN;
         let why = format!("the new supervisor was not ready within {within:?}");
         self.upgrade_failed(&why, true);
     }
@@ -196,7 +196,7 @@ impl Supervisor<'_> {
         self.sockets.close();
         self.rollout = Rollout::Idle;
         self.respawn_at = None;
-        self.close_workers(self.cli.drain_window());
+        self.close_workers(self.config.drain_window);
         self.phase = Phase::HandedOver;
     }
 
@@ -218,7 +218,7 @@ impl Supervisor<'_> {
         tracing::error!("giving up the takeover: the previous supervisor keeps serving");
         self.sockets.close();
         self.end_changes();
-        self.close_workers(self.cli.drain_window());
+        self.close_workers(self.config.drain_window);
         self.phase = Phase::Stopping;
     }
 

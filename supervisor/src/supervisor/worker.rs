@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use drover_shared::control::SupervisorMessage;
-use drover_shared::ControlSocket;
+use crate::control::protocol::SupervisorMessage;
+use crate::control::ControlSocket;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

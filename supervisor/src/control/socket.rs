@@ -9,25 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
-use crate::control::MAX_DATAGRAM;
+use drover_shared::env::{CONTROL_FD, UPGRADE_FD};
 
-/// The environment variable that names the worker's control descriptor.
-pub const CONTROL_FD_ENV: &str = "DROVER_CONTROL_FD";
-
-/// The environment variable that names, in a new supervisor started by a
-/// binary upgrade, its channel to the supervisor it replaces. The new one
-/// sends `Ready` on it (the same message a worker sends) once its workers
-/// all are.
-pub const UPGRADE_FD_ENV: &str = "DROVER_UPGRADE_FD";
+use super::protocol::MAX_DATAGRAM;
 
 /// One end of a worker's control channel. Close-on-exec unless it is the
 /// end handed to a worker.
 #[derive(Debug)]
-pub struct ControlSocket(OwnedFd);
+pub(crate) struct ControlSocket(OwnedFd);
 
 impl ControlSocket {
     /// A connected pair (supervisor end, worker end), both close-on-exec.
-    pub fn pair() -> io::Result<(Self, Self)> {
+    pub(crate) fn pair() -> io::Result<(Self, Self)> {
         let (a, b) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -39,7 +32,7 @@ impl ControlSocket {
 
     /// Sends one message datagram without blocking; a peer that is gone is
     /// an error (never SIGPIPE).
-    pub fn send(&self, datagram: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, datagram: &[u8]) -> io::Result<()> {
         let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
         let sent = send(self.0.as_raw_fd(), datagram, flags)?;
         if sent == datagram.len() {
@@ -55,7 +48,7 @@ impl ControlSocket {
     /// Receives one datagram without blocking: `Ok(Some(len))`,
     /// `Ok(None)` at EOF (the peer is gone), `WouldBlock` when none waits.
     /// A datagram longer than the buffer is cut (and then fails to decode).
-    pub fn recv(&self, buffer: &mut [u8; MAX_DATAGRAM]) -> io::Result<Option<usize>> {
+    pub(crate) fn recv(&self, buffer: &mut [u8; MAX_DATAGRAM]) -> io::Result<Option<usize>> {
         match recv(self.0.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT)? {
             0 => Ok(None),
             len => Ok(Some(len)),
@@ -64,24 +57,24 @@ impl ControlSocket {
 
     /// Another descriptor for the same socket (close-on-exec), e.g. for an
     /// event loop to wait on while this one sends.
-    pub fn try_clone(&self) -> io::Result<OwnedFd> {
+    pub(crate) fn try_clone(&self) -> io::Result<OwnedFd> {
         self.0.try_clone()
     }
 
-    /// The worker's end, from the descriptor named by [`CONTROL_FD_ENV`].
+    /// The worker's end, from the descriptor named by `DROVER_CONTROL_FD`.
     /// Taken once per process; `None` when the variable is not set (not
     /// running under drover).
-    pub fn from_env() -> io::Result<Option<Self>> {
+    pub(crate) fn from_env() -> io::Result<Option<Self>> {
         static TAKEN: AtomicBool = AtomicBool::new(false);
-        Self::from_env_var(CONTROL_FD_ENV, &TAKEN)
+        Self::from_env_var(CONTROL_FD, &TAKEN)
     }
 
     /// A new supervisor's end of the channel to the supervisor it replaces
-    /// (binary upgrade), from the descriptor named by [`UPGRADE_FD_ENV`].
+    /// (binary upgrade), from the descriptor named by `DROVER_UPGRADE_FD`.
     /// Taken once per process; `None` when the variable is not set.
-    pub fn upgrade_from_env() -> io::Result<Option<Self>> {
+    pub(crate) fn upgrade_from_env() -> io::Result<Option<Self>> {
         static TAKEN: AtomicBool = AtomicBool::new(false);
-        Self::from_env_var(UPGRADE_FD_ENV, &TAKEN)
+        Self::from_env_var(UPGRADE_FD, &TAKEN)
     }
 
     fn from_env_var(var: &str, taken: &AtomicBool) -> io::Result<Option<Self>> {
@@ -100,7 +93,7 @@ impl ControlSocket {
                 format!("the socket of {var} was already taken"),
             ));
         }
-        if !crate::listener::is_open(fd) {
+        if !drover_shared::is_open(fd) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{var}={fd} is not an open descriptor"),
@@ -144,7 +137,7 @@ impl From<ControlSocket> for OwnedFd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::WorkerMessage;
+    use crate::control::protocol::WorkerMessage;
 
     #[test]
     fn one_message_per_datagram_and_eof_when_the_peer_goes() {

@@ -4,7 +4,7 @@
 //! The supervisor passes the listening sockets by the LISTEN_FDS
 //! convention and a `SOCK_SEQPACKET` control socket named by
 //! `DROVER_CONTROL_FD`. The worker builds its server with
-//! [`Server::from_env`](crate::Server::from_env), reports `Ready` once
+//! [`Server::from_env`](drover_worker::Server::from_env), reports `Ready` once
 //! `start_serving` has returned (or `BootFailed` with the reason), sends a
 //! heartbeat with its counters every interval from its runtime, closes on
 //! `Close` (draining), and reports `Closed` with the close report before it
@@ -15,73 +15,47 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_shared::control::{SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
-use drover_shared::ControlSocket;
+use crate::control::protocol::{SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
+use crate::control::ControlSocket;
 use tokio::net::UnixDatagram;
 
-use crate::service::IntoHttpService;
-use crate::{CloseReport, Error, Server, ServerHandle};
+use drover_worker::{CloseReport, Error, IntoHttpService, Server, ServerHandle};
 
-/// How the supervisor wants its workers to serve.
-#[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    /// Tokio worker threads (1: a current-thread runtime).
-    pub threads: usize,
-    /// See [`Builder::keep_alive_timeout`](crate::Builder::keep_alive_timeout).
-    pub keep_alive_timeout: Option<Duration>,
-    /// See [`Builder::header_read_timeout`](crate::Builder::header_read_timeout).
-    pub header_read_timeout: Option<Duration>,
-    /// See [`Builder::max_connections`](crate::Builder::max_connections).
-    pub max_connections: Option<usize>,
-    /// See [`Builder::graceful_timeout`](crate::Builder::graceful_timeout).
-    pub graceful_timeout: Option<Duration>,
-    /// How often to send a heartbeat; `None`: never.
-    pub heartbeat_interval: Option<Duration>,
-    /// See [`Builder::access_log`](crate::Builder::access_log).
-    pub access_log: bool,
-    /// After about this many requests the worker asks the supervisor for a
-    /// replacement (`Recycle`), and goes on serving until it is told to
-    /// close; `None`: never.
-    pub max_requests: Option<u64>,
-    /// Up to this many requests more, drawn at random per worker, so that
-    /// workers started together are not all recycled together.
-    pub max_requests_jitter: u64,
-}
+use crate::config::Config;
 
-impl WorkerSettings {
-    /// This worker's request quota: `max_requests` plus its own random
-    /// share of the jitter.
-    fn request_quota(&self) -> Option<u64> {
-        use std::hash::{BuildHasher, Hasher};
-        let quota = self.max_requests?.max(1);
-        // Keyed per process from the OS, and the pid mixed in: forked
-        // workers must not all inherit one seed.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        let jitter = hasher.finish() % self.max_requests_jitter.saturating_add(1);
-        Some(quota.saturating_add(jitter))
-    }
+/// This worker's request quota: `--max-requests` plus its own random
+/// share of the jitter, so that workers started together are not all
+/// recycled together.
+fn request_quota(config: &Config) -> Option<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    let quota = config.max_requests?.max(1);
+    // Keyed per process from the OS, and the pid mixed in: forked
+    // workers must not all inherit one seed.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let jitter = hasher.finish() % config.max_requests_jitter.saturating_add(1);
+    Some(quota.saturating_add(jitter))
 }
 
 /// Runs this process as a drover worker serving `app()` on the sockets the
 /// supervisor passed, until the supervisor says close (or goes away).
 /// Returns the process's exit code: success after a clean close, failure
 /// when the server could not start (after reporting why).
-pub fn run_worker<S, K>(
-    settings: WorkerSettings,
+pub(crate) fn run_worker<S, K>(
+    config: &Config,
     control: ControlSocket,
     app: impl FnOnce() -> S,
 ) -> ExitCode
 where
     S: IntoHttpService<K>,
 {
-    let runtime = if settings.threads <= 1 {
+    let runtime = if config.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.threads)
+            .worker_threads(config.threads)
             .enable_all()
             .build()
     };
@@ -95,26 +69,14 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(settings, control, app))
+    runtime.block_on(serve(config, control, app))
 }
 
-async fn serve<S, K>(
-    settings: WorkerSettings,
-    control: ControlSocket,
-    app: impl FnOnce() -> S,
-) -> ExitCode
+async fn serve<S, K>(config: &Config, control: ControlSocket, app: impl FnOnce() -> S) -> ExitCode
 where
     S: IntoHttpService<K>,
 {
-    let mut builder = Server::builder()
-        .keep_alive_timeout(settings.keep_alive_timeout)
-        .header_read_timeout(settings.header_read_timeout)
-        .graceful_timeout(settings.graceful_timeout)
-        .access_log(settings.access_log)
-        .request_quota(settings.request_quota());
-    if let Some(limit) = settings.max_connections {
-        builder = builder.max_connections(limit);
-    }
+    let builder = config.server_builder().request_quota(request_quota(config));
     let started = match builder.from_env() {
         Ok(server) => match build_app(app) {
             Ok(app) => server.start_serving(app).await.map(|()| server),
@@ -145,7 +107,7 @@ where
         Ok(incoming) => incoming,
         Err(error) => {
             tracing::error!(%error, "cannot watch the control socket");
-            server.abort();
+            server.handle().abort();
             return ExitCode::FAILURE;
         }
     };
@@ -159,11 +121,11 @@ where
     // loop below reads EOF at once.)
     let _ = nix::sys::prctl::set_pdeathsig(None);
     let handle = server.handle();
-    let heartbeats = settings
+    let heartbeats = config
         .heartbeat_interval
         .map(|every| tokio::spawn(heartbeat(handle.clone(), every, Arc::clone(&control))));
 
-    let recycle = settings.max_requests.map(|_| {
+    let recycle = config.max_requests.map(|_| {
         let (handle, control) = (handle.clone(), Arc::clone(&control));
         tokio::spawn(async move {
             handle.quota_reached().await;
@@ -243,7 +205,7 @@ async fn closed_by(server: &Server, deadline: Option<Duration>) -> Result<CloseR
     tokio::select! {
         result = &mut closed => result,
         () = tokio::time::sleep(deadline) => { // sleep-ok: the supervisor's deadline, a timer
-            server.abort();
+            server.handle().abort();
             closed.await
         }
     }
@@ -297,7 +259,7 @@ fn report(control: &ControlSocket, message: &WorkerMessage) {
 #[cfg(test)]
 mod tests {
     use super::closed_by;
-    use crate::Server;
+    use drover_worker::Server;
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;

@@ -3,7 +3,7 @@
 //! encodes the other decodes unchanged. A bounded number of cases, so the
 //! time CI spends here is fixed.
 
-use drover_shared::control::{DecodeError, SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
+use super::protocol::{DecodeError, SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

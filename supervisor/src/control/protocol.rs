@@ -14,15 +14,15 @@
 use std::fmt;
 
 /// The encoding's version; a datagram with another is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub(crate) const PROTOCOL_VERSION: u8 = 1;
 /// The largest datagram either side sends or accepts.
-pub const MAX_DATAGRAM: usize = 1024;
+pub(crate) const MAX_DATAGRAM: usize = 1024;
 /// The longest `BootFailed` reason sent (longer ones are cut).
 const MAX_REASON: usize = MAX_DATAGRAM - 8;
 
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkerMessage {
+pub(crate) enum WorkerMessage {
     /// `start_serving` returned: the worker accepts connections.
     Ready,
     /// Sent every heartbeat interval from the worker's runtime.
@@ -56,7 +56,7 @@ pub enum WorkerMessage {
 
 /// Supervisor → worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SupervisorMessage {
+pub(crate) enum SupervisorMessage {
     /// Close the server: idle connections get `drain_ms` to send one more
     /// request (0: fast close); connections still open after `graceful_ms`
     /// are aborted.
@@ -70,7 +70,7 @@ pub enum SupervisorMessage {
 
 /// Why a datagram is not a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Nothing, or not even a header.
     TooShort,
     /// Longer than [`MAX_DATAGRAM`].
@@ -106,7 +106,7 @@ const CLOSE: u8 = 64;
 
 impl WorkerMessage {
     /// The datagram for this message.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Writer::new();
         match self {
             Self::Ready => out.tag(READY),
@@ -126,7 +126,7 @@ impl WorkerMessage {
     }
 
     /// Parses one datagram.
-    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
         let (tag, mut fields) = Reader::open(datagram)?;
         let message = match tag {
             READY => Self::Ready,
@@ -154,7 +154,7 @@ impl WorkerMessage {
 
 impl SupervisorMessage {
     /// The datagram for this message.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Writer::new();
         match self {
             Self::Close {
@@ -166,7 +166,7 @@ impl SupervisorMessage {
     }
 
     /// Parses one datagram.
-    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
         let (tag, mut fields) = Reader::open(datagram)?;
         let message = match tag {
             CLOSE => Self::Close {

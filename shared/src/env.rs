@@ -1,0 +1,96 @@
+//! Every environment variable drover reads or sets, named once.
+//!
+//! Three families: systemd's (the LISTEN_FDS convention, sd_notify, the
+//! watchdog), which drover both honours and speaks to its own children;
+//! the ones the supervisor sets for the processes it starts (`DROVER_*_FD`
+//! and the binary upgrade's); and the `DROVER_<FLAG>` form of every
+//! command-line flag, which the CLI reads (its names are the flags', so
+//! they are listed there by clap, from the constants here).
+
+// systemd: socket activation (`sd_listen_fds`).
+/// How many sockets were passed, from descriptor 3 on.
+pub const LISTEN_FDS: &str = "LISTEN_FDS";
+/// The pid the sockets were passed to.
+pub const LISTEN_PID: &str = "LISTEN_PID";
+/// The passed sockets' names, colon-separated.
+pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+
+// systemd: notifications and the watchdog. The supervisor's alone.
+/// Where `sd_notify` messages go.
+pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+/// The watchdog interval systemd expects pings within.
+pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
+/// The pid the watchdog interval is meant for.
+pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
+
+// Set by the supervisor for the processes it starts.
+/// In a worker: the descriptor of its control socket. Its presence is
+/// what makes a drover binary run as a worker.
+pub const CONTROL_FD: &str = "DROVER_CONTROL_FD";
+/// In a new supervisor started by a binary upgrade: the descriptor of its
+/// channel to the supervisor it replaces.
+pub const UPGRADE_FD: &str = "DROVER_UPGRADE_FD";
+/// In a new supervisor: which inherited sockets have files the old one
+/// created (indices, comma separated); it removes those at its own stop.
+pub const OWNED_SOCKETS: &str = "DROVER_OWNED_SOCKETS";
+/// In a new supervisor: how many workers the old one runs (TTIN/TTOU may
+/// have changed it since the command line).
+pub const UPGRADE_WORKERS: &str = "DROVER_UPGRADE_WORKERS";
+
+// Read by every process.
+/// Log levels: `LEVEL` and `TARGET=LEVEL` directives, comma separated.
+pub const RUST_LOG: &str = "RUST_LOG";
+
+/// The `DROVER_<FLAG>` variables, one per command-line flag.
+pub mod flags {
+    /// `--bind`
+    pub const BIND: &str = "DROVER_BIND";
+    /// `--workers`
+    pub const WORKERS: &str = "DROVER_WORKERS";
+    /// `--spawn`
+    pub const SPAWN: &str = "DROVER_SPAWN";
+    /// `--threads`
+    pub const THREADS: &str = "DROVER_THREADS";
+    /// `--graceful-timeout`
+    pub const GRACEFUL_TIMEOUT: &str = "DROVER_GRACEFUL_TIMEOUT";
+    /// `--worker-timeout`
+    pub const WORKER_TIMEOUT: &str = "DROVER_WORKER_TIMEOUT";
+    /// `--boot-timeout`
+    pub const BOOT_TIMEOUT: &str = "DROVER_BOOT_TIMEOUT";
+    /// `--keep-alive`
+    pub const KEEP_ALIVE: &str = "DROVER_KEEP_ALIVE";
+    /// `--header-read-timeout`
+    pub const HEADER_READ_TIMEOUT: &str = "DROVER_HEADER_READ_TIMEOUT";
+    /// `--max-connections`
+    pub const MAX_CONNECTIONS: &str = "DROVER_MAX_CONNECTIONS";
+    /// `--max-requests`
+    pub const MAX_REQUESTS: &str = "DROVER_MAX_REQUESTS";
+    /// `--max-requests-jitter`
+    pub const MAX_REQUESTS_JITTER: &str = "DROVER_MAX_REQUESTS_JITTER";
+    /// `--user`
+    pub const USER: &str = "DROVER_USER";
+    /// `--group`
+    pub const GROUP: &str = "DROVER_GROUP";
+    /// `--backlog`
+    pub const BACKLOG: &str = "DROVER_BACKLOG";
+    /// `--pid-file`
+    pub const PID_FILE: &str = "DROVER_PID_FILE";
+    /// `--uds-mode`
+    pub const UDS_MODE: &str = "DROVER_UDS_MODE";
+    /// `--log-format`
+    pub const LOG_FORMAT: &str = "DROVER_LOG_FORMAT";
+    /// `--access-log`
+    pub const ACCESS_LOG: &str = "DROVER_ACCESS_LOG";
+}
+
+/// The demo app's fault markers (see `drover::demo`), for the tests.
+pub mod demo {
+    /// Every worker fails its boot.
+    pub const FAIL_BOOT: &str = "DROVER_DEMO_FAIL_BOOT";
+    /// A worker fails its boot while this file exists.
+    pub const FAIL_BOOT_IF: &str = "DROVER_DEMO_FAIL_BOOT_IF";
+    /// Every worker hangs in its boot.
+    pub const HANG_BOOT: &str = "DROVER_DEMO_HANG_BOOT";
+    /// A worker hangs in its boot while this file exists.
+    pub const HANG_BOOT_IF: &str = "DROVER_DEMO_HANG_BOOT_IF";
+}

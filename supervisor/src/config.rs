@@ -1,0 +1,165 @@
+//! The configuration every process of a fleet runs with: the command line
+//! (`cli`, as typed) turned once into what the code uses, with every
+//! derived value computed here and nowhere else.
+//!
+//! Supervisor and workers parse the same command line (a worker is this
+//! binary started again with the same arguments, or forked), so both hold
+//! the same `Config`. Adding a server option touches the worker crate's
+//! `Builder`, one CLI field and one line in [`Config::server_builder`].
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drover_shared::ListenerSpec;
+
+use crate::cli::{Cli, LogFormat, SpawnMode};
+
+/// What the supervisor and its workers run with.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Where to listen when no sockets are passed (LISTEN_FDS).
+    pub(crate) bind: Vec<ListenerSpec>,
+    /// The listen backlog of the sockets drover opens.
+    pub(crate) backlog: u32,
+    /// Mode of the Unix socket files drover creates.
+    pub(crate) uds_mode: Option<u32>,
+    /// Worker processes to run at start.
+    pub(crate) workers: usize,
+    pub(crate) spawn: SpawnMode,
+    /// Tokio threads per worker (1: a current-thread runtime).
+    pub(crate) threads: usize,
+    /// How long a worker gets to report ready before it is killed.
+    pub(crate) boot_timeout: Duration,
+    /// How long a ready worker may stay silent before it is killed
+    /// (`None`: never).
+    pub(crate) worker_timeout: Option<Duration>,
+    /// How often a worker sends a heartbeat (`None`: never).
+    pub(crate) heartbeat_interval: Option<Duration>,
+    /// After a stop, connections still open past this are cut.
+    pub(crate) graceful_timeout: Duration,
+    /// How long an idle keep-alive connection of a worker that leaves
+    /// while others serve stays open for one more request.
+    pub(crate) drain_window: Duration,
+    /// A worker asks for its replacement after about this many requests.
+    pub(crate) max_requests: Option<u64>,
+    /// Up to this many requests more, drawn per worker.
+    pub(crate) max_requests_jitter: u64,
+    /// `--user` and `--group`, as given (resolved at start).
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) log_format: LogFormat,
+    /// The server options every worker's server is built with.
+    server: ServerOptions,
+}
+
+/// The options of a worker's HTTP server, as `drover_worker::Builder`
+/// takes them.
+#[derive(Debug, Clone)]
+struct ServerOptions {
+    keep_alive: Duration,
+    header_read_timeout: Duration,
+    max_connections: Option<usize>,
+    access_log: bool,
+}
+
+impl From<Cli> for Config {
+    fn from(cli: Cli) -> Self {
+        let worker_timeout = Some(cli.worker_timeout.0).filter(|t| !t.is_zero());
+        let graceful_timeout = cli.graceful_timeout.0;
+        Self {
+            bind: cli.bind,
+            backlog: cli.backlog,
+            uds_mode: cli.uds_mode,
+            workers: cli.workers.map_or_else(
+                || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+                NonZeroUsize::get,
+            ),
+            spawn: cli.spawn,
+            threads: cli.threads.get(),
+            boot_timeout: cli.boot_timeout.0,
+            worker_timeout,
+            // Four per worker timeout, at least every millisecond.
+            heartbeat_interval: worker_timeout.map(|t| (t / 4).max(Duration::from_millis(1))),
+            graceful_timeout,
+            // As long as the connection would have stayed anyway (the
+            // keep-alive timeout), within the graceful timeout.
+            drain_window: cli.keep_alive.0.min(graceful_timeout),
+            max_requests: Some(cli.max_requests).filter(|n| *n > 0),
+            max_requests_jitter: cli.max_requests_jitter,
+            user: cli.user,
+            group: cli.group,
+            pid_file: cli.pid_file,
+            log_format: cli.log_format,
+            server: ServerOptions {
+                keep_alive: cli.keep_alive.0,
+                header_read_timeout: cli.header_read_timeout.0,
+                max_connections: cli.max_connections.map(NonZeroUsize::get),
+                access_log: cli.access_log,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// The builder of a worker's server: every server option from the
+    /// command line. (The request quota is drawn per worker, by the
+    /// worker.)
+    pub(crate) fn server_builder(&self) -> drover_worker::Builder {
+        let options = &self.server;
+        let builder = drover_worker::Server::builder()
+            .keep_alive_timeout(options.keep_alive)
+            .header_read_timeout(options.header_read_timeout)
+            .graceful_timeout(self.graceful_timeout)
+            .access_log(options.access_log);
+        match options.max_connections {
+            Some(limit) => builder.max_connections(limit),
+            None => builder,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use crate::cli::Cli;
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn config(args: &[&str]) -> Config {
+        Config::from(Cli::try_parse_from([&["drover"], args].concat()).unwrap())
+    }
+
+    #[test]
+    fn a_worker_timeout_of_zero_means_no_timeout_and_no_heartbeats() {
+        let off = config(&["--worker-timeout", "0"]);
+        assert_eq!(off.worker_timeout, None);
+        assert_eq!(off.heartbeat_interval, None);
+        let on = config(&["--worker-timeout", "8"]);
+        assert_eq!(on.worker_timeout, Some(Duration::from_secs(8)));
+        assert_eq!(on.heartbeat_interval, Some(Duration::from_secs(2)));
+        let tiny = config(&["--worker-timeout", "0.001"]);
+        assert_eq!(tiny.heartbeat_interval, Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn the_drain_window_is_the_keep_alive_within_the_graceful_timeout() {
+        let keep_alive = config(&["--keep-alive", "5", "--graceful-timeout", "30"]);
+        assert_eq!(keep_alive.drain_window, Duration::from_secs(5));
+        let graceful = config(&["--keep-alive", "5", "--graceful-timeout", "2"]);
+        assert_eq!(graceful.drain_window, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn max_requests_zero_means_never() {
+        assert_eq!(config(&[]).max_requests, None);
+        assert_eq!(config(&["--max-requests", "7"]).max_requests, Some(7));
+    }
+
+    #[test]
+    fn an_explicit_worker_count_wins_over_the_cpus() {
+        assert_eq!(config(&["-w", "3"]).workers, 3);
+        assert!(config(&[]).workers >= 1);
+    }
+}
