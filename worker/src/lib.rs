@@ -44,7 +44,6 @@ mod shutdown;
 mod signals;
 mod sockets;
 mod stream;
-pub mod supervised;
 
 pub use builder::Builder;
 pub use drover_shared::{ListenAddr, Listener, ListenerSpec};
