@@ -10,11 +10,11 @@ use nix::errno::Errno;
 use tokio::sync::Semaphore;
 
 use crate::connection::serve_connection;
-use crate::lifecycle::Lifecycle;
+use crate::server_core::ServerCore;
+use crate::error::Error;
 use crate::listeners::ListenerSlot;
 use crate::service::HttpService;
 use crate::stream::Stream;
-use crate::Error;
 
 /// How an accept error is handled.
 enum AcceptFailure {
@@ -69,27 +69,26 @@ const IMMEDIATE_RETRIES: u32 = 16;
 /// connections wait in the kernel's backlog instead of being accepted and
 /// starved.
 pub(crate) async fn accept_loop<S: HttpService>(
-    lifecycle: Arc<Lifecycle>,
+    core: Arc<ServerCore>,
     mut service: S,
     limit: Option<Arc<Semaphore>>,
 ) {
     // `&mut`: Send whenever S is, which `&S` is only for a Sync service.
-    accept_until_closed(&lifecycle, &mut service, limit).await;
-    for listener in &lifecycle.listeners {
+    accept_until_closed(&core, &mut service, limit).await;
+    for listener in &core.listeners {
         for stream in listener.take_swept() {
-            let connection =
-                serve_connection(stream, service.clone(), Arc::clone(&lifecycle), None);
-            lifecycle.tasks.spawn(connection);
+            let connection = serve_connection(stream, service.clone(), Arc::clone(&core), None);
+            core.tasks.spawn(connection);
         }
     }
 }
 
 async fn accept_until_closed<S: HttpService>(
-    lifecycle: &Arc<Lifecycle>,
+    core: &Arc<ServerCore>,
     service: &mut S,
     limit: Option<Arc<Semaphore>>,
 ) {
-    let listeners = &lifecycle.listeners;
+    let listeners = &core.listeners;
     let mut next = 0;
     let mut errors_in_a_row = 0;
     let mut backoff = BACKOFF_MIN;
@@ -97,7 +96,7 @@ async fn accept_until_closed<S: HttpService>(
         let permit = match &limit {
             Some(limit) => tokio::select! {
                 biased;
-                () = lifecycle.closing() => return,
+                () = core.lifecycle.closing() => return,
                 permit = Arc::clone(limit).acquire_owned() => match permit {
                     Ok(permit) => Some(permit),
                     Err(_) => return, // never closed
@@ -107,7 +106,7 @@ async fn accept_until_closed<S: HttpService>(
         };
         let (index, accepted) = tokio::select! {
             biased;
-            () = lifecycle.closing() => return,
+            () = core.lifecycle.closing() => return,
             accepted = std::future::poll_fn(|cx| poll_any(listeners, &mut next, cx)) => accepted,
         };
         let error = match accepted {
@@ -115,8 +114,8 @@ async fn accept_until_closed<S: HttpService>(
                 errors_in_a_row = 0;
                 backoff = BACKOFF_MIN;
                 let connection =
-                    serve_connection(stream, service.clone(), Arc::clone(lifecycle), permit);
-                lifecycle.tasks.spawn(connection);
+                    serve_connection(stream, service.clone(), Arc::clone(core), permit);
+                core.tasks.spawn(connection);
                 // One connection per turn when processes may share the
                 // socket: a burst of connects is spread over the workers
                 // instead of going to whichever woke first.
@@ -127,7 +126,7 @@ async fn accept_until_closed<S: HttpService>(
             }
             // A slot closes a moment before close() stores what it took
             // from the queue and fires the signal: wait for the signal.
-            Ok(None) => return lifecycle.closing().await,
+            Ok(None) => return core.lifecycle.closing().await,
             Err(error) => error,
         };
         let listener = listeners[index].addr();
@@ -141,7 +140,7 @@ async fn accept_until_closed<S: HttpService>(
                 tracing::warn!(%listener, %error, retry_in = ?backoff, "accept failed; backing off");
             }
             AcceptFailure::Fatal => {
-                lifecycle.fail(Error::Accept {
+                core.fail(Error::Accept {
                     addr: listener.clone(),
                     source: Arc::new(error),
                 });
@@ -152,7 +151,7 @@ async fn accept_until_closed<S: HttpService>(
         let pause = Box::pin(tokio::time::sleep(backoff)); // sleep-ok: a backoff, not a wait for an event
         tokio::select! {
             biased;
-            () = lifecycle.closing() => return,
+            () = core.lifecycle.closing() => return,
             () = pause => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);

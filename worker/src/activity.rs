@@ -21,7 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::lifecycle::Lifecycle;
+use crate::server_core::ServerCore;
 use crate::service::HttpService;
 
 /// What one connection is doing, shared by its task and its requests.
@@ -29,7 +29,7 @@ pub(crate) struct ConnectionActivity {
     state: Mutex<RequestCounts>,
     /// The server, for its counters and whether it is closing (one Arc per
     /// connection; requests reach it through their guard).
-    lifecycle: Arc<Lifecycle>,
+    core: Arc<ServerCore>,
     /// Set on the first HTTP/2 request: such a connection is closed with
     /// GOAWAY, never with a `connection: close` header.
     http2: AtomicBool,
@@ -45,14 +45,14 @@ struct RequestCounts {
 }
 
 impl ConnectionActivity {
-    pub(crate) fn new(opened: Instant, lifecycle: Arc<Lifecycle>) -> Self {
+    pub(crate) fn new(opened: Instant, core: Arc<ServerCore>) -> Self {
         Self {
             state: Mutex::new(RequestCounts {
                 received: 0,
                 in_flight: 0,
                 idle_since: opened,
             }),
-            lifecycle,
+            core,
             http2: AtomicBool::new(false),
         }
     }
@@ -126,9 +126,9 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
             self.activity.http2.store(true, Ordering::Relaxed);
         }
         let http1 = request.version() < Version::HTTP_2;
-        let lifecycle = &self.activity.lifecycle;
-        lifecycle.count_request();
-        let access = lifecycle.connections.access_log.then(|| {
+        let core = &self.activity.core;
+        core.counters.count_request();
+        let access = core.connections.access_log.then(|| {
             Box::new(AccessEntry {
                 method: request.method().clone(),
                 target: request.uri().to_string(),
@@ -163,7 +163,7 @@ pin_project_lite::pin_project! {
 }
 
 /// A request as the access log records it.
-pub(crate) struct AccessEntry {
+struct AccessEntry {
     method: http::Method,
     target: String,
     version: Version,
@@ -197,7 +197,7 @@ where
         let closing = || {
             this.guard
                 .as_ref()
-                .is_some_and(|g| g.0.lifecycle.is_closing())
+                .is_some_and(|g| g.0.core.lifecycle.is_closing())
         };
         if !upgrade && *this.close_if_closing && closing() {
             response

@@ -1,22 +1,23 @@
-//! Server options, and the three ways to get listeners: bind, adopt, inherit.
+//! Server options, and the three ways to get listeners: bind, adopt,
+//! inherit. [`Server`]'s constructors are here too: a builder makes a
+//! server, never the other way round.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use drover_shared::listen_fds::inherited_listeners;
-use drover_shared::{Listener, ListenerSpec, DEFAULT_BACKLOG};
+use drover_shared::{Listener, ListenerSpec};
 
-use crate::lifecycle::{Lifecycle, StartOptions};
+use crate::server_core::{ServerConfig, ServerCore};
+use crate::defaults;
+use crate::error::Error;
+use crate::handle::ServerHandle;
+use crate::hooks::{shutdown_hook, startup_hook};
 use crate::listeners::{ListenerSlot, Origin};
+use crate::server::Server;
 use crate::service::BoxError;
 use crate::sockets::IntoListener;
-use crate::{Error, Server, ServerHandle};
-
-pub(crate) type StartupHook =
-    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
-pub(crate) type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Options for a [`Server`]; finish with [`bind`](Builder::bind),
 /// [`from_sockets`](Builder::from_sockets) or [`from_env`](Builder::from_env).
@@ -34,59 +35,60 @@ pub(crate) type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = (
 /// ```
 #[must_use = "a builder does nothing until bind, from_sockets or from_env"]
 pub struct Builder {
-    graceful_timeout: Option<Duration>,
-    keep_alive_timeout: Option<Duration>,
-    header_read_timeout: Option<Duration>,
-    max_connections: Option<usize>,
-    access_log: bool,
-    request_quota: Option<u64>,
+    config: ServerConfig,
+    /// Only for the sockets `bind` opens.
     backlog: u32,
-    startup: Vec<StartupHook>,
-    shutdown: Vec<ShutdownHook>,
 }
 
 impl Default for Builder {
+    /// The options of [`defaults`], no limit on connections or requests,
+    /// no access log, no hooks.
     fn default() -> Self {
         Self {
-            graceful_timeout: Some(Duration::from_secs(30)),
-            keep_alive_timeout: Some(Duration::from_secs(5)),
-            header_read_timeout: Some(Duration::from_secs(30)),
-            max_connections: None,
-            access_log: false,
-            request_quota: None,
-            backlog: DEFAULT_BACKLOG,
-            startup: Vec::new(),
-            shutdown: Vec::new(),
+            config: ServerConfig {
+                graceful_timeout: Some(defaults::GRACEFUL_TIMEOUT),
+                keep_alive_timeout: Some(defaults::KEEP_ALIVE_TIMEOUT),
+                header_read_timeout: Some(defaults::HEADER_READ_TIMEOUT),
+                max_connections: None,
+                access_log: false,
+                request_quota: None,
+                startup: Vec::new(),
+                shutdown: Vec::new(),
+            },
+            backlog: defaults::BACKLOG,
         }
     }
 }
 
 impl Builder {
     /// How long connections may take to finish after close before they
-    /// are aborted. Default 30 s; `None` waits for ever.
+    /// are aborted. Default [`defaults::GRACEFUL_TIMEOUT`] (30 s); `None`
+    /// waits for ever.
     pub fn graceful_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.graceful_timeout = timeout.into();
+        self.config.graceful_timeout = timeout.into();
         self
     }
 
     /// How long an idle connection is kept open between requests (and, on
-    /// a new connection, until its first request). Default 5 s.
+    /// a new connection, until its first request). Default
+    /// [`defaults::KEEP_ALIVE_TIMEOUT`] (5 s).
     /// `Duration::ZERO` turns keep-alive off (one request per connection).
     /// `None` sets no idle limit of its own; `header_read_timeout` still
     /// bounds the wait for the next request head, since hyper measures both
     /// from the moment a connection starts waiting. The shorter of the two
     /// applies.
     pub fn keep_alive_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.keep_alive_timeout = timeout.into();
+        self.config.keep_alive_timeout = timeout.into();
         self
     }
 
     /// How long a client may take to send a complete HTTP/1 request head,
     /// measured from when the connection starts waiting for it (slowloris
-    /// protection). Default 30 s, in effect capped by `keep_alive_timeout`
-    /// (see there); `None` for no limit of its own.
+    /// protection). Default [`defaults::HEADER_READ_TIMEOUT`] (30 s), in effect
+    /// capped by `keep_alive_timeout` (see there); `None` for no limit of its
+    /// own.
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.header_read_timeout = timeout.into();
+        self.config.header_read_timeout = timeout.into();
         self
     }
 
@@ -94,7 +96,7 @@ impl Builder {
     /// server stops accepting and new connections wait in the kernel's
     /// backlog. Default: no limit.
     pub fn max_connections(mut self, limit: usize) -> Self {
-        self.max_connections = Some(limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
+        self.config.max_connections = Some(limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
         self
     }
 
@@ -102,7 +104,7 @@ impl Builder {
     /// level info): method, target, version, status and the time to the
     /// response head. Default off.
     pub fn access_log(mut self, on: bool) -> Self {
-        self.access_log = on;
+        self.config.access_log = on;
         self
     }
 
@@ -113,12 +115,13 @@ impl Builder {
     ///
     /// [`ServerHandle::quota_reached`]: crate::ServerHandle::quota_reached
     pub fn request_quota(mut self, requests: impl Into<Option<u64>>) -> Self {
-        self.request_quota = requests.into();
+        self.config.request_quota = requests.into();
         self
     }
 
     /// The listen backlog for sockets [`bind`](Builder::bind) opens
-    /// (default 2048, capped by the kernel's `somaxconn`). Adopted sockets
+    /// (default [`defaults::BACKLOG`], 2048, capped by the kernel's
+    /// `somaxconn`). Adopted sockets
     /// keep theirs.
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.backlog = backlog;
@@ -135,9 +138,7 @@ impl Builder {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.startup.push(Box::new(move || {
-            Box::pin(async move { hook().await.map_err(Into::into) })
-        }));
+        self.config.startup.push(startup_hook(hook));
         self
     }
 
@@ -149,7 +150,7 @@ impl Builder {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.shutdown.push(Box::new(move || Box::pin(hook())));
+        self.config.shutdown.push(shutdown_hook(hook));
         self
     }
 
@@ -222,20 +223,33 @@ impl Builder {
             .map(|(listener, name)| ListenerSlot::new(listener, name, origin))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::Adopt(Arc::new(e)))?;
-        let options = StartOptions {
-            graceful_timeout: self.graceful_timeout,
-            max_connections: self.max_connections,
-            startup: self.startup,
-            shutdown: self.shutdown,
-        };
-        let lifecycle = Lifecycle::new(
-            slots,
-            options,
-            self.keep_alive_timeout,
-            self.header_read_timeout,
-            self.access_log,
-            self.request_quota,
-        );
-        Ok(Server::new(ServerHandle::new(Arc::new(lifecycle))))
+        let core = ServerCore::new(slots, self.config);
+        Ok(Server::new(ServerHandle::new(Arc::new(core))))
+    }
+}
+
+impl Server {
+    /// A [`Builder`] for a server with non-default options or hooks.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// [`Builder::bind`] with default options.
+    pub async fn bind(addr: impl AsRef<str>) -> Result<Self, Error> {
+        Builder::default().bind(addr).await
+    }
+
+    /// [`Builder::from_sockets`] with default options.
+    pub fn from_sockets<I>(listeners: I) -> Result<Self, Error>
+    where
+        I: IntoIterator,
+        I::Item: IntoListener,
+    {
+        Builder::default().from_sockets(listeners)
+    }
+
+    /// [`Builder::from_env`] with default options.
+    pub fn from_env() -> Result<Self, Error> {
+        Builder::default().from_env()
     }
 }

@@ -62,112 +62,27 @@
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, OnceLock};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use nix::sys::socket::{recv, MsgFlags};
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
+use tokio::time::{Instant, Sleep};
 
 use crate::activity::{ConnectionActivity, ConnectionService};
-use crate::latch::Latch;
-use crate::lifecycle::Lifecycle;
+use crate::server_core::ServerCore;
 use crate::service::HttpService;
 use crate::stream::Stream;
-
-/// How a server speaks HTTP on its connections.
-pub(crate) struct ConnectionConfig {
-    /// Built at the first connection: a server that never gets one (a test
-    /// fixture's port check) does not pay for hyper's builders.
-    http: OnceLock<auto::Builder<StreamExecutor>>,
-    keep_alive: Option<Duration>,
-    executor: StreamExecutor,
-    /// The idle limit (see the module docs); `None`: none.
-    idle_limit: Option<Duration>,
-    /// Log one line per request (target `drover::access`).
-    pub(crate) access_log: bool,
-}
-
-impl ConnectionConfig {
-    /// `keep_alive`: how long an idle HTTP/1 connection stays open (`None`:
-    /// no limit of its own; zero: no keep-alive at all).
-    /// `header_read_timeout`: how long a client may take to send a request
-    /// head. HTTP/2 streams run on `tasks` and stop at `abort`.
-    pub(crate) fn new(
-        keep_alive: Option<Duration>,
-        header_read_timeout: Option<Duration>,
-        access_log: bool,
-        tasks: TaskTracker,
-        abort: Arc<Latch>,
-    ) -> Self {
-        let idle_limit = match (keep_alive.filter(|ka| !ka.is_zero()), header_read_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (one, other) => one.or(other),
-        };
-        Self {
-            http: OnceLock::new(),
-            keep_alive,
-            executor: StreamExecutor { tasks, abort },
-            idle_limit,
-            access_log,
-        }
-    }
-
-    fn http(&self) -> &auto::Builder<StreamExecutor> {
-        self.http.get_or_init(|| {
-            let mut http = auto::Builder::new(self.executor.clone());
-            // half_close: a client may shut down its sending side once
-            // its request is out (`shutdown(SHUT_WR)`, `curl` with a
-            // request body from stdin); it still wants the answer. The
-            // price: a client that leaves in the middle of a request is
-            // noticed when its answer is written, not before, so a slow
-            // handler runs to its end for nobody.
-            http.http1()
-                .half_close(true)
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.idle_limit)
-                .keep_alive(self.keep_alive != Some(Duration::ZERO));
-            // No HTTP/2 timer: it only drives keep-alive pings, which are off.
-            http
-        })
-    }
-}
-
-/// Runs hyper's HTTP/2 stream tasks among the server's tracked tasks, so
-/// that `wait_closed` waits for them and an abort stops them.
-#[derive(Clone)]
-pub(crate) struct StreamExecutor {
-    tasks: TaskTracker,
-    abort: Arc<Latch>,
-}
-
-impl<F> hyper::rt::Executor<F> for StreamExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, stream: F) {
-        let abort = Arc::clone(&self.abort);
-        self.tasks.spawn(async move {
-            tokio::select! {
-                biased;
-                () = abort.fired() => {}
-                _ = stream => {}
-            }
-        });
-    }
-}
 
 /// How long bytes found unread on an idle connection at close get to
 /// become a request (they are already there: hyper reads them at its next
 /// turn; this only bounds a client that sent part of a request and
 /// stopped).
-pub(crate) const UNREAD_GRACE: Duration = Duration::from_secs(1);
+const UNREAD_GRACE: Duration = Duration::from_secs(1);
 
 /// How far a connection is on its way out.
 #[derive(Debug, Clone, Copy)]
@@ -182,11 +97,63 @@ enum Phase {
 }
 
 impl Phase {
+    /// Whether the connection's timer is waited on in this phase.
     fn timer_armed(self) -> bool {
         match self {
             Self::Open { watched } => watched,
             Self::Draining { .. } => true,
             Self::Finishing => false,
+        }
+    }
+
+    /// The phase of an open connection once the server closes: finishing,
+    /// or draining with the timer set to the end of the window.
+    fn at_close(
+        core: &ServerCore,
+        activity: &ConnectionActivity,
+        fd: RawFd,
+        timer: Pin<&mut Sleep>,
+    ) -> Self {
+        let idle_http1 = activity.idle_since().is_some() && !activity.is_http2();
+        let window = match core.lifecycle.drain_window() {
+            _ if !idle_http1 => Duration::ZERO,
+            window if !window.is_zero() && has_unread_bytes(fd) => window.max(UNREAD_GRACE),
+            window => window,
+        };
+        if window.is_zero() {
+            // Not through the timer: tokio rounds deadlines up to the next
+            // millisecond, and a fast close must be fast.
+            Self::Finishing
+        } else {
+            let since = Instant::now();
+            timer.reset(later(since, window));
+            Self::Draining { since, window }
+        }
+    }
+
+    /// The phase once the timer fired. Requests never touch the timer:
+    /// when it fires, see whether the connection was quiet for long enough;
+    /// if not, set it to the moment it will have been.
+    fn at_timer(
+        self,
+        activity: &ConnectionActivity,
+        idle_limit: Option<Duration>,
+        fd: RawFd,
+        timer: Pin<&mut Sleep>,
+    ) -> Self {
+        let quiet_until = match self {
+            Self::Open { .. } => watchdog_deadline(activity, idle_limit),
+            Self::Draining { since, window } => drain_deadline(activity, fd, since, window),
+            Self::Finishing => None,
+        };
+        match quiet_until {
+            Some(Deadline::At(deadline)) => {
+                timer.reset(deadline);
+                self
+            }
+            Some(Deadline::Passed) => Self::Finishing,
+            // hyper's head timer has taken over.
+            None => Self::Open { watched: false },
         }
     }
 }
@@ -196,17 +163,17 @@ impl Phase {
 pub(crate) async fn serve_connection<S: HttpService>(
     stream: Stream,
     service: S,
-    lifecycle: Arc<Lifecycle>,
+    core: Arc<ServerCore>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
-    let _open = lifecycle.connection_opened();
+    let _open = core.counters.connection_opened();
     let opened = Instant::now();
     // For peeking at unread bytes; valid while hyper holds the stream,
     // which is as long as `connection` below runs.
     let fd = stream.as_raw_fd();
-    let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&lifecycle)));
+    let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&core)));
     let service = ConnectionService::new(service, Arc::clone(&activity));
-    let config = &lifecycle.connections;
+    let config = &core.connections;
     let connection = config
         .http()
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -219,7 +186,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
     // registration (and tokio's wake-up of its own driver that goes with
     // a first timer).
     let first_poll = std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await;
-    let idle_limit = config.idle_limit;
+    let idle_limit = config.idle_limit();
     let mut phase = Phase::Open {
         watched: needs_watchdog(&activity, idle_limit),
     };
@@ -230,66 +197,44 @@ pub(crate) async fn serve_connection<S: HttpService>(
         Some(result)
     } else {
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
                 result = connection.as_mut() => break Some(result),
-                () = lifecycle.aborting() => break None,
-                () = lifecycle.closing(), if matches!(phase, Phase::Open { .. }) => {
-                    let idle_http1 = activity.idle_since().is_some() && !activity.is_http2();
-                    let window = match lifecycle.drain_window() {
-                        _ if !idle_http1 => Duration::ZERO,
-                        window if !window.is_zero() && has_unread_bytes(fd) => window.max(UNREAD_GRACE),
-                        window => window,
-                    };
-                    phase = if window.is_zero() {
-                        // Not through the timer: tokio rounds deadlines up to
-                        // the next millisecond, and a fast close must be fast.
-                        connection.as_mut().graceful_shutdown();
-                        Phase::Finishing
-                    } else {
-                        let since = Instant::now();
-                        timer.as_mut().reset(later(since, window));
-                        Phase::Draining { since, window }
-                    };
+                () = core.lifecycle.aborting() => break None,
+                () = core.lifecycle.closing(), if matches!(phase, Phase::Open { .. }) => {
+                    Phase::at_close(&core, &activity, fd, timer.as_mut())
                 }
-                () = lifecycle.hurrying(), if matches!(phase, Phase::Draining { .. }) => {
-                    connection.as_mut().graceful_shutdown();
-                    phase = Phase::Finishing;
+                () = core.lifecycle.hurrying(), if matches!(phase, Phase::Draining { .. }) => {
+                    Phase::Finishing
                 }
                 () = timer.as_mut(), if phase.timer_armed() => {
-                    // Requests never touch the timer: when it fires, see whether
-                    // the connection was quiet for long enough; if not, set it
-                    // to the moment it will have been.
-                    let quiet_until = match phase {
-                        Phase::Open { .. } => watchdog_deadline(&activity, idle_limit),
-                        Phase::Draining { since, window } => drain_deadline(&activity, fd, since, window),
-                        Phase::Finishing => None,
-                    };
-                    match quiet_until {
-                        Some(Deadline::At(deadline)) => timer.as_mut().reset(deadline),
-                        Some(Deadline::Passed) => {
-                            connection.as_mut().graceful_shutdown();
-                            phase = Phase::Finishing;
-                        }
-                        // hyper's head timer has taken over.
-                        None => phase = Phase::Open { watched: false },
-                    }
+                    phase.at_timer(&activity, idle_limit, fd, timer.as_mut())
                 }
+            };
+            // Finishing is entered once (no event leads out of it): hyper
+            // is told once.
+            if matches!(next, Phase::Finishing) {
+                connection.as_mut().graceful_shutdown();
             }
+            phase = next;
         }
     };
+    count_end(&core, result);
+}
 
+/// Counts how the connection ended: `None` if it was cut.
+fn count_end<E: std::fmt::Display>(core: &ServerCore, result: Option<Result<(), E>>) {
     match result {
         None => {
-            lifecycle.count_aborted();
+            core.counters.count_aborted();
             tracing::debug!("connection aborted");
         }
         Some(result) => {
             if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            if lifecycle.is_closing() {
-                lifecycle.count_drained();
+            if core.lifecycle.is_closing() {
+                core.counters.count_drained();
             }
         }
     }

@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use drover_shared::ListenAddr;
 
-use crate::lifecycle::Lifecycle;
+use crate::server_core::ServerCore;
+use crate::error::Error;
 use crate::report::{CloseReport, ServerStats};
-use crate::Error;
 
 /// A cheap, cloneable handle to a [`Server`](crate::Server), usable from
 /// any thread or task (it is `Clone`, `Send` and `Sync`), and from inside
 /// the server's own request handlers.
 #[derive(Clone)]
 pub struct ServerHandle {
-    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) core: Arc<ServerCore>,
 }
 
 /// One listener of a server.
@@ -28,8 +28,8 @@ pub struct ListenerInfo {
 }
 
 impl ServerHandle {
-    pub(crate) fn new(lifecycle: Arc<Lifecycle>) -> Self {
-        Self { lifecycle }
+    pub(crate) fn new(core: Arc<ServerCore>) -> Self {
+        Self { core }
     }
 
     /// Stops the server, fast. Synchronous, idempotent, callable from any
@@ -45,7 +45,7 @@ impl ServerHandle {
     ///
     /// On a server that never started, it just closes the listeners.
     pub fn close(&self) {
-        self.lifecycle.close(Duration::ZERO);
+        self.core.close(Duration::ZERO);
     }
 
     /// Like [`close`](Self::close), but an idle HTTP/1.1 connection is kept
@@ -59,13 +59,13 @@ impl ServerHandle {
     /// supervisor or systemd holds them for whoever serves next); other
     /// listeners' queued connections are taken and answered.
     pub fn close_draining(&self, window: Duration) {
-        self.lifecycle.close(window);
+        self.core.close(window);
     }
 
     /// Closes and aborts every connection now, without waiting for the
     /// graceful timeout (a second Ctrl-C). Idempotent.
     pub fn abort(&self) {
-        self.lifecycle.abort();
+        self.core.abort();
     }
 
     /// Resolves once the server is closed: listeners closed, every
@@ -76,27 +76,27 @@ impl ServerHandle {
     /// are logged with `tracing`, not returned. Never resolves for a server
     /// nobody closes.
     pub async fn wait_closed(&self) -> Result<CloseReport, Error> {
-        self.lifecycle.wait_closed().await
+        self.core.lifecycle.wait_closed().await
     }
 
     /// Resolves as soon as the server starts closing (`close()`, `abort()`,
     /// a signal, a fatal error), while connections may still be finishing:
     /// the moment to stop background work that feeds the server.
     pub async fn closing(&self) {
-        self.lifecycle.closing().await;
+        self.core.lifecycle.closing().await;
     }
 
     /// Whether the server is accepting: true from a successful
     /// `start_serving` until `close()`.
     pub fn is_serving(&self) -> bool {
-        self.lifecycle.is_serving()
+        self.core.lifecycle.is_serving()
     }
 
     /// The addresses the server listens (or listened) on, in the order the
     /// listeners were given, with port 0 resolved to the real port and
     /// Unix listeners as their path.
     pub fn local_addrs(&self) -> Vec<ListenAddr> {
-        self.lifecycle
+        self.core
             .listeners
             .iter()
             .map(|slot| slot.addr().clone())
@@ -105,7 +105,7 @@ impl ServerHandle {
 
     /// Every listener with its address and name.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
-        self.lifecycle
+        self.core
             .listeners
             .iter()
             .map(|slot| ListenerInfo {
@@ -119,12 +119,12 @@ impl ServerHandle {
     /// [`request_quota`](crate::Builder::request_quota); never without one.
     /// The server goes on serving.
     pub async fn quota_reached(&self) {
-        self.lifecycle.quota_reached().await;
+        self.core.counters.quota_reached().await;
     }
 
     /// Requests served so far and connections open now.
     pub fn stats(&self) -> ServerStats {
-        self.lifecycle.stats()
+        self.core.counters.stats()
     }
 }
 

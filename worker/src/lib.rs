@@ -28,22 +28,49 @@
 //! and connection waits on, so it pre-empts every wait at once.
 #![deny(missing_docs)]
 
-mod accept;
-mod activity;
-mod builder;
-mod connection;
-mod error;
-mod handle;
+// In reading order, leaves first: each module uses only modules above it.
+// A one-way signal (close, hurry, abort).
 mod latch;
-mod lifecycle;
-mod listeners;
+// The public error type.
+mod error;
+// The public stats and close report.
 mod report;
-mod server;
+// What a `Builder` is not told (public).
+pub mod defaults;
+// What counts as an application (public).
 pub mod service;
-mod shutdown;
-mod signals;
-mod sockets;
+// Startup and shutdown hooks, boxed.
+mod hooks;
+// An accepted TCP or Unix connection.
 mod stream;
+// What `from_sockets` adopts.
+mod sockets;
+// The listening sockets: accept, close, sweep.
+mod listeners;
+// How connections speak HTTP.
+mod protocol;
+// Requests, connections, the request quota.
+mod counters;
+// The state machine and its signals.
+mod lifecycle;
+// One server: lifecycle, listeners, protocol, tasks, counters.
+mod server_core;
+// One connection's requests.
+mod activity;
+// One connection: its idle limits and its close.
+mod connection;
+// The accept loop.
+mod accept;
+// The close driver.
+mod shutdown;
+// `ServerHandle`.
+mod handle;
+// `ServerHandle::close_on_signals`.
+mod signals;
+// `Server`: start and serve.
+mod server;
+// `Builder`, and `Server`'s constructors.
+mod builder;
 
 pub use builder::Builder;
 pub use drover_shared::{ListenAddr, Listener, ListenerSpec};

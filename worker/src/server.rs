@@ -2,19 +2,18 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use drover_shared::ListenAddr;
 use tokio::sync::Semaphore;
 
 use crate::accept::accept_loop;
-use crate::builder::Builder;
-use crate::lifecycle::FailUnlessDisarmed;
-use crate::report::{CloseReport, ServerStats};
+use crate::server_core::FailUnlessDisarmed;
+use crate::error::Error;
+use crate::handle::ServerHandle;
+use crate::report::CloseReport;
 use crate::service::IntoHttpService;
 use crate::shutdown::drive_close;
-use crate::sockets::IntoListener;
-use crate::{Error, ListenerInfo, ServerHandle};
 
 /// An HTTP/1.1 and HTTP/2 server whose life you drive from code, after
 /// Python's `asyncio.Server`:
@@ -33,6 +32,10 @@ use crate::{Error, ListenerInfo, ServerHandle};
 /// # Ok(()) }
 /// ```
 ///
+/// Its constructors ([`bind`](Self::bind), [`from_sockets`](Self::from_sockets),
+/// [`from_env`](Self::from_env)) and [`builder`](Self::builder) are
+/// [`Builder`](crate::Builder)'s, with default options.
+///
 /// Dropping a `Server` does not stop it: a started server runs until
 /// [`close`](Self::close) is called here or on a [`ServerHandle`]. For a
 /// server that stops by itself when a piece of code is done, see
@@ -44,30 +47,6 @@ pub struct Server {
 impl Server {
     pub(crate) fn new(handle: ServerHandle) -> Self {
         Self { handle }
-    }
-
-    /// A [`Builder`] for a server with non-default options or hooks.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
-    /// [`Builder::bind`] with default options.
-    pub async fn bind(addr: impl AsRef<str>) -> Result<Self, Error> {
-        Builder::default().bind(addr).await
-    }
-
-    /// [`Builder::from_sockets`] with default options.
-    pub fn from_sockets<I>(listeners: I) -> Result<Self, Error>
-    where
-        I: IntoIterator,
-        I::Item: IntoListener,
-    {
-        Builder::default().from_sockets(listeners)
-    }
-
-    /// [`Builder::from_env`] with default options.
-    pub fn from_env() -> Result<Self, Error> {
-        Builder::default().from_env()
     }
 
     /// Runs the startup hooks, then accepts on every listener, serving
@@ -94,16 +73,16 @@ impl Server {
     where
         S: IntoHttpService<K>,
     {
-        let lifecycle = &self.handle.lifecycle;
-        let options = lifecycle.begin_start()?;
+        let core = &self.handle.core;
+        let options = core.lifecycle.begin_start()?;
         let begun = Instant::now();
         // Until the server's task runs, this future owns the start: if it
         // is dropped or a hook panics, the guard closes the server, so that
         // nothing is left half-started and wait_closed still resolves.
-        let guard = FailUnlessDisarmed::new(lifecycle, Error::StartCancelled);
+        let guard = FailUnlessDisarmed::new(core, Error::StartCancelled);
 
         let prepared = async {
-            for slot in &lifecycle.listeners {
+            for slot in &core.listeners {
                 slot.register().map_err(|e| Error::Adopt(Arc::new(e)))?;
             }
             for hook in options.startup {
@@ -113,21 +92,17 @@ impl Server {
         };
         if let Err(error) = prepared.await {
             guard.disarm();
-            lifecycle.fail(error.clone());
-            lifecycle.finish();
+            core.fail(error.clone());
+            core.finish();
             return Err(error);
         }
 
         // Serving from here, unless a close came during the hooks; then the
         // task below only runs the shutdown hooks and reports.
-        let serving = lifecycle.started();
+        let serving = core.lifecycle.started();
         let limit = options.max_connections.map(|n| Arc::new(Semaphore::new(n)));
-        let accept = accept_loop(Arc::clone(lifecycle), service.into_http_service(), limit);
-        let close = drive_close(
-            Arc::clone(lifecycle),
-            options.graceful_timeout,
-            options.shutdown,
-        );
+        let accept = accept_loop(Arc::clone(core), service.into_http_service(), limit);
+        let close = drive_close(Arc::clone(core), options.graceful_timeout, options.shutdown);
         // One task per server: the accept loop, then the close driver. It is
         // not tracked, as the driver waits for the tracked tasks.
         tokio::spawn(async move {
@@ -192,44 +167,34 @@ impl Server {
         self.handle.clone()
     }
 
-    /// See [`ServerHandle::close`].
+    // Only asyncio.Server's own methods are repeated from the handle; the
+    // rest (close_draining, abort, listeners, stats...) is on the handle.
+
+    /// See [`ServerHandle::close`]. On `Server` too, as `asyncio.Server.close`:
+    /// a fixture that holds its server needs no handle to stop it.
     pub fn close(&self) {
         self.handle.close();
     }
 
-    /// See [`ServerHandle::close_draining`].
-    pub fn close_draining(&self, window: Duration) {
-        self.handle.close_draining(window);
-    }
-
-    /// See [`ServerHandle::abort`].
-    pub fn abort(&self) {
-        self.handle.abort();
-    }
-
-    /// See [`ServerHandle::wait_closed`].
+    /// See [`ServerHandle::wait_closed`]. On `Server` too, as
+    /// `asyncio.Server.wait_closed`: a fixture that holds its server needs
+    /// no handle to wait for it.
     pub async fn wait_closed(&self) -> Result<CloseReport, Error> {
         self.handle.wait_closed().await
     }
 
-    /// See [`ServerHandle::is_serving`].
+    /// See [`ServerHandle::is_serving`]. On `Server` too, as
+    /// `asyncio.Server.is_serving`: a fixture that holds its server needs no
+    /// handle to ask.
     pub fn is_serving(&self) -> bool {
         self.handle.is_serving()
     }
 
-    /// See [`ServerHandle::local_addrs`].
+    /// See [`ServerHandle::local_addrs`]. On `Server` too, as
+    /// `asyncio.Server.sockets`: a fixture that holds its server needs no
+    /// handle to know where to connect.
     pub fn local_addrs(&self) -> Vec<ListenAddr> {
         self.handle.local_addrs()
-    }
-
-    /// See [`ServerHandle::listeners`].
-    pub fn listeners(&self) -> Vec<ListenerInfo> {
-        self.handle.listeners()
-    }
-
-    /// See [`ServerHandle::stats`].
-    pub fn stats(&self) -> ServerStats {
-        self.handle.stats()
     }
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
-use crate::ServerHandle;
+use crate::handle::ServerHandle;
 
 impl ServerHandle {
     /// Wires SIGINT and SIGTERM to this server: the first one calls

@@ -105,7 +105,7 @@ async fn abort_cuts_in_flight_requests_at_once() {
     let response = tokio::spawn(async move { client.send("/hold").await });
     within("the handler to start", probe.entered.notified()).await;
 
-    server.abort();
+    server.handle().abort();
     let report = within("wait_closed", server.wait_closed()).await.unwrap();
     assert_eq!((report.drained, report.aborted), (0, 1));
     assert!(within("the response", response).await.unwrap().is_err());
@@ -121,7 +121,7 @@ async fn draining_close_answers_a_request_on_an_idle_connection() {
 
     // The window outlasts this test (and any deadline arithmetic): the
     // connection must end because it answered, not because time ran out.
-    server.close_draining(Duration::MAX);
+    server.handle().close_draining(Duration::MAX);
     let (head, body) = within("a request during the drain", client.get("/")).await;
     assert_eq!(body, "hello");
     assert_eq!(head.headers()["connection"], "close");
@@ -141,7 +141,7 @@ async fn draining_close_ends_a_quiet_connection_after_the_window() {
     let mut client = Client::connect(&addr).await.unwrap();
     client.get("/").await;
 
-    server.close_draining(Duration::from_millis(50));
+    server.handle().close_draining(Duration::from_millis(50));
     within("the quiet connection to end", client.closed)
         .await
         .unwrap()
@@ -164,7 +164,7 @@ async fn keep_alive_timeout_closes_idle_connections_while_serving() {
         .unwrap()
         .unwrap();
     assert!(server.is_serving());
-    assert_eq!(server.stats().open_connections, 0);
+    assert_eq!(server.handle().stats().open_connections, 0);
     server.close();
     within("wait_closed", server.wait_closed()).await.unwrap();
 }
@@ -246,7 +246,7 @@ async fn draining_close_answers_a_request_sent_just_before_it() {
     // before the server has had a chance to read it; the window is far
     // shorter than it takes to notice.
     client.write_all(request).await.unwrap();
-    server.close_draining(Duration::from_nanos(1));
+    server.handle().close_draining(Duration::from_nanos(1));
     let mut second = String::new();
     within("the second response", client.read_to_string(&mut second))
         .await
@@ -268,7 +268,7 @@ async fn a_fast_close_cuts_short_the_drain_window_of_an_earlier_draining_close()
     .await;
     let mut client = Client::connect(&addr).await.unwrap();
     client.get("/").await;
-    server.close_draining(Duration::from_secs(3600));
+    server.handle().close_draining(Duration::from_secs(3600));
     server.close();
     within("the idle connection to end after close()", client.closed)
         .await

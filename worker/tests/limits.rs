@@ -51,7 +51,7 @@ async fn beyond_max_connections_clients_wait_in_the_backlog() {
         }
     })
     .await;
-    assert_eq!(server.stats().open_connections, 1);
+    assert_eq!(server.handle().stats().open_connections, 1);
     assert!(!waiting.is_finished());
 
     drop(first); // frees the only slot
@@ -110,7 +110,9 @@ async fn draining_close_answers_a_connection_waiting_in_the_accept_queue() {
         .await
         .unwrap();
 
-    server.close_draining(std::time::Duration::from_millis(1));
+    server
+        .handle()
+        .close_draining(std::time::Duration::from_millis(1));
     let mut answer = String::new();
     within(
         "the queued request's answer",

@@ -52,6 +52,7 @@ fn child() {
             other => panic!("unknown scenario {other}"),
         };
         let listeners: Vec<String> = server
+            .handle()
             .listeners()
             .iter()
             .map(|l| format!("{}={}", l.name.as_deref().unwrap_or("-"), l.addr))

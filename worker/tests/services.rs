@@ -147,7 +147,7 @@ async fn abort_stops_http2_handlers_before_wait_closed_returns() {
     let held = tokio::spawn(sender.send_request(h2_get("/hold")));
     within("the handler to start", probe.entered.notified()).await;
 
-    server.abort();
+    server.handle().abort();
     within("wait_closed", server.wait_closed()).await.unwrap();
     // hyper runs each HTTP/2 request on a task of its own: the server
     // tracks those too, so the handler is gone by now.
@@ -188,7 +188,9 @@ async fn draining_close_ends_http2_connections_within_the_window() {
     // Connected, preface sent, no request yet: the server cannot tell it
     // is HTTP/2 from its requests.
     let (mut sender, connection) = http2_client(addr).await;
-    server.close_draining(std::time::Duration::from_millis(100));
+    server
+        .handle()
+        .close_draining(std::time::Duration::from_millis(100));
     // A request in the window is answered; the connection still ends.
     let response = within(
         "a request in the drain window",

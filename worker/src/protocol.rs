@@ -1,0 +1,102 @@
+//! How a server speaks HTTP on its connections: hyper's builder with the
+//! server's idle limits, and the executor its HTTP/2 streams run on.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper_util::rt::TokioTimer;
+use hyper_util::server::conn::auto;
+use tokio_util::task::TaskTracker;
+
+use crate::latch::Latch;
+
+/// How a server speaks HTTP on its connections.
+pub(crate) struct ConnectionConfig {
+    /// Built at the first connection: a server that never gets one (a test
+    /// fixture's port check) does not pay for hyper's builders.
+    http: OnceLock<auto::Builder<StreamExecutor>>,
+    keep_alive: Option<Duration>,
+    executor: StreamExecutor,
+    /// The idle limit (see the `connection` module's docs); `None`: none.
+    idle_limit: Option<Duration>,
+    /// Log one line per request (target `drover::access`).
+    pub(crate) access_log: bool,
+}
+
+impl ConnectionConfig {
+    /// `keep_alive`: how long an idle HTTP/1 connection stays open (`None`:
+    /// no limit of its own; zero: no keep-alive at all).
+    /// `header_read_timeout`: how long a client may take to send a request
+    /// head. HTTP/2 streams run on `tasks` and stop at `abort`.
+    pub(crate) fn new(
+        keep_alive: Option<Duration>,
+        header_read_timeout: Option<Duration>,
+        access_log: bool,
+        tasks: TaskTracker,
+        abort: Arc<Latch>,
+    ) -> Self {
+        let idle_limit = match (keep_alive.filter(|ka| !ka.is_zero()), header_read_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (one, other) => one.or(other),
+        };
+        Self {
+            http: OnceLock::new(),
+            keep_alive,
+            executor: StreamExecutor { tasks, abort },
+            idle_limit,
+            access_log,
+        }
+    }
+
+    /// The shorter of the keep-alive and header read timeouts: how long a
+    /// connection may wait for a request (`None`: no limit).
+    pub(crate) fn idle_limit(&self) -> Option<Duration> {
+        self.idle_limit
+    }
+
+    /// hyper's connection builder, the same for every connection.
+    pub(crate) fn http(&self) -> &auto::Builder<StreamExecutor> {
+        self.http.get_or_init(|| {
+            let mut http = auto::Builder::new(self.executor.clone());
+            // half_close: a client may shut down its sending side once
+            // its request is out (`shutdown(SHUT_WR)`, `curl` with a
+            // request body from stdin); it still wants the answer. The
+            // price: a client that leaves in the middle of a request is
+            // noticed when its answer is written, not before, so a slow
+            // handler runs to its end for nobody.
+            http.http1()
+                .half_close(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.idle_limit)
+                .keep_alive(self.keep_alive != Some(Duration::ZERO));
+            // No HTTP/2 timer: it only drives keep-alive pings, which are off.
+            http
+        })
+    }
+}
+
+/// Runs hyper's HTTP/2 stream tasks among the server's tracked tasks, so
+/// that `wait_closed` waits for them and an abort stops them.
+#[derive(Clone)]
+pub(crate) struct StreamExecutor {
+    tasks: TaskTracker,
+    abort: Arc<Latch>,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let abort = Arc::clone(&self.abort);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                () = abort.fired() => {}
+                _ = stream => {}
+            }
+        });
+    }
+}
