@@ -7,6 +7,7 @@
 //! - [`listen_fds`]: the LISTEN_FDS convention by which systemd and the
 //!   supervisor pass sockets on.
 //! - [`env`]: every environment variable drover reads or sets, named once.
+//! - [`events`]: the names of the lifecycle events drover logs.
 //!
 //! Nothing here knows about HTTP or about processes beyond descriptors.
 //! (The supervisor ↔ worker control protocol is the `drover` crate's: both
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod env;
+pub mod events;
 pub mod listen_fds;
 mod listener;
 mod spec;

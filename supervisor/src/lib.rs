@@ -31,7 +31,7 @@ mod worker_process;
 use std::process::ExitCode;
 
 use crate::control::ControlSocket;
-use crate::worker_process::run_worker;
+use crate::worker_process::serve_as_worker;
 use clap::Parser;
 use drover_worker::IntoHttpService;
 
@@ -49,7 +49,7 @@ where
     let config = Config::from(Cli::parse());
     init_logs(config.log_format);
     let worker = || match ControlSocket::from_env() {
-        Ok(Some(control)) => run_worker(&config, control, &app),
+        Ok(Some(control)) => serve_as_worker(&config, control, &app),
         Ok(None) => {
             eprintln!("drover: worker started without a control socket");
             ExitCode::FAILURE
@@ -62,7 +62,7 @@ where
     if std::env::var_os(drover_shared::env::CONTROL_FD).is_some() {
         return worker();
     }
-    supervisor::run(&config, &worker)
+    supervisor::supervise(&config, &worker)
 }
 
 fn init_logs(format: LogFormat) {

@@ -21,6 +21,8 @@ use tokio::net::UnixDatagram;
 
 use drover_worker::{CloseReport, Error, IntoHttpService, Server, ServerHandle};
 
+use drover_shared::events;
+
 use crate::config::Config;
 
 /// This worker's request quota: `--max-requests` plus its own random
@@ -41,7 +43,7 @@ fn request_quota(config: &Config) -> Option<u64> {
 /// supervisor passed, until the supervisor says close (or goes away).
 /// Returns the process's exit code: success after a clean close, failure
 /// when the server could not start (after reporting why).
-pub(crate) fn run_worker<S, K>(
+pub(crate) fn serve_as_worker<S, K>(
     config: &Config,
     control: ControlSocket,
     app: impl FnOnce() -> S,
@@ -130,16 +132,20 @@ where
         tokio::spawn(async move {
             handle.quota_reached().await;
             let requests = handle.stats().requests_served;
-            tracing::info!(requests, "request quota reached: asking for a replacement");
+            tracing::info!(
+                event = events::QUOTA_REACHED,
+                requests,
+                "request quota reached: asking for a replacement"
+            );
             report(&control, &WorkerMessage::Recycle { requests });
         })
     });
 
     let deadline = tokio::select! {
-        deadline = obey(&incoming, &handle) => deadline,
+        deadline = follow_supervisor(&incoming, &handle) => deadline,
         () = handle.closing() => None,
     };
-    let result = closed_by(&server, deadline).await;
+    let result = wait_closed_within(&server, deadline).await;
     for task in heartbeats.into_iter().chain(recycle) {
         task.abort();
     }
@@ -165,7 +171,7 @@ where
 /// Follows the supervisor's messages until the server is told to close or
 /// the supervisor is gone. Returns the supervisor's graceful deadline for
 /// the close, if it gave one.
-async fn obey(control: &UnixDatagram, server: &ServerHandle) -> Option<Duration> {
+async fn follow_supervisor(control: &UnixDatagram, server: &ServerHandle) -> Option<Duration> {
     let mut buffer = [0u8; MAX_DATAGRAM];
     loop {
         match control.recv(&mut buffer).await {
@@ -180,7 +186,7 @@ async fn obey(control: &UnixDatagram, server: &ServerHandle) -> Option<Duration>
                 Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
             },
             Ok(_eof) => {
-                tracing::warn!("supervisor gone: closing");
+                tracing::warn!(event = events::SUPERVISOR_GONE, "supervisor gone: closing");
                 server.close_draining(Duration::from_secs(1));
                 return None;
             }
@@ -196,7 +202,10 @@ async fn obey(control: &UnixDatagram, server: &ServerHandle) -> Option<Duration>
 /// Waits until the closing `server` is closed; connections still open at
 /// `deadline` (the supervisor's, which may be shorter than the server's
 /// own graceful timeout: a restart in a hurry) are aborted then.
-async fn closed_by(server: &Server, deadline: Option<Duration>) -> Result<CloseReport, Error> {
+async fn wait_closed_within(
+    server: &Server,
+    deadline: Option<Duration>,
+) -> Result<CloseReport, Error> {
     let closed = server.wait_closed();
     let Some(deadline) = deadline else {
         return closed.await;
@@ -258,7 +267,7 @@ fn report(control: &ControlSocket, message: &WorkerMessage) {
 
 #[cfg(test)]
 mod tests {
-    use super::closed_by;
+    use super::wait_closed_within;
     use drover_worker::Server;
     use std::sync::Arc;
     use std::time::Duration;
@@ -294,7 +303,7 @@ mod tests {
         server.close();
         let report = tokio::time::timeout(
             Duration::from_secs(10),
-            closed_by(&server, Some(Duration::from_millis(50))),
+            wait_closed_within(&server, Some(Duration::from_millis(50))),
         )
         .await
         .expect("the deadline must end the close")

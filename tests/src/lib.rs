@@ -11,8 +11,58 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use drover_shared::events;
+
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(15);
+
+/// One lifecycle event from drover's JSON log (`--log-format json`, which
+/// [`Drover::spawn`] sets): its name is the `event` field, one of
+/// [`events::ALL`].
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The log line as written.
+    pub line: String,
+    fields: serde_json::Value,
+}
+
+impl Event {
+    /// The event in `line`, if it is a JSON log line with an `event` field.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut record: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = record.get_mut("fields")?.take();
+        fields.get("event")?.as_str()?;
+        Some(Self {
+            line: line.to_owned(),
+            fields,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.fields["event"].as_str().unwrap_or_default()
+    }
+
+    /// A numeric field (a worker id, a pid, a count); panics if missing.
+    pub fn number(&self, field: &str) -> i64 {
+        self.fields[field]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no number {field:?} in {}", self.line))
+    }
+
+    /// A field as text (numbers too); `None` if missing.
+    pub fn text(&self, field: &str) -> Option<String> {
+        match &self.fields[field] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(text) => Some(text.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Whether the event is about worker `id`.
+    pub fn is_of_worker(&self, id: u64) -> bool {
+        self.fields["worker"].as_u64() == Some(id)
+    }
+}
 
 /// A running `drover` and the lines of its log.
 pub struct Drover {
@@ -100,7 +150,10 @@ impl Drover {
     /// Starts `command` (a drover binary with its arguments) and collects
     /// its stderr.
     pub fn spawn(mut command: Command) -> Self {
+        // JSON lines, so that events are waited for by name (a test that
+        // passes `--log-format` itself overrides this).
         command
+            .env(drover_shared::env::flags::LOG_FORMAT, "json")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -127,12 +180,76 @@ impl Drover {
         let mut command = Command::new(drover_bin());
         command.args(args);
         let mut drover = Self::spawn(command);
-        drover.wait_for_line("ready workers=");
+        drover.wait_for_event(events::READY);
         drover
     }
 
-    /// Waits for a log line containing `needle`; fails after WAIT.
+    /// Waits for the next event named `name`; fails after WAIT.
+    pub fn wait_for_event(&mut self, name: &str) -> Event {
+        self.wait_for_event_where(name, |_| true)
+    }
+
+    /// Waits for the next event named `name` about worker `id`.
+    pub fn wait_for_worker_event(&mut self, name: &str, id: u64) -> Event {
+        self.wait_for_event_where(name, |event| event.is_of_worker(id))
+    }
+
+    /// Waits for the next event named `name` that `wanted` accepts.
+    pub fn wait_for_event_where(&mut self, name: &str, wanted: impl Fn(&Event) -> bool) -> Event {
+        let found = self.wait_until(&format!("event {name:?}"), |line| {
+            Event::parse(line).filter(|event| event.name() == name && wanted(event))
+        });
+        found
+    }
+
+    /// Where in the log (its line number) the first event named `name`
+    /// about worker `id` is, if it has been logged.
+    pub fn position_of(&self, name: &str, id: u64) -> Option<usize> {
+        self.log.iter().position(|line| {
+            Event::parse(line).is_some_and(|e| e.name() == name && e.is_of_worker(id))
+        })
+    }
+
+    /// The events named `name` logged so far.
+    pub fn events(&self, name: &str) -> Vec<Event> {
+        self.log
+            .iter()
+            .filter_map(|line| Event::parse(line))
+            .filter(|event| event.name() == name)
+            .collect()
+    }
+
+    /// Waits until, counting from the `since`-th line of the log (lines
+    /// read before this call included), an event named `name` that
+    /// `wanted` accepts has been logged.
+    pub fn wait_for_event_since(
+        &mut self,
+        since: usize,
+        name: &str,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Event {
+        let seen = self.log[since..]
+            .iter()
+            .filter_map(|line| Event::parse(line))
+            .find(|event| event.name() == name && wanted(event));
+        match seen {
+            Some(event) => event,
+            None => self.wait_for_event_where(name, wanted),
+        }
+    }
+
+    /// Waits for a log line containing `needle` (drover's message text, or
+    /// another program's output); fails after WAIT. For drover's lifecycle
+    /// events, wait by name: [`wait_for_event`](Self::wait_for_event).
     pub fn wait_for_line(&mut self, needle: &str) -> String {
+        self.wait_until(&format!("{needle:?}"), |line| {
+            line.contains(needle).then(|| line.to_owned())
+        })
+    }
+
+    /// Reads lines until `found` finds something in one; fails after WAIT
+    /// (saying it waited for `what`) or when the log ends.
+    fn wait_until<T>(&mut self, what: &str, found: impl Fn(&str) -> Option<T>) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
             match self
@@ -140,39 +257,24 @@ impl Drover {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
                 Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
+                    let hit = found(&line);
+                    self.log.push(line);
+                    if let Some(hit) = hit {
+                        return hit;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "no log line with {needle:?} within {WAIT:?}; log so far:\n{}",
+                        "no log line with {what} within {WAIT:?}; log so far:\n{}",
                         self.log.join("\n")
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!(
-                        "drover's log ended before {needle:?}; log:\n{}",
+                        "drover's log ended before {what}; log:\n{}",
                         self.log.join("\n")
                     )
                 }
-            }
-        }
-    }
-
-    /// Waits until a line containing each of `needles` has been logged,
-    /// in any order (including lines read before this call).
-    pub fn wait_for_all(&mut self, needles: &[&str]) {
-        self.wait_for_all_since(0, needles);
-    }
-
-    /// Like [`wait_for_all`](Self::wait_for_all), counting only lines from
-    /// the `since`-th of the log on.
-    pub fn wait_for_all_since(&mut self, since: usize, needles: &[&str]) {
-        for needle in needles {
-            if !self.log[since..].iter().any(|line| line.contains(needle)) {
-                self.wait_for_line(needle);
             }
         }
     }
@@ -180,8 +282,14 @@ impl Drover {
     /// Waits for this supervisor to exit after a binary upgrade, while the
     /// new one keeps the log open: its last line, then its exit status.
     pub fn wait_exit_keeping_log(&mut self) -> i32 {
-        self.wait_for_line(&format!("stopped pid={}", self.pid()));
+        let pid = self.pid();
+        self.wait_for_stopped(pid);
         self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    /// Waits until the supervisor with `pid` logs that it stopped.
+    pub fn wait_for_stopped(&mut self, pid: i32) -> Event {
+        self.wait_for_event_where(events::STOPPED, |e| e.number("pid") == i64::from(pid))
     }
 
     /// Sends HUP and waits until the rolling restart is complete and the
@@ -190,24 +298,17 @@ impl Drover {
     pub fn restart(&mut self, old: &[u64]) -> HashSet<i32> {
         let since = self.log.len();
         self.signal(nix::sys::signal::Signal::SIGHUP);
-        let left: Vec<String> = old
-            .iter()
-            .map(|id| format!("worker left worker={id} "))
-            .collect();
-        let mut needles = vec!["rolling restart complete"];
-        needles.extend(left.iter().map(String::as_str));
-        self.wait_for_all_since(since, &needles);
+        self.wait_for_event_since(since, events::RESTART_COMPLETE, |_| true);
+        for id in old {
+            self.wait_for_event_since(since, events::WORKER_LEFT, |e| e.is_of_worker(*id));
+        }
         self.worker_pids()
     }
 
     /// Waits until this supervisor has started a new one (USR2); its pid.
     pub fn wait_for_successor(&mut self) -> i32 {
-        let started = self.wait_for_line("binary upgrade: started a new supervisor");
-        started
-            .split("new_supervisor=")
-            .nth(1)
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {started}"))
+        let started = self.wait_for_event(events::UPGRADE_BEGUN);
+        started.number("new_supervisor") as i32
     }
 
     /// Reads the log to its end (every process holding it has exited).

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::net::TcpStream;
 use std::process::Command;
 
+use drover_tests::events;
 use drover_tests::load::Load;
-use drover_tests::{distinct_pids, drover_bin, free_addr, get, test_dir, Drover};
+use drover_tests::{distinct_pids, drover_bin, free_addr, get, test_dir, Drover, Event};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -48,8 +49,11 @@ fn workers_killed_again_and_again_under_load_are_each_replaced() {
         let victim = sorted[round % 2];
         kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
         killed.insert(victim);
-        drover.wait_for_line(&format!("pid={victim} exited=signal SIGKILL"));
-        drover.wait_for_line("worker ready");
+        drover.wait_for_event_where(events::WORKER_DIED, |e| {
+            e.number("pid") == i64::from(victim)
+                && e.text("exited").as_deref() == Some("signal SIGKILL")
+        });
+        drover.wait_for_event(events::WORKER_READY);
         load.wait_for(300);
     }
     let report = load.stop();
@@ -86,16 +90,14 @@ fn a_handler_that_blocks_its_runtime_gets_its_worker_replaced_and_the_others_ser
     let mut drover = Drover::start(&["-w", "2", "--worker-timeout", "3", "-b", &addr.to_string()]);
     let workers = drover.worker_pids();
     let blocked = std::thread::spawn(move || get(addr, "/block?ms=60000"));
-    let killing = drover.wait_for_line("missed its heartbeats");
-    let victim: i32 = killing
-        .split("pid=")
-        .nth(1)
-        .and_then(|p| p.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{killing}"));
+    let killing = drover.wait_for_event_where(events::WORKER_KILLED, |e| {
+        e.line.contains("missed its heartbeats")
+    });
+    let victim = killing.number("pid") as i32;
     assert!(workers.contains(&victim));
     // Its client loses the connection, and gets no made-up answer.
     assert!(!matches!(blocked.join().unwrap(), Ok((200, _))));
-    drover.wait_for_line("worker ready");
+    drover.wait_for_event(events::WORKER_READY);
     let now = drover.worker_pids();
     let sibling = workers.iter().find(|w| **w != victim).unwrap();
     assert!(now.contains(sibling), "the sibling is untouched");
@@ -105,13 +107,11 @@ fn a_handler_that_blocks_its_runtime_gets_its_worker_replaced_and_the_others_ser
     assert_eq!(drover.wait_exit(), 0);
 }
 
-/// The `delay=` of a backoff log line, in milliseconds.
-fn delay_ms(line: &str) -> f64 {
-    let value = line
-        .split("delay=")
-        .nth(1)
-        .and_then(|d| d.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"));
+/// The `delay` of a backoff event, in milliseconds.
+fn delay_ms(event: &Event) -> f64 {
+    let line = &event.line;
+    let value = event.text("delay").unwrap_or_else(|| panic!("{line}"));
+    let value = value.as_str();
     let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
         (ms, 1.0)
     } else if let Some(s) = value.strip_suffix('s') {
@@ -132,14 +132,14 @@ fn a_crash_loop_backs_off_exponentially_and_recovers_once_workers_boot_again() {
         .args(["-w", "1", "-b", &addr.to_string()])
         .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=1");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
 
     // From now on every new worker fails at boot; the serving one dies.
     std::fs::write(&marker, "").unwrap();
     let worker = *drover.worker_pids().iter().next().unwrap();
     kill(Pid::from_raw(worker), Signal::SIGKILL).unwrap();
     let delays: Vec<f64> = (0..3)
-        .map(|_| delay_ms(&drover.wait_for_line("workers keep dying")))
+        .map(|_| delay_ms(&drover.wait_for_event(events::BACKOFF)))
         .collect();
     assert!(
         delays
@@ -150,7 +150,7 @@ fn a_crash_loop_backs_off_exponentially_and_recovers_once_workers_boot_again() {
 
     // Fixed: the next attempt boots, and drover serves again.
     std::fs::remove_file(&marker).unwrap();
-    drover.wait_for_line("worker ready");
+    drover.wait_for_event(events::WORKER_READY);
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
@@ -167,7 +167,7 @@ fn out_of_descriptors_a_worker_backs_off_and_serves_again_when_clients_leave() {
         .arg(drover_bin())
         .args(["-w", "1", "-b", &addr.to_string()]);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=1");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let workers = drover.worker_pids();
 
     // More clients than the worker has descriptors: the kernel queues
@@ -179,7 +179,7 @@ fn out_of_descriptors_a_worker_backs_off_and_serves_again_when_clients_leave() {
             client
         })
         .collect();
-    drover.wait_for_line("accept failed; backing off");
+    drover.wait_for_event(events::ACCEPT_BACKOFF);
     drop(clients);
     // The worker survived, and serves once descriptors are free again.
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));

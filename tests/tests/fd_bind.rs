@@ -4,6 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
+use drover_tests::events;
 use drover_tests::{drover_bin, get, Drover};
 use nix::sys::signal::Signal;
 
@@ -19,7 +20,7 @@ fn fd_bind_serves_an_inherited_socket() {
     let mut command = Command::new(drover_bin());
     command.args(["-w", "1", "-b", &format!("fd://{fd}")]);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=");
+    drover.wait_for_event(events::READY);
     drop(listener);
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
     drover.signal(Signal::SIGTERM);

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Instant;
 
+use drover_tests::events;
 use drover_tests::{distinct_pids, drover_bin, free_addr, get, Drover, WAIT};
 use nix::sys::signal::Signal;
 
@@ -40,9 +41,9 @@ fn a_killed_worker_is_replaced_and_the_new_one_answers() {
     let before = drover.worker_pids();
     let victim = *before.iter().next().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
-    drover.wait_for_line("worker died; replacing it");
-    drover.wait_for_line("worker=3");
-    drover.wait_for_line("worker ready");
+    drover.wait_for_event(events::WORKER_DIED);
+    drover.wait_for_worker_event(events::WORKER_STARTED, 3);
+    drover.wait_for_event(events::WORKER_READY);
     let after = drover.worker_pids();
     assert_eq!(after.len(), 2);
     let new = *after.difference(&before).next().expect("a new worker");
@@ -64,7 +65,7 @@ fn a_stopped_worker_misses_its_heartbeats_and_is_replaced() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
     let line = drover.wait_for_line("missed its heartbeats");
     assert!(line.contains(&frozen.to_string()), "{line}");
-    drover.wait_for_line("worker ready");
+    drover.wait_for_event(events::WORKER_READY);
     let now = drover.worker_pids();
     assert!(!now.contains(&frozen));
     // The other worker, up for longer than the timeout, kept beating.
@@ -123,7 +124,7 @@ fn a_stopping_drover_refuses_new_clients_while_it_finishes_the_old() {
     drover.signal(Signal::SIGTERM);
     // The supervisor has closed its copy of the socket once it says it is
     // stopping; the worker closes its own before it ends idle connections.
-    drover.wait_for_line("stopping gracefully");
+    drover.wait_for_event(events::STOPPING);
     assert_eq!(idle.read(&mut buf).unwrap(), 0, "the idle connection ends");
     let refused = TcpStream::connect(addr);
     assert!(
@@ -341,7 +342,7 @@ fn a_users_own_axum_binary_runs_under_drover_with_one_call() {
     let mut command = Command::new(example);
     command.args(["-w", "2", "-b", &addr.to_string()]);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=2");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     assert_eq!(
         get(addr, "/").unwrap(),
         (200, "hello from my axum app\n".into())
@@ -384,7 +385,7 @@ fn quit_and_a_second_term_stop_at_once() {
         for (i, signal) in signals.iter().enumerate() {
             drover.signal(*signal);
             if i + 1 < signals.len() {
-                drover.wait_for_line("stopping gracefully");
+                drover.wait_for_event(events::STOPPING);
             }
         }
         let begun = Instant::now();
@@ -418,8 +419,8 @@ fn a_worker_that_sends_garbage_on_its_control_socket_is_replaced() {
     )
     .unwrap();
     drover.wait_for_line("malformed control message");
-    drover.wait_for_line("worker died; replacing it");
-    drover.wait_for_line("worker=3");
+    drover.wait_for_event(events::WORKER_DIED);
+    drover.wait_for_worker_event(events::WORKER_STARTED, 3);
     let after = drover.worker_pids();
     assert!(!after.contains(&culprit));
     assert_eq!(after.len(), 2);
@@ -437,13 +438,15 @@ fn systemd_socket_activation_in_both_spawn_modes() {
         command
             .arg(format!("--listen={addr}"))
             .arg(drover_bin())
-            .args(["-w", "2", "--spawn", spawn, "-b", "127.0.0.1:1"]);
+            .args(["-w", "2", "--spawn", spawn, "-b", "127.0.0.1:1"])
+            // systemd-socket-activate passes no environment on.
+            .args(["--log-format", "json"]);
         let mut drover = Drover::spawn(command);
         drover.wait_for_line("Listening on");
         // The first connection makes systemd-socket-activate exec drover.
         assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()), "{spawn}");
         drover.wait_for_line("using sockets passed by systemd");
-        drover.wait_for_line("ready workers=2");
+        assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
         assert_eq!(distinct_pids(addr, 2), drover.worker_pids(), "{spawn}");
         drover.signal(Signal::SIGTERM);
         assert_eq!(drover.wait_exit(), 0, "{spawn}");
@@ -460,7 +463,7 @@ fn flags_from_the_environment_and_the_pid_file() {
         .env("DROVER_BIND", addr.to_string())
         .env("DROVER_PID_FILE", &pid_file);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=2");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let written = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(written.trim(), drover.pid().to_string());
     assert_eq!(drover.worker_pids().len(), 2);
@@ -496,7 +499,7 @@ fn systemd_hears_ready_with_a_status_and_then_stopping() {
     assert!(lines.contains(&"READY=1"), "{ready:?}");
     assert!(lines.contains(&"STATUS=2 workers serving"), "{ready:?}");
     // The log says it too, and the workers answer.
-    drover.wait_for_line("ready workers=2");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
 
     drover.signal(Signal::SIGTERM);

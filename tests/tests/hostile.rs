@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
+use drover_tests::events;
 use drover_tests::{free_addr, get, parse, Drover, WAIT};
 use nix::sys::signal::Signal;
 
@@ -160,8 +161,8 @@ fn a_client_that_never_reads_holds_only_itself_and_is_cut_at_the_graceful_timeou
         assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
     }
     drover.signal(Signal::SIGTERM);
-    let stopped = drover.wait_for_line("worker closed");
-    assert!(stopped.contains("aborted=1"), "{stopped}");
+    let stopped = drover.wait_for_event(events::WORKER_CLOSED);
+    assert_eq!(stopped.number("aborted"), 1, "{stopped:?}");
     assert_eq!(drover.wait_exit(), 0);
     drop(stuck);
 }

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
+use drover_tests::events;
 use drover_tests::{
     deploy, deploy_broken, deployable, distinct_pids, drover_bin, example_bin, free_addr, get,
     keep_alive_request, parse, test_dir, Drover, WAIT,
@@ -18,7 +19,7 @@ fn start_deployable(dir: &std::path::Path, args: &[&str]) -> (Drover, std::path:
     let (mut command, binary) = deployable(dir);
     command.args(args);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=");
+    drover.wait_for_event(events::READY);
     (drover, binary)
 }
 
@@ -47,9 +48,9 @@ fn hup_replaces_every_worker_with_the_binary_now_on_disk() {
     );
     // One at a time: each old worker closed only after its replacement was ready.
     let log = drover.log.join("\n");
-    let ready_3 = log.find("worker ready worker=3").unwrap();
-    let closed_1 = log.find("closing worker worker=1").unwrap();
-    let started_4 = log.find("worker started worker=4").unwrap();
+    let ready_3 = drover.position_of(events::WORKER_READY, 3).unwrap();
+    let closed_1 = drover.position_of(events::WORKER_CLOSING, 1).unwrap();
+    let started_4 = drover.position_of(events::WORKER_STARTED, 4).unwrap();
     assert!(ready_3 < closed_1 && closed_1 < started_4, "{log}");
 
     drover.signal(Signal::SIGTERM);
@@ -70,7 +71,7 @@ fn hup_follows_a_release_symlink_swapped_to_a_new_build() {
     let mut command = Command::new(&current);
     command.args(["-w", "1", "-b", &addr.to_string()]);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=1");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
 
     // The deploy: `current` now points at the second release.
@@ -96,8 +97,8 @@ fn a_broken_deploy_stops_the_restart_and_the_old_workers_keep_serving() {
 
     deploy_broken(&binary);
     drover.signal(Signal::SIGHUP);
-    let stopped = drover.wait_for_line("rolling restart stopped");
-    assert!(stopped.contains("exit code 3"), "{stopped}");
+    let stopped = drover.wait_for_event(events::RESTART_STOPPED);
+    assert!(stopped.line.contains("exit code 3"), "{}", stopped.line);
     assert_eq!(
         drover.worker_pids(),
         before,
@@ -129,22 +130,26 @@ fn a_restart_stops_at_a_new_worker_that_reports_a_failure_or_never_gets_ready() 
         .env("DROVER_DEMO_FAIL_BOOT_IF", &fail)
         .env("DROVER_DEMO_HANG_BOOT_IF", &hang);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=2");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let before = drover.worker_pids();
 
     // BootFailed: the worker reports why before it exits.
     std::fs::write(&fail, "").unwrap();
     drover.signal(Signal::SIGHUP);
-    let stopped = drover.wait_for_line("rolling restart stopped");
-    assert!(stopped.contains("panicked while starting"), "{stopped}");
+    let stopped = drover.wait_for_event(events::RESTART_STOPPED);
+    assert!(
+        stopped.line.contains("panicked while starting"),
+        "{}",
+        stopped.line
+    );
     assert_eq!(drover.worker_pids(), before);
     std::fs::remove_file(&fail).unwrap();
 
     // Not ready within --boot-timeout: killed, and the restart stops.
     std::fs::write(&hang, "").unwrap();
     drover.signal(Signal::SIGHUP);
-    let stopped = drover.wait_for_line("rolling restart stopped");
-    assert!(stopped.contains("--boot-timeout"), "{stopped}");
+    let stopped = drover.wait_for_event(events::RESTART_STOPPED);
+    assert!(stopped.line.contains("--boot-timeout"), "{}", stopped.line);
     assert_eq!(drover.worker_pids(), before, "{}", drover.log.join("\n"));
     assert_eq!(distinct_pids(addr, 2), before, "the old workers serve on");
 
@@ -173,15 +178,15 @@ fn ttin_adds_a_worker_and_ttou_closes_the_newest_never_below_one() {
     let first = drover.worker_pids();
 
     drover.signal(Signal::SIGTTIN);
-    drover.wait_for_line("worker ready worker=2");
+    drover.wait_for_worker_event(events::WORKER_READY, 2);
     let two = drover.worker_pids();
     assert_eq!(two.len(), 2);
     assert_eq!(distinct_pids(addr, 2), two);
 
     drover.signal(Signal::SIGTTOU);
-    let closing = drover.wait_for_line("closing worker");
-    assert!(closing.contains("worker=2"), "the newest goes: {closing}");
-    drover.wait_for_line("worker left worker=2");
+    let closing = drover.wait_for_event(events::WORKER_CLOSING);
+    assert!(closing.is_of_worker(2), "the newest goes: {closing:?}");
+    drover.wait_for_worker_event(events::WORKER_LEFT, 2);
     assert_eq!(drover.worker_pids(), first);
 
     drover.signal(Signal::SIGTTOU);
@@ -212,20 +217,17 @@ fn max_requests_recycles_a_worker_after_its_replacement_is_ready() {
     for _ in 0..8 {
         assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
     }
-    let quota = drover.wait_for_line("request quota reached: asking");
-    let requests: u64 = quota
-        .split("requests=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{quota}"));
-    assert!((5..=8).contains(&requests), "{quota}");
+    let quota = drover.wait_for_event(events::QUOTA_REACHED);
+    let requests = quota.number("requests");
+    assert!((5..=8).contains(&requests), "{quota:?}");
 
-    drover.wait_for_all(&[
-        "worker ready worker=2",
-        "closing worker worker=1",
-        "worker left worker=1",
-    ]);
+    for (event, worker) in [
+        (events::WORKER_READY, 2),
+        (events::WORKER_CLOSING, 1),
+        (events::WORKER_LEFT, 1),
+    ] {
+        drover.wait_for_event_since(0, event, |e| e.is_of_worker(worker));
+    }
     let second = drover.worker_pids();
     assert_eq!(second.len(), 1);
     assert!(second.is_disjoint(&first));
@@ -245,7 +247,7 @@ fn a_recycling_whose_replacement_fails_is_tried_again_until_one_boots() {
         .args(["-w", "1", "--max-requests", "2", "-b", &addr.to_string()])
         .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=1");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let first = drover.worker_pids();
 
     // New workers fail from now on; the quota is reached.
@@ -264,8 +266,8 @@ fn a_recycling_whose_replacement_fails_is_tried_again_until_one_boots() {
 
     // Fixed: the next try boots, and the worker is replaced.
     std::fs::remove_file(&marker).unwrap();
-    drover.wait_for_line("closing worker worker=1 ");
-    drover.wait_for_line("worker left worker=1 ");
+    drover.wait_for_worker_event(events::WORKER_CLOSING, 1);
+    drover.wait_for_worker_event(events::WORKER_LEFT, 1);
     let now = drover.worker_pids();
     assert_eq!(now.len(), 1);
     assert!(now.is_disjoint(&first));
@@ -296,7 +298,7 @@ fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     drover_tests::wait_until_server_read(&busy);
 
     drover.signal(Signal::SIGHUP);
-    drover.wait_for_line("closing worker worker=1");
+    drover.wait_for_worker_event(events::WORKER_CLOSING, 1);
 
     // The request in flight gets its answer, marked as the last.
     let mut answer = String::new();
@@ -318,7 +320,7 @@ fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     let mut rest = Vec::new();
     assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0, "then a clean end");
 
-    drover.wait_for_line("worker left worker=1");
+    drover.wait_for_worker_event(events::WORKER_LEFT, 1);
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }

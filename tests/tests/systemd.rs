@@ -7,6 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
 
+use drover_tests::events;
 use drover_tests::{
     children, distinct_pids, drover_bin, free_addr, get, read_pid, test_dir, unix_get, Drover,
     KillOnDrop, WAIT,
@@ -84,6 +85,7 @@ fn socket_activated_sockets_survive_hup_and_usr2_and_systemd_hears_each_step() {
         .arg(format!("--listen={}", admin.display()))
         .arg("--fdname=web:admin")
         .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.display()))
+        .arg("--setenv=DROVER_LOG_FORMAT=json")
         .arg(drover_bin())
         .args(["-w", "2", "-b", "127.0.0.1:1"])
         .arg("--pid-file")
@@ -92,7 +94,7 @@ fn socket_activated_sockets_survive_hup_and_usr2_and_systemd_hears_each_step() {
     drover.wait_for_line("Listening on");
     // The first connection makes systemd-socket-activate exec drover.
     assert_eq!(get(web, "/").unwrap(), (200, "hello".into()));
-    drover.wait_for_line("ready workers=2");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let ready = systemd.next_state();
     assert!(has(&ready, "READY=1"), "{ready:?}");
     let sockets = inherited_sockets(drover.pid());
@@ -112,11 +114,10 @@ fn socket_activated_sockets_survive_hup_and_usr2_and_systemd_hears_each_step() {
     );
     let ready = systemd.next_state();
     assert!(has(&ready, "READY=1"), "{ready:?}");
-    drover.wait_for_all(&[
-        "rolling restart complete",
-        "worker left worker=1",
-        "worker left worker=2",
-    ]);
+    drover.wait_for_event_since(0, events::RESTART_COMPLETE, |_| true);
+    for worker in [1, 2] {
+        drover.wait_for_event_since(0, events::WORKER_LEFT, |e| e.is_of_worker(worker));
+    }
     let after = drover.worker_pids();
     assert!(after.is_disjoint(&before));
     assert_eq!(distinct_pids(web, 2), after);
@@ -125,7 +126,7 @@ fn socket_activated_sockets_survive_hup_and_usr2_and_systemd_hears_each_step() {
 
     // USR2: the new supervisor tells systemd its pid, then READY.
     drover.signal(Signal::SIGUSR2);
-    drover.wait_for_line("binary upgrade complete");
+    drover.wait_for_event(events::UPGRADE_COMPLETE);
     let new_pid = read_pid(&pid_file);
     let _guard = KillOnDrop(new_pid);
     let main_pid = systemd.next_state();
@@ -147,7 +148,7 @@ fn socket_activated_sockets_survive_hup_and_usr2_and_systemd_hears_each_step() {
     kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
     let stopping = systemd.next_state();
     assert!(has(&stopping, "STOPPING=1"), "{stopping:?}");
-    drover.wait_for_line(&format!("stopped pid={new_pid}"));
+    drover.wait_for_stopped(new_pid);
     drover.read_to_end();
     assert!(admin.exists(), "drover removed a socket file it inherited");
     let _ = std::fs::remove_dir_all(&dir);
@@ -165,7 +166,7 @@ fn the_watchdog_is_pinged_while_watchdog_usec_is_set() {
         .env("NOTIFY_SOCKET", &notify)
         .env("WATCHDOG_USEC", "200000");
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=1");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let mut seen = HashSet::new();
     let mut pings = 0;
     while pings < 3 || !seen.contains("READY=1") {

@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use drover_tests::events;
 use drover_tests::{
     children, deploy, deploy_broken, deployable, distinct_pids, drover_bin, example_bin, free_addr,
     get, keep_alive_request, read_pid, test_dir, unix_get, Drover, KillOnDrop,
@@ -20,10 +21,10 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
     command.arg("-b").arg(format!("unix:{}", socket.display()));
     command.arg("--pid-file").arg(&pid_file);
     let mut old = Drover::spawn(command);
-    old.wait_for_line("ready workers=2");
+    assert_eq!(old.wait_for_event(events::READY).number("workers"), 2);
     // Scaled up since the start: the new supervisor runs as many.
     old.signal(Signal::SIGTTIN);
-    old.wait_for_line("worker ready worker=3 ");
+    old.wait_for_worker_event(events::WORKER_READY, 3);
     let old_workers = old.worker_pids();
     assert_eq!(read_pid(&pid_file), old.pid());
 
@@ -31,7 +32,7 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
     old.signal(Signal::SIGUSR2);
     let new_pid = old.wait_for_successor();
     let _guard = KillOnDrop(new_pid);
-    old.wait_for_line("binary upgrade complete");
+    old.wait_for_event(events::UPGRADE_COMPLETE);
     // The old supervisor leaves once its workers have closed.
     assert_eq!(old.wait_exit_keeping_log(), 0);
     assert!(
@@ -59,7 +60,7 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
 
     // The new supervisor owns the socket file now: it removes it at its stop.
     kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
-    old.wait_for_line(&format!("stopped pid={new_pid}"));
+    old.wait_for_stopped(new_pid);
     old.read_to_end();
     assert!(
         !socket.exists(),
@@ -78,14 +79,14 @@ fn a_failed_upgrade_leaves_the_old_supervisor_serving_and_usr2_can_retry() {
     command.args(["-w", "2", "-b", &addr.to_string()]);
     command.arg("--pid-file").arg(&pid_file);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=2");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let workers = drover.worker_pids();
 
     // A build that dies at once.
     deploy_broken(&binary);
     drover.signal(Signal::SIGUSR2);
-    let failed = drover.wait_for_line("binary upgrade failed");
-    assert!(failed.contains("exit code 3"), "{failed}");
+    let failed = drover.wait_for_event(events::UPGRADE_FAILED);
+    assert!(failed.line.contains("exit code 3"), "{}", failed.line);
     assert_eq!(
         drover.worker_pids(),
         workers,
@@ -97,14 +98,14 @@ fn a_failed_upgrade_leaves_the_old_supervisor_serving_and_usr2_can_retry() {
     deploy(drover_bin(), &binary);
     // Fixed: USR2 again goes through.
     drover.signal(Signal::SIGUSR2);
-    drover.wait_for_line("binary upgrade complete");
+    drover.wait_for_event(events::UPGRADE_COMPLETE);
     let new_pid = read_pid(&pid_file);
     let _guard = KillOnDrop(new_pid);
     assert_ne!(new_pid, drover.pid());
     assert_eq!(drover.wait_exit_keeping_log(), 0);
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
     kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
-    drover.wait_for_line(&format!("stopped pid={new_pid}"));
+    drover.wait_for_stopped(new_pid);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -120,13 +121,13 @@ fn a_new_supervisor_whose_workers_cannot_boot_is_abandoned() {
         .args(["-w", "1", "--boot-timeout", "5", "-b", &addr.to_string()])
         .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=1");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let workers = drover.worker_pids();
 
     std::fs::write(&marker, "").unwrap();
     drover.signal(Signal::SIGUSR2);
-    let failed = drover.wait_for_line("binary upgrade failed");
-    assert!(failed.contains("exit code 1"), "{failed}");
+    let failed = drover.wait_for_event(events::UPGRADE_FAILED);
+    assert!(failed.line.contains("exit code 1"), "{}", failed.line);
     assert_eq!(drover.worker_pids(), workers);
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
 
@@ -150,7 +151,7 @@ fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
         .arg(&pid_file)
         .env("NOTIFY_SOCKET", &notify);
     let mut old = Drover::spawn(command);
-    old.wait_for_line("ready workers=1");
+    assert_eq!(old.wait_for_event(events::READY).number("workers"), 1);
     // An idle keep-alive connection keeps the old worker draining (for up
     // to the keep-alive timeout) after the handover.
     let mut idle = std::net::TcpStream::connect(addr).unwrap();
@@ -158,7 +159,7 @@ fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
     keep_alive_request(&mut idle, "/pid");
 
     old.signal(Signal::SIGUSR2);
-    old.wait_for_line("binary upgrade complete");
+    old.wait_for_event(events::UPGRADE_COMPLETE);
     let new_pid = read_pid(&pid_file);
     let _guard = KillOnDrop(new_pid);
     old.signal(Signal::SIGTERM);
@@ -180,7 +181,7 @@ fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
     }
     assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
     kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
-    old.wait_for_line(&format!("stopped pid={new_pid}"));
+    old.wait_for_stopped(new_pid);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -191,7 +192,7 @@ fn a_new_supervisor_never_ready_is_killed_at_the_deadline() {
     let addr = free_addr();
     command.args(["-w", "1", "--boot-timeout", "1", "-b", &addr.to_string()]);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=1");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let workers = drover.worker_pids();
 
     // A build that starts and never says anything.
@@ -208,8 +209,8 @@ fn a_new_supervisor_never_ready_is_killed_at_the_deadline() {
     drover.signal(Signal::SIGUSR2);
     let new_pid = drover.wait_for_successor();
     let _guard = KillOnDrop(new_pid);
-    let failed = drover.wait_for_line("binary upgrade failed");
-    assert!(failed.contains("not ready within"), "{failed}");
+    let failed = drover.wait_for_event(events::UPGRADE_FAILED);
+    assert!(failed.line.contains("not ready within"), "{}", failed.line);
     let mut children = drover.worker_pids();
     children.remove(&new_pid); // killed, perhaps not reaped yet
     assert_eq!(children, workers);

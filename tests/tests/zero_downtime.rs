@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use drover_tests::events;
 use drover_tests::load::Load;
 use drover_tests::{drover_bin, free_addr, read_pid, test_dir, Drover, KillOnDrop};
 use nix::sys::signal::{kill, Signal};
@@ -21,7 +22,7 @@ fn no_request_fails_through_restarts_scaling_and_upgrades() {
         .arg("--pid-file")
         .arg(&pid_file);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("ready workers=2");
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let mut guards = Vec::new();
 
     // Between steps, the clients make this many requests more: each step
@@ -31,23 +32,23 @@ fn no_request_fails_through_restarts_scaling_and_upgrades() {
     load.wait_for(BETWEEN);
     for _ in 0..5 {
         drover.signal(Signal::SIGHUP);
-        drover.wait_for_line("rolling restart complete");
+        drover.wait_for_event(events::RESTART_COMPLETE);
         load.wait_for(BETWEEN);
     }
     drover.signal(Signal::SIGTTIN);
     drover.wait_for_line("TTIN: one worker more");
-    drover.wait_for_line("worker ready");
+    drover.wait_for_event(events::WORKER_READY);
     load.wait_for(BETWEEN);
     drover.signal(Signal::SIGTTOU);
     drover.wait_for_line("TTOU: one worker fewer");
-    drover.wait_for_line("worker left");
+    drover.wait_for_event(events::WORKER_LEFT);
     load.wait_for(BETWEEN);
     // Two upgrades: the second goes to the supervisor the first started.
     let mut supervisor = drover.pid();
     for _ in 0..2 {
         kill(Pid::from_raw(supervisor), Signal::SIGUSR2).unwrap();
-        drover.wait_for_line("binary upgrade complete");
-        drover.wait_for_line(&format!("stopped pid={supervisor}"));
+        drover.wait_for_event(events::UPGRADE_COMPLETE);
+        drover.wait_for_stopped(supervisor);
         supervisor = read_pid(&pid_file);
         guards.push(KillOnDrop(supervisor));
         load.wait_for(BETWEEN);
@@ -60,7 +61,7 @@ fn no_request_fails_through_restarts_scaling_and_upgrades() {
     assert!(report.pids.len() >= 10, "answered by {:?}", report.pids);
 
     kill(Pid::from_raw(supervisor), Signal::SIGTERM).unwrap();
-    drover.wait_for_line(&format!("stopped pid={supervisor}"));
+    drover.wait_for_stopped(supervisor);
     assert_eq!(drover.child.wait().unwrap().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

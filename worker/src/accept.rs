@@ -1,6 +1,7 @@
 //! The accept loop: one task takes connections from every listener of a
 //! server and serves each on a task of its own.
 
+use drover_shared::events;
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,9 +11,9 @@ use nix::errno::Errno;
 use tokio::sync::Semaphore;
 
 use crate::connection::serve_connection;
-use crate::server_core::ServerCore;
 use crate::error::Error;
 use crate::listeners::ListenerSlot;
+use crate::server_core::ServerCore;
 use crate::service::HttpService;
 use crate::stream::Stream;
 
@@ -137,7 +138,7 @@ async fn accept_until_closed<S: HttpService>(
                 continue;
             }
             AcceptFailure::Connection | AcceptFailure::Resources => {
-                tracing::warn!(%listener, %error, retry_in = ?backoff, "accept failed; backing off");
+                tracing::warn!(event = events::ACCEPT_BACKOFF, %listener, %error, retry_in = ?backoff, "accept failed; backing off");
             }
             AcceptFailure::Fatal => {
                 core.fail(Error::Accept {

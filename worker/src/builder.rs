@@ -9,13 +9,13 @@ use std::time::Duration;
 use drover_shared::listen_fds::inherited_listeners;
 use drover_shared::{Listener, ListenerSpec};
 
-use crate::server_core::{ServerConfig, ServerCore};
 use crate::defaults;
 use crate::error::Error;
 use crate::handle::ServerHandle;
 use crate::hooks::{shutdown_hook, startup_hook};
 use crate::listeners::{ListenerSlot, Origin};
 use crate::server::Server;
+use crate::server_core::{ServerConfig, ServerCore};
 use crate::service::BoxError;
 use crate::sockets::IntoListener;
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use drover_shared::ListenAddr;
 
-use crate::server_core::ServerCore;
 use crate::error::Error;
 use crate::report::{CloseReport, ServerStats};
+use crate::server_core::ServerCore;
 
 /// A cheap, cloneable handle to a [`Server`](crate::Server), usable from
 /// any thread or task (it is `Clone`, `Send` and `Sync`), and from inside

@@ -1,5 +1,6 @@
 //! [`Server`]: open, start, serve, close.
 
+use drover_shared::events;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,10 +9,10 @@ use drover_shared::ListenAddr;
 use tokio::sync::Semaphore;
 
 use crate::accept::accept_loop;
-use crate::server_core::FailUnlessDisarmed;
 use crate::error::Error;
 use crate::handle::ServerHandle;
 use crate::report::CloseReport;
+use crate::server_core::FailUnlessDisarmed;
 use crate::service::IntoHttpService;
 use crate::shutdown::drive_close;
 
@@ -113,6 +114,7 @@ impl Server {
         serving?;
         if tracing::enabled!(tracing::Level::INFO) {
             tracing::info!(
+                event = events::SERVING,
                 addrs = %display_addrs(&self.local_addrs()),
                 took = ?begun.elapsed(),
                 "serving"

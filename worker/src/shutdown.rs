@@ -1,12 +1,13 @@
 //! The close driver: after close, wait for the connections up to the
 //! graceful deadline, abort what is left, run the shutdown hooks, report.
 
+use drover_shared::events;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::server_core::{FailUnlessDisarmed, ServerCore};
 use crate::error::Error;
 use crate::hooks::ShutdownHook;
+use crate::server_core::{FailUnlessDisarmed, ServerCore};
 
 /// Runs once the server is closing (it waits for that itself), and moves it
 /// to closed. Only ever one per server.
@@ -45,5 +46,5 @@ pub(crate) async fn drive_close(
     }
     guard.disarm();
     core.finish();
-    tracing::info!(took = ?begun.elapsed(), stats = ?core.counters.stats(), "closed");
+    tracing::info!(event = events::CLOSED, took = ?begun.elapsed(), stats = ?core.counters.stats(), "closed");
 }

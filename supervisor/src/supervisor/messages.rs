@@ -4,9 +4,10 @@
 use std::io;
 use std::time::Instant;
 
-use crate::control::protocol::{DecodeError, WorkerMessage, MAX_DATAGRAM};
+use drover_shared::events;
 
-use super::{Phase, Supervisor, WorkerState};
+use super::{fleet, Phase, Supervisor};
+use crate::control::protocol::{DecodeError, WorkerMessage, MAX_DATAGRAM};
 use crate::notify;
 
 /// At most this many messages are read from one worker per loop turn.
@@ -60,17 +61,23 @@ impl Supervisor<'_> {
     }
 
     fn on_message(&mut self, id: u64, message: Result<WorkerMessage, DecodeError>) {
-        let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) else {
+        let Some(worker) = self.worker_mut(id) else {
             return;
         };
-        worker.last_heard = Instant::now();
+        let now = Instant::now();
+        worker.last_heard = now;
+        let pid = worker.pid.as_raw();
         match message {
             Ok(WorkerMessage::Ready) => {
-                if let WorkerState::Booting { .. } = worker.state {
-                    worker.state = WorkerState::Ready;
-                    worker.ready_at = Some(Instant::now());
-                    tracing::info!(worker = id, pid = worker.pid.as_raw(), "worker ready");
-                    if let Some(old) = worker.replaces.take() {
+                if worker.is_booting() {
+                    let replaces = worker.became_ready(now);
+                    tracing::info!(
+                        event = events::WORKER_READY,
+                        worker = id,
+                        pid,
+                        "worker ready"
+                    );
+                    if let Some(old) = replaces {
                         self.retire(old, "replaced");
                     }
                 }
@@ -84,21 +91,27 @@ impl Supervisor<'_> {
                 tracing::trace!(worker = id, requests, connections, "heartbeat");
             }
             Ok(WorkerMessage::BootFailed { reason }) => {
-                tracing::error!(worker = id, %reason, "worker cannot start");
-                worker.boot_failure = Some(reason);
+                tracing::error!(event = events::WORKER_CANNOT_START, worker = id, %reason, "worker cannot start");
+                worker.failed_to_boot(reason);
             }
             Ok(WorkerMessage::Closed {
                 drained,
                 aborted,
                 requests,
             }) => {
-                tracing::info!(worker = id, drained, aborted, requests, "worker closed");
+                tracing::info!(
+                    event = events::WORKER_CLOSED,
+                    worker = id,
+                    drained,
+                    aborted,
+                    requests,
+                    "worker closed"
+                );
             }
             Err(error) => {
-                tracing::error!(worker = id, pid = worker.pid.as_raw(), %error, "worker sent a malformed control message: replacing it");
-                worker.boot_failure = Some(format!("malformed control message: {error}"));
+                tracing::error!(event = events::WORKER_KILLED, worker = id, pid, %error, "worker sent a malformed control message: replacing it");
                 worker.control = None;
-                worker.kill();
+                worker.kill_for_fault(format!("malformed control message: {error}"));
             }
         }
     }
@@ -107,12 +120,10 @@ impl Supervisor<'_> {
     /// pid file is written and systemd hears READY=1; a supervisor started
     /// by a binary upgrade takes over from the old one first.
     fn check_ready(&mut self) {
-        let all_ready = self.workers.len() == self.wanted
-            && self.workers.iter().all(|w| w.state == WorkerState::Ready);
-        if self.phase != Phase::Booting || !all_ready {
+        if self.phase != Phase::Booting || !fleet::all_ready(&self.workers, self.wanted) {
             return;
         }
-        self.phase = Phase::Running;
+        self.enter(Phase::Running);
         let predecessor = self.predecessor.take();
         if predecessor.is_some() {
             self.take_over();
@@ -126,9 +137,7 @@ impl Supervisor<'_> {
         // Last of all (the old supervisor leaves when it hears this, and
         // systemd must know the new main pid by then).
         if let Some(channel) = predecessor {
-            if let Err(error) = channel.send(&WorkerMessage::Ready.encode()) {
-                tracing::warn!(%error, "cannot tell the previous supervisor");
-            }
+            self.tell_predecessor(&channel);
         }
         // Last: whoever sees this line finds the pid file written.
         let addrs: Vec<String> = self
@@ -137,7 +146,7 @@ impl Supervisor<'_> {
             .iter()
             .map(ToString::to_string)
             .collect();
-        tracing::info!(workers = self.wanted, addrs = %addrs.join(", "), "ready");
+        tracing::info!(event = events::READY, workers = self.wanted, addrs = %addrs.join(", "), "ready");
     }
 
     /// The status line for systemd.

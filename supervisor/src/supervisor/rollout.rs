@@ -18,8 +18,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::worker::Recycle;
-use super::{Phase, Supervisor, Worker, WorkerState};
+use drover_shared::events;
+
+use super::fleet::{self, RolloutStep};
+use super::worker::Worker;
+use super::{Phase, Supervisor};
 use crate::notify;
 
 /// Where the rolling restart is.
@@ -59,65 +62,47 @@ impl Supervisor<'_> {
         self.rollout = Rollout::Rolling { to, began };
         notify::reloading();
         tracing::info!(
-            workers = self.slots(),
+            event = events::RESTART_BEGUN,
+            workers = fleet::slots(&self.workers),
             "rolling restart: replacing the workers one at a time"
         );
         self.advance_rollout();
     }
 
-    /// Starts the next replacement of the rolling restart, unless one is
-    /// booting; ends the restart when no old worker is left.
+    /// Starts the next replacement of the rolling restart (see
+    /// [`fleet::rollout_step`]); ends the restart when no old worker is
+    /// left.
     fn advance_rollout(&mut self) {
         let Rollout::Rolling { to, began } = self.rollout else {
             return;
         };
-        // One at a time: any replacement under way (of this restart, an
-        // earlier one, or a recycling) is waited for, up to its end: one
-        // killed at its boot timeout still counts until it is reaped, when
-        // its failure stops the restart.
-        let booting = |w: &Worker| w.replaces.is_some();
-        if self.workers.iter().any(booting) {
-            return;
-        }
-        let old: Vec<&Worker> = self
-            .workers
-            .iter()
-            .filter(|w| w.is_active() && w.generation < to)
-            .collect();
-        let next = old
-            .iter()
-            .filter(|w| w.state == WorkerState::Ready && !self.has_successor(w.id))
-            .map(|w| w.id)
-            .min();
-        match next {
-            Some(old) => {
+        match fleet::rollout_step(&self.workers, to) {
+            RolloutStep::Replace(old) => {
                 if let Err(error) = self.spawn(Some(old)) {
                     self.halt_rollout(&format!("cannot start a worker: {error}"));
                 }
             }
-            None if old.is_empty() => {
-                tracing::info!(took = ?began.elapsed(), workers = self.slots(), "rolling restart complete");
+            RolloutStep::Done => {
+                tracing::info!(event = events::RESTART_COMPLETE, took = ?began.elapsed(), workers = fleet::slots(&self.workers), "rolling restart complete");
                 self.rollout = Rollout::Idle;
                 notify::ready(&self.status(), false);
             }
-            // An old worker is still booting, or being recycled: a later
-            // turn moves the restart on.
-            None => {}
+            RolloutStep::Wait => {}
         }
     }
 
     /// A replacement never got ready (it failed to boot, exited, or missed
-    /// the boot timeout): the worker it was to replace serves on. In a
-    /// rolling restart, the restart stops there.
-    pub(super) fn replacement_failed(&mut self, new: &Worker, reason: String) {
-        let old = new.replaces.unwrap_or_default();
+    /// the boot timeout): the worker it was to replace (`old`) serves on.
+    /// In a rolling restart, the restart stops there.
+    pub(super) fn replacement_failed(&mut self, new: &Worker, old: u64, reason: String) {
         match self.rollout {
             Rollout::Rolling { to, .. } if new.generation == to => {
-                tracing::error!(worker = new.id, %reason, "a new worker failed to boot");
+                tracing::error!(event = events::BOOT_FAILED, worker = new.id, %reason, "a new worker failed to boot");
                 self.halt_rollout(&reason);
             }
             _ => {
                 tracing::error!(
+                    event = events::BOOT_FAILED,
                     worker = new.id,
                     replacing = old,
                     %reason,
@@ -128,21 +113,17 @@ impl Supervisor<'_> {
         }
         // If the worker it was to replace is gone meanwhile, its slot is
         // empty now.
-        self.replace();
+        self.fill_slots();
     }
 
     fn halt_rollout(&mut self, reason: &str) {
         let Rollout::Rolling { to, .. } = self.rollout else {
             return;
         };
-        let previous = self
-            .workers
-            .iter()
-            .filter(|w| w.is_active() && w.generation < to)
-            .count();
         tracing::error!(
+            event = events::RESTART_STOPPED,
             %reason,
-            workers_of_the_previous_version = previous,
+            workers_of_the_previous_version = fleet::older_than(&self.workers, to),
             "rolling restart stopped: the workers already serving keep serving; fix the deploy and send HUP again"
         );
         self.rollout = Rollout::Idle;
@@ -152,11 +133,8 @@ impl Supervisor<'_> {
     /// A worker reached its request quota: it is replaced as soon as it
     /// can be (see [`recycle_due`](Self::recycle_due)).
     pub(super) fn recycle(&mut self, id: u64, requests: u64) {
-        if let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) {
-            worker.recycle.get_or_insert(Recycle {
-                requests,
-                not_before: Instant::now(),
-            });
+        if let Some(worker) = self.worker_mut(id) {
+            worker.ask_recycle(requests, Instant::now());
         }
     }
 
@@ -166,19 +144,9 @@ impl Supervisor<'_> {
     /// turn; if that replacement fails, its own starts then. A recycling
     /// whose replacement fails is tried again, with the crash backoff.
     fn recycle_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<(u64, u64)> = self
-            .workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Ready && !self.has_successor(w.id))
-            .filter_map(|w| {
-                w.recycle
-                    .filter(|r| r.not_before <= now)
-                    .map(|r| (w.id, r.requests))
-            })
-            .collect();
-        for (id, requests) in due {
+        for (id, requests) in fleet::recycles_due(&self.workers, Instant::now()) {
             tracing::info!(
+                event = events::RECYCLING,
                 worker = id,
                 requests,
                 "request quota reached: replacing the worker"
@@ -195,13 +163,10 @@ impl Supervisor<'_> {
     fn retry_recycling(&mut self, id: u64) {
         let now = Instant::now();
         let delay = self.backoff.next_delay(now).max(Duration::from_millis(100));
-        if let Some(recycle) = self
-            .workers
-            .iter_mut()
-            .find(|w| w.id == id)
-            .and_then(|w| w.recycle.as_mut())
+        if self
+            .worker_mut(id)
+            .is_some_and(|w| w.postpone_recycle(now + delay))
         {
-            recycle.not_before = now + delay;
             tracing::warn!(
                 worker = id,
                 ?delay,
@@ -210,21 +175,15 @@ impl Supervisor<'_> {
         }
     }
 
-    /// When the next recycling waits to be tried again, if one does.
-    pub(super) fn next_recycle_retry(&self) -> Option<Instant> {
-        let now = Instant::now();
-        self.workers
-            .iter()
-            .filter_map(|w| w.recycle.map(|r| r.not_before))
-            .filter(|at| *at > now)
-            .min()
-    }
-
     /// TTIN: one worker more.
     pub(super) fn scale_up(&mut self) {
         self.wanted += 1;
-        tracing::info!(workers = self.wanted, "TTIN: one worker more");
-        self.replace();
+        tracing::info!(
+            event = events::SCALED,
+            workers = self.wanted,
+            "TTIN: one worker more"
+        );
+        self.fill_slots();
     }
 
     /// TTOU: one worker fewer (never below one): the newest closes,
@@ -235,85 +194,51 @@ impl Supervisor<'_> {
             return;
         }
         self.wanted -= 1;
-        tracing::info!(workers = self.wanted, "TTOU: one worker fewer");
+        tracing::info!(
+            event = events::SCALED,
+            workers = self.wanted,
+            "TTOU: one worker fewer"
+        );
         self.shed_excess();
     }
 
-    /// Closes the newest workers while there are more than wanted. A
-    /// worker whose replacement is under way is left to it (the pair
-    /// counts once); a later turn sees the pair done.
+    /// Closes the newest workers while there are more than wanted.
     fn shed_excess(&mut self) {
-        while self.slots() > self.wanted {
-            let newest = self
-                .workers
-                .iter()
-                .filter(|w| self.fills_a_slot(w) && !self.has_successor(w.id))
-                .map(|w| w.id)
-                .max();
-            match newest {
-                Some(id) => self.retire(id, "scaled down"),
-                None => return,
-            }
+        for id in fleet::to_shed(&self.workers, self.wanted) {
+            self.retire(id, "scaled down");
         }
     }
 
-    /// Closes worker `id` draining, if it is still active. A replacement
-    /// closed before it was ready no longer replaces anything.
+    /// Closes worker `id` draining, if it is still active.
     pub(super) fn retire(&mut self, id: u64, why: &str) {
         let (drain, graceful) = (self.config.drain_window, self.config.graceful_timeout);
-        if let Some(worker) = self
-            .workers
-            .iter_mut()
-            .find(|w| w.id == id && w.is_active())
-        {
+        if let Some(worker) = self.worker_mut(id).filter(|w| w.is_active()) {
             tracing::info!(
+                event = events::WORKER_CLOSING,
                 worker = id,
                 pid = worker.pid.as_raw(),
                 why,
                 ?drain,
                 "closing worker"
             );
-            worker.replaces = None;
             worker.close(drain, graceful);
         }
     }
 
-    /// Starts workers until there are as many as wanted.
-    /// While a backoff delay runs, nothing starts: its timer fills the
-    /// slots when it ends.
-    pub(super) fn replace(&mut self) {
+    /// Starts workers until every wanted slot is filled. While a backoff
+    /// delay runs, nothing starts: its timer fills the slots when it ends.
+    pub(super) fn fill_slots(&mut self) {
         if self.respawn_at.is_some_and(|at| at > Instant::now()) {
             return;
         }
         self.respawn_at = None;
-        while self.slots() < self.wanted {
+        for _ in 0..fleet::missing(&self.workers, self.wanted) {
             if let Err(error) = self.spawn(None) {
                 tracing::error!(%error, "cannot start a worker");
                 let delay = self.backoff.next_delay(Instant::now());
-                self.respawn_at =
-                    Some(Instant::now() + delay.max(std::time::Duration::from_millis(100)));
+                self.respawn_at = Some(Instant::now() + delay.max(Duration::from_millis(100)));
                 return;
             }
         }
-    }
-
-    /// Workers that count towards `wanted`: active ones, where a booting
-    /// replacement and the worker it replaces count once.
-    pub(super) fn slots(&self) -> usize {
-        self.workers.iter().filter(|w| self.fills_a_slot(w)).count()
-    }
-
-    fn fills_a_slot(&self, worker: &Worker) -> bool {
-        worker.is_active() && !worker.replaces.is_some_and(|old| self.is_active(old))
-    }
-
-    fn has_successor(&self, id: u64) -> bool {
-        self.workers
-            .iter()
-            .any(|w| w.replaces == Some(id) && w.is_active())
-    }
-
-    fn is_active(&self, id: u64) -> bool {
-        self.workers.iter().any(|w| w.id == id && w.is_active())
     }
 }

@@ -1,4 +1,5 @@
-//! The binary upgrade (USR2), as nginx and unicorn do it: the supervisor
+//! The binary upgrade (USR2), the old supervisor's side (the new one's is
+//! `takeover`), as nginx and unicorn do it: the supervisor
 //! forks and execs the binary on disk now as a new supervisor, which
 //! inherits the listening sockets (LISTEN_FDS, as systemd passes them) and
 //! the same flags, and a channel back (`DROVER_UPGRADE_FD`).
@@ -29,7 +30,10 @@ use crate::control::ControlSocket;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{Phase, Rollout, Supervisor};
+use drover_shared::events;
+
+use super::leave::Leave;
+use super::{Phase, Supervisor};
 use crate::spawn::{spawn_child, ExecImage, Launch};
 
 /// The new supervisor gets its workers' boot timeout plus this for its own
@@ -81,12 +85,13 @@ impl Supervisor<'_> {
         match self.start_successor() {
             Ok(pid) => {
                 tracing::info!(
+                    event = events::UPGRADE_BEGUN,
                     new_supervisor = pid.as_raw(),
                     "binary upgrade: started a new supervisor"
                 );
             }
             Err(error) => {
-                tracing::error!(%error, "binary upgrade failed: cannot start a new supervisor; this one keeps serving");
+                tracing::error!(event = events::UPGRADE_FAILED, %error, "binary upgrade failed: cannot start a new supervisor; this one keeps serving");
             }
         }
     }
@@ -155,6 +160,7 @@ impl Supervisor<'_> {
             let _ = kill(pid, Signal::SIGKILL);
         }
         tracing::error!(
+            event = events::UPGRADE_FAILED,
             new_supervisor = pid.as_raw(),
             why,
             "binary upgrade failed: this supervisor keeps serving; USR2 again to retry"
@@ -188,44 +194,8 @@ impl Supervisor<'_> {
         else {
             return;
         };
-        tracing::info!(
-            new_supervisor = pid.as_raw(),
-            "binary upgrade complete: the new supervisor serves; closing this one's workers"
-        );
-        self.sockets.hand_over();
-        self.sockets.close();
-        self.rollout = Rollout::Idle;
-        self.respawn_at = None;
-        self.close_workers(self.config.drain_window);
-        self.phase = Phase::HandedOver;
-    }
-
-    /// In the new supervisor, once its workers are ready: it no longer
-    /// dies with the old one, and owns the socket files the old one made.
-    pub(super) fn take_over(&mut self) {
-        if let Err(error) = nix::sys::prctl::set_pdeathsig(None) {
-            tracing::warn!(%error, "cannot outlive the previous supervisor");
-        }
-        self.sockets.take_over();
-        tracing::info!("took over from the previous supervisor");
-    }
-
-    /// In the new supervisor, when a worker fails to boot: it gives up, and
-    /// the old supervisor (which sees it exit) serves on. The workers it
-    /// had ready already accept on the shared sockets: they close
-    /// draining, so no client of theirs sees an error.
-    pub(super) fn abandon_take_over(&mut self) {
-        tracing::error!("giving up the takeover: the previous supervisor keeps serving");
-        self.sockets.close();
-        self.end_changes();
-        self.close_workers(self.config.drain_window);
-        self.phase = Phase::Stopping;
-    }
-
-    /// Whether this process speaks for the service to systemd: not a new
-    /// supervisor that has not taken over yet (its failure must not read
-    /// as the service stopping), nor an old one that has handed over.
-    pub(super) fn speaks_for_service(&self) -> bool {
-        self.predecessor.is_none() && self.phase != Phase::HandedOver
+        self.leave(Leave::HandOver {
+            successor: pid.as_raw(),
+        });
     }
 }

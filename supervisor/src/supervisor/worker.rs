@@ -1,12 +1,25 @@
-//! One worker as the supervisor sees it: its process, its control socket,
-//! and where it is in its life.
+//! One worker process as the supervisor sees it: its pid, its control
+//! socket, and where it is in its life, with the data valid in each state
+//! carried by the state.
+//!
+//! ```text
+//!   Booting ──Ready──▶ Ready ──close()──▶ Retiring ──exit──▶ (reaped)
+//!     │                  │                   │
+//!     │ boot timeout,    │ silent, garbage   │ past its deadline: kill_now()
+//!     │ garbage          ▼                   ▼
+//!     └───────────▶ Killed ──exit──▶ (reaped)   Retiring { kill_at: None }
+//! ```
+//!
+//! Any state can end in an exit (a crash, `kill -9`): the supervisor reads
+//! what the state says about it ([`Worker::exit_kind`]).
 
 use std::time::{Duration, Instant};
 
-use crate::control::protocol::SupervisorMessage;
-use crate::control::ControlSocket;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::control::protocol::SupervisorMessage;
+use crate::control::ControlSocket;
 
 pub(super) struct Worker {
     pub(super) id: u64,
@@ -15,20 +28,12 @@ pub(super) struct Worker {
     pub(super) control: Option<ControlSocket>,
     pub(super) state: WorkerState,
     pub(super) last_heard: Instant,
-    pub(super) boot_failure: Option<String>,
-    /// The restart generation it was started in (see [`Rollout`]).
+    /// The restart generation it was started in (see `Rollout`).
     pub(super) generation: u64,
-    /// While it boots: the worker it replaces once it is ready.
-    pub(super) replaces: Option<u64>,
-    /// It has served its request quota: it is to be replaced, from
-    /// `not_before` on, until a replacement is ready.
-    pub(super) recycle: Option<Recycle>,
-    /// When it reported `Ready`.
-    pub(super) ready_at: Option<Instant>,
 }
 
 /// A worker's pending replacement for `--max-requests`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Recycle {
     /// Requests served when it asked.
     pub(super) requests: u64,
@@ -36,31 +41,214 @@ pub(super) struct Recycle {
     pub(super) not_before: Instant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum WorkerState {
-    /// Started; must report `Ready` by the deadline.
+    /// Started; must report `Ready` by `deadline`.
     Booting {
         deadline: Instant,
+        /// The worker it replaces once it is ready.
+        replaces: Option<u64>,
+        /// Why it cannot start, once it said so (`BootFailed`).
+        failure: Option<String>,
     },
-    Ready,
+    Ready {
+        since: Instant,
+        /// It has served its request quota and is to be replaced.
+        recycle: Option<Recycle>,
+    },
     /// Told to close (replaced, scaled down, stopping); killed if still
     /// running at `kill_at` (`None` once it was, or at a stop that kills).
-    Retiring {
-        kill_at: Option<Instant>,
-    },
+    Retiring { kill_at: Option<Instant> },
     /// Killed for a fault (boot timeout, silence, garbage); to be reaped.
-    Killed,
+    Killed {
+        reason: String,
+        /// What it was to replace, if it was a replacement still booting:
+        /// until it is reaped, that replacement is still under way.
+        replaces: Option<u64>,
+        /// When it had become ready, if it had.
+        ready_since: Option<Instant>,
+    },
+}
+
+/// A deadline a worker's state sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WorkerTimer {
+    /// Not ready by the boot timeout.
+    Boot,
+    /// Silent for the worker timeout.
+    Silence,
+    /// Still running past its graceful deadline while retiring.
+    Straggler,
+}
+
+/// What a worker's exit means, from the state it exited in.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ExitKind {
+    /// It was told to close: it left.
+    Retired,
+    /// A replacement that never got ready: what it was to replace.
+    ReplacementFailed { replaces: u64 },
+    /// It died while it counted for the service; `ready_since` tells a
+    /// worker that had been serving from one in a crash loop.
+    Died { ready_since: Option<Instant> },
 }
 
 impl Worker {
+    /// A worker just started, to replace `replaces` once ready.
+    pub(super) fn booting(
+        id: u64,
+        pid: Pid,
+        control: Option<ControlSocket>,
+        generation: u64,
+        boot_timeout: Duration,
+        replaces: Option<u64>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            id,
+            pid,
+            control,
+            state: WorkerState::Booting {
+                deadline: now + boot_timeout,
+                replaces,
+                failure: None,
+            },
+            last_heard: now,
+            generation,
+        }
+    }
+
     /// Counts towards the service: booting or serving, not on its way out.
     pub(super) fn is_active(&self) -> bool {
-        matches!(self.state, WorkerState::Booting { .. } | WorkerState::Ready)
+        matches!(
+            self.state,
+            WorkerState::Booting { .. } | WorkerState::Ready { .. }
+        )
+    }
+
+    pub(super) fn is_booting(&self) -> bool {
+        matches!(self.state, WorkerState::Booting { .. })
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        matches!(self.state, WorkerState::Ready { .. })
+    }
+
+    /// The worker this one is to replace, while that replacement is under
+    /// way (booting, or killed at boot and not reaped yet).
+    pub(super) fn replaces(&self) -> Option<u64> {
+        match self.state {
+            WorkerState::Booting { replaces, .. } | WorkerState::Killed { replaces, .. } => {
+                replaces
+            }
+            _ => None,
+        }
+    }
+
+    /// Its pending recycling, while it serves.
+    pub(super) fn recycle(&self) -> Option<Recycle> {
+        match self.state {
+            WorkerState::Ready { recycle, .. } => recycle,
+            _ => None,
+        }
+    }
+
+    /// Booting → Ready. Returns the worker it replaces, if any; `None`
+    /// and no change in any other state.
+    pub(super) fn became_ready(&mut self, now: Instant) -> Option<u64> {
+        let WorkerState::Booting { replaces, .. } = self.state else {
+            return None;
+        };
+        self.state = WorkerState::Ready {
+            since: now,
+            recycle: None,
+        };
+        replaces
+    }
+
+    /// Records why it cannot start (it exits next).
+    pub(super) fn failed_to_boot(&mut self, reason: String) {
+        if let WorkerState::Booting { failure, .. } = &mut self.state {
+            *failure = Some(reason);
+        }
+    }
+
+    /// Marks a serving worker to be recycled, once (the first request
+    /// count stays).
+    pub(super) fn ask_recycle(&mut self, requests: u64, now: Instant) {
+        if let WorkerState::Ready { recycle, .. } = &mut self.state {
+            recycle.get_or_insert(Recycle {
+                requests,
+                not_before: now,
+            });
+        }
+    }
+
+    /// Its recycling is tried again no sooner than `at`.
+    pub(super) fn postpone_recycle(&mut self, at: Instant) -> bool {
+        match &mut self.state {
+            WorkerState::Ready {
+                recycle: Some(recycle),
+                ..
+            } => {
+                recycle.not_before = at;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The deadline its state sets, if any, and what it is for.
+    /// `heartbeat`: the worker timeout (`None`: off).
+    pub(super) fn timer(&self, heartbeat: Option<Duration>) -> Option<(Instant, WorkerTimer)> {
+        match self.state {
+            WorkerState::Booting { deadline, .. } => Some((deadline, WorkerTimer::Boot)),
+            WorkerState::Ready { .. } => {
+                heartbeat.map(|timeout| (self.last_heard + timeout, WorkerTimer::Silence))
+            }
+            WorkerState::Retiring { kill_at } => kill_at.map(|at| (at, WorkerTimer::Straggler)),
+            WorkerState::Killed { .. } => None,
+        }
+    }
+
+    /// What its exit means; a booting worker's failure reason (or how it
+    /// exited) for the log.
+    pub(super) fn exit_kind(&self) -> ExitKind {
+        match self.state {
+            WorkerState::Retiring { .. } => ExitKind::Retired,
+            WorkerState::Booting {
+                replaces: Some(replaces),
+                ..
+            }
+            | WorkerState::Killed {
+                replaces: Some(replaces),
+                ..
+            } => ExitKind::ReplacementFailed { replaces },
+            WorkerState::Ready { since, .. } => ExitKind::Died {
+                ready_since: Some(since),
+            },
+            WorkerState::Killed { ready_since, .. } => ExitKind::Died { ready_since },
+            WorkerState::Booting { .. } => ExitKind::Died { ready_since: None },
+        }
+    }
+
+    /// Why it failed, as far as the supervisor knows: what it said or why
+    /// it was killed; else that it exited (`how`) before it was ready.
+    pub(super) fn failure(&self, how: &str) -> String {
+        match &self.state {
+            WorkerState::Booting {
+                failure: Some(reason),
+                ..
+            }
+            | WorkerState::Killed { reason, .. } => reason.clone(),
+            _ => format!("exited before it was ready ({how})"),
+        }
     }
 
     /// Tells it to close: idle connections get `drain` for one more
     /// request, connections still open after `graceful` are aborted, and a
-    /// second after that the process is killed if it is still there.
+    /// second after that the process is killed if it is still there. A
+    /// replacement closed before it was ready no longer replaces anything.
     pub(super) fn close(&mut self, drain: Duration, graceful: Duration) {
         let close = SupervisorMessage::Close {
             drain_ms: drain.as_millis() as u64,
@@ -78,14 +266,151 @@ impl Worker {
 
     /// SIGKILL, for a stop that cannot wait, or a straggler past its
     /// deadline: it is reaped on SIGCHLD, with nothing left to time.
-    pub(super) fn cut(&mut self) {
+    pub(super) fn kill_now(&mut self) {
         let _ = kill(self.pid, Signal::SIGKILL);
         self.state = WorkerState::Retiring { kill_at: None };
     }
 
-    /// SIGKILL, for a fault.
-    pub(super) fn kill(&mut self) {
+    /// SIGKILL, for a fault: it is replaced once reaped (one already
+    /// retiring just leaves sooner).
+    pub(super) fn kill_for_fault(&mut self, reason: String) {
+        if let WorkerState::Retiring { .. } = self.state {
+            return self.kill_now();
+        }
         let _ = kill(self.pid, Signal::SIGKILL);
-        self.state = WorkerState::Killed;
+        self.state = WorkerState::Killed {
+            reason,
+            replaces: self.replaces(),
+            ready_since: match self.state {
+                WorkerState::Ready { since, .. } => Some(since),
+                _ => None,
+            },
+        };
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A worker record with no process behind it (pid 0 is never
+    /// signalled by these tests: only pure transitions are used).
+    pub(in crate::supervisor) fn record(id: u64, generation: u64, state: WorkerState) -> Worker {
+        Worker {
+            id,
+            pid: Pid::from_raw(0),
+            control: None,
+            state,
+            last_heard: Instant::now(),
+            generation,
+        }
+    }
+
+    pub(in crate::supervisor) fn booting(replaces: Option<u64>) -> WorkerState {
+        WorkerState::Booting {
+            deadline: Instant::now() + Duration::from_secs(30),
+            replaces,
+            failure: None,
+        }
+    }
+
+    pub(in crate::supervisor) fn ready() -> WorkerState {
+        WorkerState::Ready {
+            since: Instant::now(),
+            recycle: None,
+        }
+    }
+
+    #[test]
+    fn booting_to_ready_hands_back_what_it_replaces_once() {
+        let mut worker = record(2, 0, booting(Some(1)));
+        assert_eq!(worker.became_ready(Instant::now()), Some(1));
+        assert!(worker.is_ready());
+        assert_eq!(worker.replaces(), None);
+        assert_eq!(
+            worker.became_ready(Instant::now()),
+            None,
+            "only from Booting"
+        );
+    }
+
+    #[test]
+    fn a_boot_failure_is_kept_while_booting_and_explains_the_exit() {
+        let mut worker = record(1, 0, booting(None));
+        worker.failed_to_boot("no database".into());
+        assert_eq!(worker.failure("exit code 1"), "no database");
+        let mut plain = record(2, 0, booting(None));
+        assert_eq!(
+            plain.failure("exit code 1"),
+            "exited before it was ready (exit code 1)"
+        );
+        plain.state = ready();
+        plain.failed_to_boot("too late".into());
+        assert!(plain.is_ready(), "a ready worker has no boot failure");
+    }
+
+    #[test]
+    fn a_replacement_killed_at_boot_is_still_under_way_until_reaped() {
+        let mut worker = record(3, 1, booting(Some(1)));
+        worker.state = WorkerState::Killed {
+            reason: "boot timeout".into(),
+            replaces: worker.replaces(),
+            ready_since: None,
+        };
+        assert!(!worker.is_active());
+        assert_eq!(worker.replaces(), Some(1));
+        assert_eq!(
+            worker.exit_kind(),
+            ExitKind::ReplacementFailed { replaces: 1 }
+        );
+        assert_eq!(worker.failure("signal SIGKILL"), "boot timeout");
+    }
+
+    #[test]
+    fn the_exit_kind_follows_the_state() {
+        let retiring = record(1, 0, WorkerState::Retiring { kill_at: None });
+        assert_eq!(retiring.exit_kind(), ExitKind::Retired);
+        let serving = record(2, 0, ready());
+        assert!(matches!(
+            serving.exit_kind(),
+            ExitKind::Died {
+                ready_since: Some(_)
+            }
+        ));
+        let first_boot = record(3, 0, booting(None));
+        assert_eq!(first_boot.exit_kind(), ExitKind::Died { ready_since: None });
+    }
+
+    #[test]
+    fn each_state_sets_its_own_timer() {
+        let heartbeat = Some(Duration::from_secs(4));
+        let booting = record(1, 0, booting(None));
+        assert_eq!(booting.timer(heartbeat).unwrap().1, WorkerTimer::Boot);
+        let serving = record(2, 0, ready());
+        let (at, timer) = serving.timer(heartbeat).unwrap();
+        assert_eq!(timer, WorkerTimer::Silence);
+        assert_eq!(at, serving.last_heard + Duration::from_secs(4));
+        assert_eq!(serving.timer(None), None, "no worker timeout");
+        let at = Instant::now();
+        let retiring = record(3, 0, WorkerState::Retiring { kill_at: Some(at) });
+        assert_eq!(retiring.timer(None), Some((at, WorkerTimer::Straggler)));
+        let cut = record(4, 0, WorkerState::Retiring { kill_at: None });
+        assert_eq!(cut.timer(heartbeat), None);
+    }
+
+    #[test]
+    fn a_recycling_is_asked_once_and_postponed_only_while_serving() {
+        let now = Instant::now();
+        let mut worker = record(1, 0, ready());
+        worker.ask_recycle(100, now);
+        worker.ask_recycle(150, now);
+        assert_eq!(worker.recycle().unwrap().requests, 100);
+        let later = now + Duration::from_secs(1);
+        assert!(worker.postpone_recycle(later));
+        assert_eq!(worker.recycle().unwrap().not_before, later);
+        let mut booting = record(2, 0, booting(None));
+        booting.ask_recycle(1, now);
+        assert_eq!(booting.recycle(), None);
+        assert!(!booting.postpone_recycle(later));
     }
 }

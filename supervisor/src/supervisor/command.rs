@@ -1,0 +1,234 @@
+//! What the supervisor is asked to do, and what that does in each phase.
+//!
+//! Every signal becomes a [`Request`]: a [`Command`] and who asked. One
+//! table, [`decide`], says what a command does in each [`Phase`]; the
+//! supervisor then carries it out in [`Supervisor::handle`]. A control
+//! socket (to come) sends the same commands, with a requester it answers.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+
+use super::leave::Leave;
+use super::{Phase, Supervisor};
+
+/// Something the supervisor can be asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Command {
+    /// Stop gracefully (TERM, INT).
+    Stop,
+    /// Stop at once (QUIT).
+    StopNow,
+    /// Rolling restart (HUP).
+    Restart,
+    /// Binary upgrade (USR2).
+    Upgrade,
+    /// One worker more (TTIN).
+    ScaleUp,
+    /// One worker fewer (TTOU).
+    ScaleDown,
+    /// Children have exited (CHLD).
+    Reap,
+}
+
+/// Who asked for a command, and so whom to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Requester {
+    /// A signal: there is nobody to answer; the log says what happened.
+    Signal(i32),
+}
+
+/// A command and who asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Request {
+    pub(super) command: Command,
+    pub(super) from: Requester,
+}
+
+/// The signals the supervisor acts on.
+const SIGNALS: [i32; 8] = [
+    SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGUSR2, SIGTTIN, SIGTTOU,
+];
+
+/// Signals arrive on a pipe the event loop polls (signal-hook's
+/// self-pipe), never in a handler that does work.
+pub(super) fn watch_signals() -> io::Result<SignalDelivery<UnixStream, SignalOnly>> {
+    let (read, write) = UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    SignalDelivery::with_pipe(read, write, SignalOnly, SIGNALS)
+}
+
+impl Request {
+    /// The request a signal makes; `None` for one the supervisor does not
+    /// act on.
+    pub(super) fn from_signal(signal: i32) -> Option<Self> {
+        let command = match signal {
+            SIGTERM | SIGINT => Command::Stop,
+            SIGQUIT => Command::StopNow,
+            SIGHUP => Command::Restart,
+            SIGUSR2 => Command::Upgrade,
+            SIGTTIN => Command::ScaleUp,
+            SIGTTOU => Command::ScaleDown,
+            SIGCHLD => Command::Reap,
+            other => {
+                tracing::warn!(signal = other, "ignored signal");
+                return None;
+            }
+        };
+        Some(Self {
+            command,
+            from: Requester::Signal(signal),
+        })
+    }
+}
+
+/// What a command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    Reap,
+    Leave(Leave),
+    Restart,
+    Upgrade,
+    ScaleUp,
+    ScaleDown,
+    /// Nothing, for this reason.
+    Ignore(&'static str),
+}
+
+/// The transition table: what `command` does in `phase`.
+pub(super) fn decide(phase: Phase, request: Request) -> Action {
+    use Command::*;
+    use Phase::*;
+    match (phase, request.command) {
+        (_, Reap) => Action::Reap,
+        (Stopping, Stop) => Action::Leave(Leave::Now("second stop signal")),
+        (HandedOver, Stop) => Action::Ignore("leaving already, the new supervisor serves"),
+        (Booting | Running, Stop) => Action::Leave(Leave::Gracefully(request.from)),
+        (_, StopNow) => Action::Leave(Leave::Now("SIGQUIT")),
+        (Running, Restart) => Action::Restart,
+        (Running, Upgrade) => Action::Upgrade,
+        (Running, ScaleUp) => Action::ScaleUp,
+        (Running, ScaleDown) => Action::ScaleDown,
+        (Booting, _) => Action::Ignore("still starting"),
+        (Stopping | HandedOver, _) => Action::Ignore("stopping"),
+    }
+}
+
+impl Supervisor<'_> {
+    /// Carries out what [`decide`] says `request` does now.
+    pub(super) fn handle(&mut self, request: Request) {
+        match decide(self.phase, request) {
+            Action::Reap => self.reap(),
+            Action::Leave(how) => self.leave(how),
+            Action::Restart => self.restart(),
+            Action::Upgrade => self.upgrade(),
+            Action::ScaleUp => self.scale_up(),
+            Action::ScaleDown => self.scale_down(),
+            Action::Ignore(why) => match request.from {
+                Requester::Signal(signal) => {
+                    tracing::warn!(signal, command = ?request.command, "ignored: {why}");
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(command: Command) -> Request {
+        Request {
+            command,
+            from: Requester::Signal(0),
+        }
+    }
+
+    #[test]
+    fn every_signal_maps_to_its_command() {
+        let map = [
+            (SIGTERM, Command::Stop),
+            (SIGINT, Command::Stop),
+            (SIGQUIT, Command::StopNow),
+            (SIGHUP, Command::Restart),
+            (SIGUSR2, Command::Upgrade),
+            (SIGTTIN, Command::ScaleUp),
+            (SIGTTOU, Command::ScaleDown),
+            (SIGCHLD, Command::Reap),
+        ];
+        for (signal, command) in map {
+            let request = Request::from_signal(signal).unwrap();
+            assert_eq!(request.command, command);
+            assert_eq!(request.from, Requester::Signal(signal));
+        }
+        assert_eq!(Request::from_signal(signal_hook::consts::SIGUSR1), None);
+    }
+
+    #[test]
+    fn changes_to_the_fleet_happen_only_while_running() {
+        for command in [
+            Command::Restart,
+            Command::Upgrade,
+            Command::ScaleUp,
+            Command::ScaleDown,
+        ] {
+            for phase in [Phase::Booting, Phase::Stopping, Phase::HandedOver] {
+                assert!(
+                    matches!(decide(phase, asked(command)), Action::Ignore(_)),
+                    "{command:?} in {phase:?}"
+                );
+            }
+        }
+        assert_eq!(
+            decide(Phase::Running, asked(Command::Restart)),
+            Action::Restart
+        );
+        assert_eq!(
+            decide(Phase::Running, asked(Command::Upgrade)),
+            Action::Upgrade
+        );
+        assert_eq!(
+            decide(Phase::Running, asked(Command::ScaleUp)),
+            Action::ScaleUp
+        );
+        assert_eq!(
+            decide(Phase::Running, asked(Command::ScaleDown)),
+            Action::ScaleDown
+        );
+    }
+
+    #[test]
+    fn a_stop_is_graceful_then_at_once_and_ignored_after_a_handover() {
+        let stop = asked(Command::Stop);
+        for phase in [Phase::Booting, Phase::Running] {
+            assert_eq!(
+                decide(phase, stop),
+                Action::Leave(Leave::Gracefully(stop.from))
+            );
+        }
+        assert!(matches!(
+            decide(Phase::Stopping, stop),
+            Action::Leave(Leave::Now(_))
+        ));
+        assert!(matches!(decide(Phase::HandedOver, stop), Action::Ignore(_)));
+    }
+
+    #[test]
+    fn quit_stops_at_once_in_every_phase_and_children_are_always_reaped() {
+        for phase in [
+            Phase::Booting,
+            Phase::Running,
+            Phase::Stopping,
+            Phase::HandedOver,
+        ] {
+            assert!(matches!(
+                decide(phase, asked(Command::StopNow)),
+                Action::Leave(Leave::Now(_))
+            ));
+            assert_eq!(decide(phase, asked(Command::Reap)), Action::Reap);
+        }
+    }
+}
