@@ -184,126 +184,226 @@ pub fn spawn_child(
     launch: Launch<'_>,
     credentials: Option<&Credentials>,
 ) -> io::Result<Pid> {
-    let count = listeners.len() + 1;
-    if count > MAX_HANDOFF {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "too many listeners",
-        ));
-    }
-    let mut sources = [0 as RawFd; MAX_HANDOFF];
-    for (slot, fd) in sources.iter_mut().zip(listeners) {
-        *slot = fd.as_raw_fd();
-    }
-    sources[listeners.len()] = channel.as_raw_fd();
-    let channel_fd = LISTEN_FDS_START + listeners.len() as RawFd;
-    let (channel_var, role) = match &launch {
-        Launch::Exec(image) => (image.channel_var, image.role),
-        Launch::Fork(_) => (CONTROL_FD, Role::Worker),
-    };
-
-    // Everything the child needs, prepared before the fork.
-    let mut vars = vec![
-        CString::new(format!("{LISTEN_FDS}={}", listeners.len())).expect("no NUL"),
-        CString::new(format!("{channel_var}={channel_fd}")).expect("no NUL"),
-    ];
-    if let Some(names) = names {
-        vars.push(
-            CString::new(format!("{LISTEN_FDNAMES}={names}"))
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a socket name"))?,
-        );
-    }
-    let mut listen_pid = format!("{LISTEN_PID}=").into_bytes();
-    let pid_at = listen_pid.len();
-    listen_pid.resize(pid_at + 24, 0);
+    let mut child = ChildSetup::prepare(listeners, names, channel, &launch, credentials)?;
     let exec = match &launch {
-        Launch::Exec(image) => {
-            let mut argv: Vec<*const libc::c_char> =
-                image.argv.iter().map(|a| a.as_ptr()).collect();
-            argv.push(std::ptr::null());
-            let mut envp: Vec<*const libc::c_char> =
-                image.env.iter().chain(&vars).map(|e| e.as_ptr()).collect();
-            envp.push(listen_pid.as_ptr().cast());
-            envp.push(std::ptr::null());
-            Some((argv, envp))
-        }
+        Launch::Exec(image) => Some(ExecCall::prepare(image, &mut child)),
         Launch::Fork(_) => {
             ensure_single_threaded()?;
             None
         }
     };
-    let listen_pid_ptr = listen_pid.as_mut_ptr();
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-
-    // SAFETY: in exec mode the child calls only async-signal-safe functions
-    // (sigaction, sigprocmask, setgroups, setgid, setuid, write, prctl,
-    // fcntl, dup2, close_range, getpid, execve, _exit) and writes into
-    // `listen_pid`, allocated before the fork. In fork mode the
-    // supervisor is single-threaded (checked above), so the child may run
-    // ordinary code: no other thread can hold a lock it needs.
+    // SAFETY: in exec mode the child runs `exec_child`, which calls only
+    // async-signal-safe functions and writes only into memory prepared
+    // above. In fork mode the supervisor is single-threaded (checked
+    // above), so the child may run ordinary code: no other thread can
+    // hold a lock it needs.
     match unsafe { fork() }? {
         ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            // SAFETY: see above; each step's own justification is inline.
-            unsafe {
-                reset_signals(role);
-                // Before the parent-death signal, which a change of
-                // credentials clears.
-                if let Some(credentials) = credentials {
-                    if !switch_user(credentials) {
-                        let why = b"drover: a worker cannot switch to --user/--group\n";
-                        libc::write(2, why.as_ptr().cast(), why.len());
-                        libc::_exit(125);
-                    }
-                }
-                // Until it is ready the worker dies with the supervisor
-                // (it is not watching its control socket yet); if the
-                // supervisor is already gone, so is the point.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != parent || !move_descriptors(&sources[..count]) {
-                    libc::_exit(127);
-                }
-                // Only the handed-over descriptors stay open: what the
-                // supervisor holds is close-on-exec, but a descriptor it
-                // inherited without that flag (from whoever started it)
-                // is not the worker's either.
-                let only_handed_over =
-                    libc::syscall(libc::SYS_close_range, 3 + count as u32, u32::MAX, 0u32) == 0;
-                match launch {
-                    Launch::Exec(image) => {
-                        // Whether close_range worked or not (Linux < 5.9):
-                        // close-on-exec keeps the supervisor's own out.
-                        let (argv, envp) = exec.as_ref().expect("prepared for exec");
-                        write_decimal(listen_pid_ptr.add(pid_at), libc::getpid());
-                        libc::execve(image.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                        exec_failed(*libc::__errno_location());
-                        libc::_exit(127)
-                    }
-                    Launch::Fork(run) => {
-                        // Here nothing else would close them: required.
-                        if !only_handed_over {
-                            libc::_exit(126);
-                        }
-                        // The same environment an exec'd worker gets.
-                        for own in OWN_VARS.iter().chain(&SUPERVISOR_ONLY_VARS) {
-                            std::env::remove_var(own);
-                        }
-                        for var in &vars {
-                            let (name, value) = split_var(var);
-                            std::env::set_var(name, value);
-                        }
-                        // The supervisor took the LISTEN_FDS sockets in this
-                        // memory; the worker takes its copies at 3.. again.
-                        drover_shared::listen_fds::release_after_fork();
-                        std::env::set_var(LISTEN_PID, std::process::id().to_string());
-                        let code = run();
-                        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
-                    }
-                }
-            }
+        // SAFETY: this is the child of the fork above, and `exec` was
+        // prepared from `child` for `image`.
+        ForkResult::Child => match (launch, exec) {
+            (Launch::Exec(image), Some(exec)) => unsafe { exec_child(&child, image, &exec) },
+            (Launch::Fork(run), _) => unsafe { fork_child(&child, run) },
+            (Launch::Exec(_), None) => unsafe { libc::_exit(127) },
+        },
+    }
+}
+
+/// What every child needs, prepared before the fork: after it, the exec
+/// child may not allocate.
+struct ChildSetup<'a> {
+    /// The descriptors to hand over, in order: the listeners, then the
+    /// channel.
+    sources: [RawFd; MAX_HANDOFF],
+    count: usize,
+    role: Role,
+    credentials: Option<&'a Credentials>,
+    /// LISTEN_FDS, the channel's variable, LISTEN_FDNAMES.
+    vars: Vec<CString>,
+    /// `LISTEN_PID=` and room for the child's pid, written in the child.
+    listen_pid: Vec<u8>,
+    pid_at: usize,
+    /// The supervisor's pid: a child whose parent is already another
+    /// process has no point going on.
+    parent: libc::pid_t,
+}
+
+impl<'a> ChildSetup<'a> {
+    fn prepare(
+        listeners: &[BorrowedFd<'_>],
+        names: Option<&str>,
+        channel: &ControlSocket,
+        launch: &Launch<'_>,
+        credentials: Option<&'a Credentials>,
+    ) -> io::Result<Self> {
+        let count = listeners.len() + 1;
+        if count > MAX_HANDOFF {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many listeners",
+            ));
+        }
+        let mut sources = [0 as RawFd; MAX_HANDOFF];
+        for (slot, fd) in sources.iter_mut().zip(listeners) {
+            *slot = fd.as_raw_fd();
+        }
+        sources[listeners.len()] = channel.as_raw_fd();
+        let channel_fd = LISTEN_FDS_START + listeners.len() as RawFd;
+        let (channel_var, role) = match launch {
+            Launch::Exec(image) => (image.channel_var, image.role),
+            Launch::Fork(_) => (CONTROL_FD, Role::Worker),
+        };
+        let mut vars = vec![
+            CString::new(format!("{LISTEN_FDS}={}", listeners.len())).expect("no NUL"),
+            CString::new(format!("{channel_var}={channel_fd}")).expect("no NUL"),
+        ];
+        if let Some(names) = names {
+            vars.push(
+                CString::new(format!("{LISTEN_FDNAMES}={names}")).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "NUL in a socket name")
+                })?,
+            );
+        }
+        let mut listen_pid = format!("{LISTEN_PID}=").into_bytes();
+        let pid_at = listen_pid.len();
+        listen_pid.resize(pid_at + 24, 0);
+        Ok(Self {
+            sources,
+            count,
+            role,
+            credentials,
+            vars,
+            listen_pid,
+            pid_at,
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
+        })
+    }
+}
+
+/// execve's arguments, as pointers into memory that outlives the fork.
+struct ExecCall {
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// Where the child writes its pid, inside `ChildSetup::listen_pid`.
+    pid_digits: *mut u8,
+}
+
+impl ExecCall {
+    fn prepare(image: &ExecImage, child: &mut ChildSetup<'_>) -> Self {
+        let mut argv: Vec<*const libc::c_char> = image.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = image
+            .env
+            .iter()
+            .chain(&child.vars)
+            .map(|e| e.as_ptr())
+            .collect();
+        envp.push(child.listen_pid.as_ptr().cast());
+        envp.push(std::ptr::null());
+        Self {
+            argv,
+            envp,
+            // SAFETY: `pid_at` is within `listen_pid` (24 bytes reserved
+            // after it), which is never resized after this.
+            pid_digits: unsafe { child.listen_pid.as_mut_ptr().add(child.pid_at) },
         }
     }
+}
+
+/// The child's side of the handover, common to both modes: signals reset,
+/// credentials switched, the parent-death signal set, the descriptors
+/// moved to 3.., every other one closed. Exits the child (125: cannot
+/// switch user; 127: the parent is gone or a descriptor could not move)
+/// rather than run half set up. Returns whether every other descriptor is
+/// closed (close_range worked: Linux 5.9 and later).
+///
+/// # Safety
+///
+/// Only in the child of a fork, before anything else runs there; it calls
+/// only async-signal-safe functions (sigaction, sigprocmask, setgroups,
+/// setgid, setuid, write, prctl, getppid, fcntl, dup2, close_range,
+/// _exit) and allocates nothing.
+unsafe fn enter_child(child: &ChildSetup<'_>) -> bool {
+    // SAFETY: async-signal-safe calls in a fresh child, as required above.
+    unsafe {
+        reset_signals(child.role);
+        // Before the parent-death signal, which a change of credentials
+        // clears.
+        if let Some(credentials) = child.credentials {
+            if !switch_user(credentials) {
+                let why = b"drover: a worker cannot switch to --user/--group\n";
+                libc::write(2, why.as_ptr().cast(), why.len());
+                libc::_exit(125);
+            }
+        }
+        // Until it is ready the worker dies with the supervisor (it is not
+        // watching its control socket yet); if the supervisor is already
+        // gone, so is the point.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != child.parent || !move_descriptors(&child.sources[..child.count]) {
+            libc::_exit(127);
+        }
+        // Only the handed-over descriptors stay open: what the supervisor
+        // holds is close-on-exec, but a descriptor it inherited without
+        // that flag (from whoever started it) is not the worker's either.
+        libc::syscall(
+            libc::SYS_close_range,
+            3 + child.count as u32,
+            u32::MAX,
+            0u32,
+        ) == 0
+    }
+}
+
+/// The exec child: set up, then execve the image with the prepared
+/// arguments, its own pid written into `LISTEN_PID`.
+///
+/// # Safety
+///
+/// Only in the child of a fork, with `exec` prepared from `child` for
+/// `image` before the fork; async-signal-safe calls only (those of
+/// [`enter_child`], getpid, execve, write, _exit).
+unsafe fn exec_child(child: &ChildSetup<'_>, image: &ExecImage, exec: &ExecCall) -> ! {
+    // SAFETY: as required above; `pid_digits` has room for 12 bytes.
+    unsafe {
+        // Whether close_range worked or not (Linux < 5.9): close-on-exec
+        // keeps the supervisor's own descriptors out.
+        enter_child(child);
+        write_decimal(exec.pid_digits, libc::getpid());
+        libc::execve(image.path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
+        exec_failed(*libc::__errno_location());
+        libc::_exit(127)
+    }
+}
+
+/// The fork child: set up, give it the environment an exec'd worker
+/// gets, then run the worker; its result is the exit code.
+///
+/// # Safety
+///
+/// Only in the child of a fork of a single-threaded process (no other
+/// thread can hold a lock the worker needs).
+unsafe fn fork_child(child: &ChildSetup<'_>, run: &dyn Fn() -> ExitCode) -> ! {
+    // SAFETY: as required above.
+    if !unsafe { enter_child(child) } {
+        // Here nothing else would close the supervisor's descriptors.
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(126) };
+    }
+    for own in OWN_VARS.iter().chain(&SUPERVISOR_ONLY_VARS) {
+        std::env::remove_var(own);
+    }
+    for var in &child.vars {
+        let (name, value) = split_var(var);
+        std::env::set_var(name, value);
+    }
+    // The supervisor took the LISTEN_FDS sockets in this memory; the
+    // worker takes its copies at 3.. again.
+    drover_shared::listen_fds::release_after_fork();
+    std::env::set_var(LISTEN_PID, std::process::id().to_string());
+    let code = run();
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }
 
 /// Signal handlers and masks are inherited across fork; the child starts
@@ -346,7 +446,7 @@ unsafe fn reset_signals(role: Role) {
 unsafe fn exec_failed(errno: libc::c_int) {
     let mut line = *b"drover: cannot execute the binary for a worker: errno                ";
     let at = line.len() - 16;
-    // SAFETY: 16 bytes reserved at `at`, and write_pid writes at most 12.
+    // SAFETY: 16 bytes reserved at `at`, and write_decimal writes at most 12.
     unsafe { write_decimal(line.as_mut_ptr().add(at), errno) };
     let digits = line[at..].iter().position(|b| *b == 0).unwrap_or(0);
     line[at + digits] = b'\n';
