@@ -411,6 +411,11 @@ unsafe fn fork_child(child: &ChildSetup<'_>, run: &dyn Fn() -> ExitCode) -> ! {
 /// need this), except that a worker ignores SIGINT and SIGTERM (an ignored
 /// disposition survives exec): a Ctrl-C or `systemctl stop` hits the whole
 /// process group, and stopping workers is the supervisor's job.
+///
+/// # Safety
+///
+/// Only in the child of a fork before exec: it must stay async-signal-safe
+/// (plain system calls, no allocation).
 unsafe fn reset_signals(role: Role) {
     let stop = match role {
         Role::Worker => libc::SIG_IGN,
@@ -443,6 +448,11 @@ unsafe fn reset_signals(role: Role) {
 /// cannot execute, RLIMIT_NPROC after the switch), so that exit code 127
 /// comes with a reason: a static text and the errno's digits, on the
 /// stack, with write(2) alone.
+///
+/// # Safety
+///
+/// Only in the child of a fork before exec: it must stay async-signal-safe
+/// (plain system calls, no allocation).
 unsafe fn exec_failed(errno: libc::c_int) {
     let mut line = *b"drover: cannot execute the binary for a worker: errno                ";
     let at = line.len() - 16;
@@ -457,6 +467,11 @@ unsafe fn exec_failed(errno: libc::c_int) {
 /// Supplementary groups, group, user: in that order, since once the user
 /// is no longer root the others cannot change. All three are plain
 /// system calls (async-signal-safe); the lists were built before the fork.
+///
+/// # Safety
+///
+/// Only in the child of a fork before exec: it must stay async-signal-safe
+/// (plain system calls, no allocation).
 unsafe fn switch_user(credentials: &Credentials) -> bool {
     let groups = &credentials.groups;
     // SAFETY: a pointer and length of a live Vec, read by the kernel.
@@ -470,6 +485,11 @@ unsafe fn switch_user(credentials: &Credentials) -> bool {
 /// Moves `sources` to descriptors 3, 4, ...: first each to a free number
 /// above that range (close-on-exec), then onto its place (dup2 clears
 /// close-on-exec there), so that no source is overwritten before it moved.
+///
+/// # Safety
+///
+/// Only in the child of a fork before exec: it must stay async-signal-safe
+/// (plain system calls, no allocation).
 unsafe fn move_descriptors(sources: &[RawFd]) -> bool {
     let floor = LISTEN_FDS_START + sources.len() as RawFd;
     let mut moved = [0 as RawFd; MAX_HANDOFF];
@@ -490,6 +510,10 @@ unsafe fn move_descriptors(sources: &[RawFd]) -> bool {
 }
 
 /// Writes `pid` in decimal, NUL-terminated, at `at` (at most 12 bytes).
+///
+/// # Safety
+///
+/// `at` must point to at least 12 writable bytes.
 unsafe fn write_decimal(at: *mut u8, pid: libc::pid_t) {
     let mut digits = [0u8; 12];
     let mut n = pid.unsigned_abs();
