@@ -121,6 +121,21 @@ pub const ALL: [&str; 32] = [
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_readme_lists_every_event() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Log events")
+            .nth(1)
+            .expect("README has a Log events section");
+        for name in super::ALL {
+            assert!(
+                section.contains(&format!("| `{name}` |")),
+                "README's Log events table lacks {name}"
+            );
+        }
+    }
+
+    #[test]
     fn names_are_unique_snake_case() {
         let mut seen = std::collections::HashSet::new();
         for name in super::ALL {

@@ -6,7 +6,7 @@
 //!   listens.
 //! - [`listen_fds`]: the LISTEN_FDS convention by which systemd and the
 //!   supervisor pass sockets on.
-//! - [`env`]: every environment variable drover reads or sets, named once.
+//! - [`env`](mod@env): every environment variable drover reads or sets, named once.
 //! - [`events`]: the names of the lifecycle events drover logs.
 //!
 //! Nothing here knows about HTTP or about processes beyond descriptors.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use drover_shared::env::flags;
 use drover_shared::ListenerSpec;
+use drover_worker::defaults;
 
 /// Runs an HTTP service as a pre-fork fleet of worker processes on sockets
 /// drover owns.
@@ -42,23 +43,23 @@ pub(crate) struct Cli {
     pub(crate) threads: NonZeroUsize,
 
     /// Seconds connections get to finish after a stop before they are cut.
-    #[arg(long, env = flags::GRACEFUL_TIMEOUT, value_parser = seconds, default_value = "30")]
+    #[arg(long, env = flags::GRACEFUL_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::GRACEFUL_TIMEOUT))]
     pub(crate) graceful_timeout: Seconds,
 
     /// Seconds without a heartbeat before a worker is killed (0: off).
-    #[arg(long, env = flags::WORKER_TIMEOUT, value_parser = seconds, default_value = "30")]
+    #[arg(long, env = flags::WORKER_TIMEOUT, value_parser = seconds, default_value_t = Seconds(WORKER_TIMEOUT))]
     pub(crate) worker_timeout: Seconds,
 
     /// Seconds a worker gets to report ready before it is killed.
-    #[arg(long, env = flags::BOOT_TIMEOUT, value_parser = seconds, default_value = "30")]
+    #[arg(long, env = flags::BOOT_TIMEOUT, value_parser = seconds, default_value_t = Seconds(BOOT_TIMEOUT))]
     pub(crate) boot_timeout: Seconds,
 
     /// Seconds an idle keep-alive connection stays open.
-    #[arg(long, env = flags::KEEP_ALIVE, value_parser = seconds, default_value = "5")]
+    #[arg(long, env = flags::KEEP_ALIVE, value_parser = seconds, default_value_t = Seconds(defaults::KEEP_ALIVE_TIMEOUT))]
     pub(crate) keep_alive: Seconds,
 
     /// Seconds a client may take to send a request head.
-    #[arg(long, env = flags::HEADER_READ_TIMEOUT, value_parser = seconds, default_value = "30")]
+    #[arg(long, env = flags::HEADER_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::HEADER_READ_TIMEOUT))]
     pub(crate) header_read_timeout: Seconds,
 
     /// Connections per worker; beyond it they wait in the backlog.
@@ -87,7 +88,7 @@ pub(crate) struct Cli {
     pub(crate) group: Option<String>,
 
     /// The listen backlog of the sockets drover opens.
-    #[arg(long, env = flags::BACKLOG, default_value_t = drover_shared::DEFAULT_BACKLOG)]
+    #[arg(long, env = flags::BACKLOG, default_value_t = defaults::BACKLOG)]
     pub(crate) backlog: u32,
 
     /// Write the supervisor's pid here once every worker is ready.
@@ -124,6 +125,10 @@ pub(crate) enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// The supervisor's own defaults (the server's are `drover_worker::defaults`).
+const WORKER_TIMEOUT: Duration = Duration::from_secs(30);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `--help` says of signals, after the flags.
 const SIGNALS: &str = "\

@@ -48,8 +48,11 @@ pub fn app() -> Router {
         }
     }
     Router::new()
-        .route("/", get(|| async { "hello" }))
-        .route("/pid", get(|| async { std::process::id().to_string() }))
+        .route("/", get(|| async { "hello\n" }))
+        .route(
+            "/pid",
+            get(|| async { format!("{}\n", std::process::id()) }),
+        )
         .route("/sleep", get(delayed))
         .route("/block", get(blocking))
         .route(
@@ -60,14 +63,14 @@ pub fn app() -> Router {
             "/stream",
             get(|| async { Body::new(Lines(tokio::time::interval(Duration::from_millis(100)))) }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(|| async { "ok\n" }))
 }
 
 /// `GET /sleep?ms=N`.
 async fn delayed(uri: Uri) -> String {
     let ms = millis(&uri);
     tokio::time::sleep(Duration::from_millis(ms)).await; // sleep-ok: the route's purpose
-    format!("slept {ms} ms")
+    format!("slept {ms} ms\n")
 }
 
 /// `GET /block?ms=N`: the mistake this route exists to show, a blocking
@@ -75,7 +78,7 @@ async fn delayed(uri: Uri) -> String {
 async fn blocking(uri: Uri) -> String {
     let ms = millis(&uri);
     std::thread::sleep(Duration::from_millis(ms)); // sleep-ok: the route's purpose
-    format!("blocked {ms} ms")
+    format!("blocked {ms} ms\n")
 }
 
 /// The `ms=N` of a query (0 when absent).

@@ -70,12 +70,12 @@ const OWN_VARS: [&str; 8] = [
 const SUPERVISOR_ONLY_VARS: [&str; 2] = [NOTIFY_SOCKET, WATCHDOG_USEC];
 
 impl ExecImage {
-    /// This process's binary, by the path it was started as (argv[0],
+    /// This process's binary, by the path it was started as (`argv[0]`,
     /// made absolute against the working directory or found on PATH, but
     /// not resolved through symlinks): what a deploy replaces, whether by
     /// renaming a new file over it or by pointing a `current -> release-N`
     /// link elsewhere. Resolved once at startup. Falls back to the running
-    /// binary's own link when argv[0] leads nowhere, or to another file
+    /// binary's own link when `argv[0]` leads nowhere, or to another file
     /// than the one running (a name given with `exec -a`).
     pub fn current_binary() -> io::Result<PathBuf> {
         let started_as = std::env::args_os().next().map(PathBuf::from);

@@ -151,7 +151,7 @@ fn a_crash_loop_backs_off_exponentially_and_recovers_once_workers_boot_again() {
     // Fixed: the next attempt boots, and drover serves again.
     std::fs::remove_file(&marker).unwrap();
     drover.wait_for_event(events::WORKER_READY);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -182,7 +182,7 @@ fn out_of_descriptors_a_worker_backs_off_and_serves_again_when_clients_leave() {
     drover.wait_for_event(events::ACCEPT_BACKOFF);
     drop(clients);
     // The worker survived, and serves once descriptors are free again.
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     assert_eq!(drover.worker_pids(), workers);
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);

@@ -22,7 +22,7 @@ fn fd_bind_serves_an_inherited_socket() {
     let mut drover = Drover::spawn(command);
     drover.wait_for_event(events::READY);
     drop(listener);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }

@@ -101,7 +101,7 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
     let mut answer = String::new();
     slow.read_to_string(&mut answer).unwrap();
     let (status, body) = drover_tests::parse(&answer).unwrap();
-    assert_eq!((status, body.as_str()), (200, "slept 300 ms"));
+    assert_eq!((status, body.as_str()), (200, "slept 300 ms\n"));
     assert_eq!(drover.wait_exit(), 0);
     drop(idle);
 }
@@ -136,7 +136,7 @@ fn a_stopping_drover_refuses_new_clients_while_it_finishes_the_old() {
     slow.read_to_string(&mut answer).unwrap();
     assert_eq!(
         drover_tests::parse(&answer).unwrap(),
-        (200, "slept 1500 ms".into())
+        (200, "slept 1500 ms\n".into())
     );
     assert_eq!(drover.wait_exit(), 0);
 }
@@ -257,7 +257,7 @@ fn unix_socket_with_mode_is_served_and_removed_at_exit() {
     let mut drover = Drover::start(&["-w", "1", "--uds-mode", "600", "-b", &bind]);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert_eq!(drover_tests::unix_get(&path, "/"), (200, "hello".into()));
+    assert_eq!(drover_tests::unix_get(&path, "/"), (200, "hello\n".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
     assert!(!path.exists(), "drover removes the socket file it created");
@@ -325,7 +325,7 @@ fn access_log_and_json_logs() {
     ]);
     let mut drover = Drover::spawn(command);
     drover.wait_for_line("\"message\":\"ready\"");
-    assert_eq!(get(addr, "/healthz").unwrap(), (200, "ok".into()));
+    assert_eq!(get(addr, "/healthz").unwrap(), (200, "ok\n".into()));
     let line = drover.wait_for_line("\"uri\":\"/healthz\"");
     assert!(
         line.starts_with('{') && line.contains("\"status\":200"),
@@ -444,7 +444,7 @@ fn systemd_socket_activation_in_both_spawn_modes() {
         let mut drover = Drover::spawn(command);
         drover.wait_for_line("Listening on");
         // The first connection makes systemd-socket-activate exec drover.
-        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()), "{spawn}");
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()), "{spawn}");
         drover.wait_for_line("using sockets passed by systemd");
         assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
         assert_eq!(distinct_pids(addr, 2), drover.worker_pids(), "{spawn}");
@@ -467,7 +467,7 @@ fn flags_from_the_environment_and_the_pid_file() {
     let written = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(written.trim(), drover.pid().to_string());
     assert_eq!(drover.worker_pids().len(), 2);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
     assert!(!pid_file.exists(), "the pid file goes at exit");
@@ -500,7 +500,7 @@ fn systemd_hears_ready_with_a_status_and_then_stopping() {
     assert!(lines.contains(&"STATUS=2 workers serving"), "{ready:?}");
     // The log says it too, and the workers answer.
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     drover.signal(Signal::SIGTERM);
     let stopping = next_message();

@@ -67,7 +67,7 @@ fn slowloris_clients_are_cut_at_the_header_timeout_and_others_are_served() {
 
     // Meanwhile everyone else is served.
     for _ in 0..20 {
-        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     }
     // Each slow connection is closed by the server (a 408 at most).
     for client in &mut slow {
@@ -80,7 +80,7 @@ fn slowloris_clients_are_cut_at_the_header_timeout_and_others_are_served() {
     for trickler in tricklers {
         assert!(trickler.join().unwrap(), "a trickling client was never cut");
     }
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }
@@ -119,7 +119,7 @@ fn malformed_requests_get_400_and_oversized_heads_get_431() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
 
     assert_eq!(drover.worker_pids(), workers, "the worker survived");
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }
@@ -158,7 +158,7 @@ fn a_client_that_never_reads_holds_only_itself_and_is_cut_at_the_graceful_timeou
         .write_all(b"GET /bytes?n=1000000000 HTTP/1.1\r\nhost: t\r\n\r\n")
         .unwrap();
     for _ in 0..10 {
-        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     }
     drover.signal(Signal::SIGTERM);
     let stopped = drover.wait_for_event(events::WORKER_CLOSED);
@@ -297,7 +297,7 @@ fn http2_with_prior_knowledge_is_served_and_gets_goaway_on_close() {
             assert_eq!(response.status(), 200);
             assert_eq!(response.version(), hyper::Version::HTTP_2);
             let body = response.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(&body[..], b"hello");
+            assert_eq!(&body[..], b"hello\n");
         }
         // Closing the server: the idle HTTP/2 connection gets GOAWAY and
         // ends cleanly (the client's connection task finishes without

@@ -70,8 +70,8 @@ fn workers_run_as_the_user_and_group_while_the_supervisor_stays_root() {
             (uid, gid),
             "the socket file is the user's"
         );
-        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
-        assert_eq!(unix_get(&socket, "/"), (200, "hello".into()));
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
+        assert_eq!(unix_get(&socket, "/"), (200, "hello\n".into()));
         drover.signal(Signal::SIGTERM);
         assert_eq!(drover.wait_exit(), 0, "{spawn}");
     }

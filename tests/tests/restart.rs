@@ -29,7 +29,7 @@ fn hup_replaces_every_worker_with_the_binary_now_on_disk() {
     let addr = free_addr();
     let (mut drover, binary) = start_deployable(&dir, &["-w", "2", "-b", &addr.to_string()]);
     let before = distinct_pids(addr, 2);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     // The new build: a user's own app, which answers / differently.
     deploy(example_bin("axum"), &binary);
@@ -72,7 +72,7 @@ fn hup_follows_a_release_symlink_swapped_to_a_new_build() {
     command.args(["-w", "1", "-b", &addr.to_string()]);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     // The deploy: `current` now points at the second release.
     let staged = dir.join("current.staged");
@@ -111,7 +111,7 @@ fn a_broken_deploy_stops_the_restart_and_the_old_workers_keep_serving() {
     let after = drover.restart(&[1, 2]);
     assert_eq!(after.len(), 2);
     assert!(after.is_disjoint(&before));
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
@@ -192,7 +192,7 @@ fn ttin_adds_a_worker_and_ttou_closes_the_newest_never_below_one() {
     drover.signal(Signal::SIGTTOU);
     drover.wait_for_line("TTOU ignored");
     assert_eq!(drover.worker_pids(), first);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
@@ -215,7 +215,7 @@ fn max_requests_recycles_a_worker_after_its_replacement_is_ready() {
     // The quota is 5 to 5 + 3 requests, and no replacement exists before
     // the first worker has served it: 8 requests one after another reach it.
     for _ in 0..8 {
-        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     }
     let quota = drover.wait_for_event(events::QUOTA_REACHED);
     let requests = quota.number("requests");
@@ -253,14 +253,14 @@ fn a_recycling_whose_replacement_fails_is_tried_again_until_one_boots() {
     // New workers fail from now on; the quota is reached.
     std::fs::write(&marker, "").unwrap();
     for _ in 0..2 {
-        assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+        assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     }
     for _ in 0..2 {
         drover.wait_for_line("recycling: trying another replacement later");
     }
     assert_eq!(
         get(addr, "/").unwrap(),
-        (200, "hello".into()),
+        (200, "hello\n".into()),
         "it serves on"
     );
 
@@ -303,7 +303,7 @@ fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     // The request in flight gets its answer, marked as the last.
     let mut answer = String::new();
     busy.read_to_string(&mut answer).unwrap();
-    assert_eq!(parse(&answer).unwrap(), (200, "slept 2000 ms".into()));
+    assert_eq!(parse(&answer).unwrap(), (200, "slept 2000 ms\n".into()));
     assert!(
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
@@ -312,7 +312,7 @@ fn a_keep_alive_client_of_a_replaced_worker_is_answered_not_reset() {
     // The idle client's next request, sent after the close, is served by
     // the old worker and marked as the last; then the connection ends.
     let next = keep_alive_request(&mut idle, "/pid");
-    assert_eq!(parse(&next).unwrap(), (200, old.to_string()));
+    assert_eq!(parse(&next).unwrap(), (200, format!("{old}\n")));
     assert!(
         next.to_ascii_lowercase().contains("connection: close"),
         "{next}"

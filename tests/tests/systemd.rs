@@ -93,7 +93,7 @@ fn socket_activated_sockets_survive_hup_and_usr2_and_systemd_hears_each_step() {
     let mut drover = Drover::spawn(command);
     drover.wait_for_line("Listening on");
     // The first connection makes systemd-socket-activate exec drover.
-    assert_eq!(get(web, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(web, "/").unwrap(), (200, "hello\n".into()));
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let ready = systemd.next_state();
     assert!(has(&ready, "READY=1"), "{ready:?}");

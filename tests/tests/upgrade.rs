@@ -103,7 +103,7 @@ fn a_failed_upgrade_leaves_the_old_supervisor_serving_and_usr2_can_retry() {
     let _guard = KillOnDrop(new_pid);
     assert_ne!(new_pid, drover.pid());
     assert_eq!(drover.wait_exit_keeping_log(), 0);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
     drover.wait_for_stopped(new_pid);
     let _ = std::fs::remove_dir_all(&dir);
@@ -129,7 +129,7 @@ fn a_new_supervisor_whose_workers_cannot_boot_is_abandoned() {
     let failed = drover.wait_for_event(events::UPGRADE_FAILED);
     assert!(failed.line.contains("exit code 1"), "{}", failed.line);
     assert_eq!(drover.worker_pids(), workers);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
@@ -179,7 +179,7 @@ fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
         let message = String::from_utf8_lossy(&buf[..len]);
         assert!(!message.contains("STOPPING=1"), "{message:?}");
     }
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
     kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
     old.wait_for_stopped(new_pid);
     let _ = std::fs::remove_dir_all(&dir);
@@ -214,7 +214,7 @@ fn a_new_supervisor_never_ready_is_killed_at_the_deadline() {
     let mut children = drover.worker_pids();
     children.remove(&new_pid); // killed, perhaps not reaped yet
     assert_eq!(children, workers);
-    assert_eq!(get(addr, "/").unwrap(), (200, "hello".into()));
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
