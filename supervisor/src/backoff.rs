@@ -2,7 +2,7 @@
 //! at once after a single such death; with exponential backoff, capped,
 //! while they keep happening (a crash loop: a broken config, a database
 //! down); back to at once after a quiet spell. (A worker that had been
-//! serving is replaced at once, always: see `SERVING` in the supervisor.)
+//! serving is replaced at once, always: see `CRASH_LOOP_WINDOW` in `supervisor/exits.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -17,14 +17,14 @@ const QUIET: Duration = Duration::from_secs(30);
 
 /// Repeated worker deaths and the delay they earn.
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     repeated: u32,
     last_death: Option<Instant>,
 }
 
 impl Backoff {
     /// Records a death at `now`; the delay before the replacement starts.
-    pub fn next_delay(&mut self, now: Instant) -> Duration {
+    pub(crate) fn next_delay(&mut self, now: Instant) -> Duration {
         let repeated = self
             .last_death
             .is_some_and(|last| now.duration_since(last) < QUIET);

@@ -15,21 +15,24 @@ use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
 
 /// What a worker switches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// The user id.
-    pub uid: uid_t,
+    pub(crate) uid: uid_t,
     /// The primary group id.
-    pub gid: gid_t,
+    pub(crate) gid: gid_t,
     /// Supplementary groups: with `--user`, the user's from the group
     /// database plus the primary group; with `--group` alone, that group.
-    pub groups: Vec<gid_t>,
+    pub(crate) groups: Vec<gid_t>,
 }
 
 /// Resolves `--user` and `--group` (names, or numeric ids). `None` when
 /// neither is given. `--group` alone changes the workers' groups only:
 /// they keep the supervisor's user (root). The error is one line for the
 /// operator.
-pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Credentials>, String> {
+pub(crate) fn resolve(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<Credentials>, String> {
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
@@ -82,7 +85,7 @@ fn find_group(spec: &str) -> Result<Gid, String> {
 /// With `--user`, the workers run as another user, but a binary upgrade
 /// (USR2) executes the binary as root: a binary that user (or anyone but
 /// root) can replace is a way to root.
-pub fn warn_if_others_can_change(binary: &std::path::Path) {
+pub(crate) fn warn_if_others_can_change(binary: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
     let writable_by_others =
         std::fs::metadata(binary).is_ok_and(|meta| meta.uid() != 0 || meta.mode() & 0o022 != 0);

@@ -22,6 +22,7 @@ mod credentials;
 /// benchmarks' single-process baseline (`examples/single_process.rs`)
 /// serves the very same app.
 pub mod demo;
+mod exec_image;
 mod notify;
 mod sockets;
 mod spawn;

@@ -10,7 +10,7 @@ use sd_notify::NotifyState;
 /// `MAINPID=<this pid>`, so that systemd follows the new supervisor (it
 /// accepts that from a process other than the main one only with
 /// `NotifyAccess=all`).
-pub fn ready(status: &str, new_main_pid: bool) {
+pub(crate) fn ready(status: &str, new_main_pid: bool) {
     let pid = NotifyState::MainPid(std::process::id());
     let mut states = vec![NotifyState::Ready, NotifyState::Status(status)];
     if new_main_pid {
@@ -22,7 +22,7 @@ pub fn ready(status: &str, new_main_pid: bool) {
 /// A rolling restart begins: `RELOADING=1` with `MONOTONIC_USEC`, which
 /// systemd wants with it; `READY=1` follows when it ends (even when it
 /// stops half-way: the service still serves).
-pub fn reloading() {
+pub(crate) fn reloading() {
     let mut states = vec![NotifyState::Reloading];
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         states.push(now);
@@ -31,20 +31,20 @@ pub fn reloading() {
 }
 
 /// The supervisor is stopping: `STOPPING=1`.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
 /// How often to ping systemd's watchdog: half of `WATCHDOG_USEC` when it
 /// is set for this process; `None` otherwise.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled()
         .filter(|usec| !usec.is_zero())
         .map(|usec| usec / 2)
 }
 
 /// `WATCHDOG=1`: the supervisor's loop is alive.
-pub fn watchdog() {
+pub(crate) fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 

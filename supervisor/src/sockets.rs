@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 
 /// The sockets every worker gets.
-pub struct Sockets {
+pub(crate) struct Sockets {
     listeners: Vec<Listener>,
     /// LISTEN_FDNAMES to pass on (systemd's names), if any.
     names: Option<String>,
@@ -32,7 +32,7 @@ impl Sockets {
     /// supervisor this one replaces) passed, or opens `--bind`, giving the
     /// Unix socket files it creates to `owner`. The error is one line for
     /// the operator.
-    pub fn open(
+    pub(crate) fn open(
         config: &Config,
         from_predecessor: bool,
         owner: Option<&Credentials>,
@@ -140,17 +140,17 @@ impl Sockets {
     }
 
     /// The descriptors to hand to a worker.
-    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+    pub(crate) fn fds(&self) -> Vec<BorrowedFd<'_>> {
         self.listeners.iter().map(AsFd::as_fd).collect()
     }
 
     /// LISTEN_FDNAMES for the workers.
-    pub fn names(&self) -> Option<&str> {
+    pub(crate) fn names(&self) -> Option<&str> {
         self.names.as_deref()
     }
 
     /// Where they listen, for the log.
-    pub fn addrs(&self) -> Vec<ListenAddr> {
+    pub(crate) fn addrs(&self) -> Vec<ListenAddr> {
         self.listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
@@ -158,7 +158,7 @@ impl Sockets {
     }
 
     /// Which sockets have files this supervisor created (or took over).
-    pub fn owned_files(&self) -> Vec<usize> {
+    pub(crate) fn owned_files(&self) -> Vec<usize> {
         (0..self.listeners.len())
             .filter(|&i| self.listeners[i].socket_file().is_some())
             .collect()
@@ -166,7 +166,7 @@ impl Sockets {
 
     /// A binary upgrade is over and this supervisor is leaving: the socket
     /// files are the new one's now, and are never removed from here.
-    pub fn hand_over(&mut self) {
+    pub(crate) fn hand_over(&mut self) {
         self.listeners = std::mem::take(&mut self.listeners)
             .into_iter()
             .map(Listener::without_socket_file)
@@ -175,7 +175,7 @@ impl Sockets {
 
     /// This supervisor has taken over from the one it replaces: the socket
     /// files that one created are this one's to remove at the end.
-    pub fn take_over(&mut self) {
+    pub(crate) fn take_over(&mut self) {
         let to_claim = std::mem::take(&mut self.to_claim);
         self.listeners = std::mem::take(&mut self.listeners)
             .into_iter()
@@ -192,13 +192,13 @@ impl Sockets {
     /// client is refused at once instead of waiting in a backlog nobody
     /// will accept from (systemd, when it passed the sockets, keeps its
     /// own, and queues clients for the next start as it should).
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.remove_files();
         self.listeners.clear();
     }
 
     /// Removes the socket files drover created (never inherited ones).
-    pub fn remove_files(&self) {
+    pub(crate) fn remove_files(&self) {
         for listener in &self.listeners {
             if let Err(error) = listener.remove_socket_file() {
                 tracing::warn!(%error, "cannot remove a socket file");

@@ -57,12 +57,13 @@ use crate::config::Config;
 use crate::control::ControlSocket;
 use crate::credentials::{self, Credentials};
 
+use crate::exec_image::ExecImage;
 use crate::sockets::Sockets;
-use crate::spawn::{spawn_child, ExecImage, Launch};
+use crate::spawn::{spawn_child, Launch};
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 /// `fork_entry` is what a worker runs in a forked child (`--spawn fork`).
-pub fn supervise(config: &Config, fork_entry: &dyn Fn() -> ExitCode) -> ExitCode {
+pub(crate) fn supervise(config: &Config, fork_entry: &dyn Fn() -> ExitCode) -> ExitCode {
     match Supervisor::start(config, fork_entry) {
         Ok(mut supervisor) => supervisor.event_loop(),
         Err(message) => {

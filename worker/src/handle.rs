@@ -53,8 +53,9 @@ impl ServerHandle {
     /// answered with `connection: close`, then the connection ends. This
     /// is how a worker being replaced under load loses no request to the
     /// race between closing an idle connection and a client reusing it.
-    /// If the server is already closing, this does what `close` does. A
-    /// later `close()` ends the drain windows still running at once.
+    /// If the server is already closing, a shorter `window` replaces the
+    /// running one and a longer one changes nothing; a later `close()`
+    /// ends the drain windows still running at once.
     /// Sockets inherited by LISTEN_FDS keep their queued connections (the
     /// supervisor or systemd holds them for whoever serves next); other
     /// listeners' queued connections are taken and answered.

@@ -6,8 +6,8 @@
 //! only once the new one is ready, so capacity never dips, and a
 //! replacement that fails to boot leaves the old worker serving. A worker
 //! that leaves while others serve is closed *draining*: an idle keep-alive
-//! connection gets the keep-alive timeout for one more request, which it
-//! is answered with `connection: close` (see `drover_worker::connection`).
+//! connection gets the drain window (the keep-alive timeout, within the
+//! graceful timeout) for one more request, which it is answered with `connection: close` (see `drover_worker::connection`).
 //! The listening sockets stay open in the supervisor, so connections
 //! queued in the kernel are served by whichever worker accepts next.
 //!

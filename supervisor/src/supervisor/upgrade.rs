@@ -34,7 +34,8 @@ use drover_shared::events;
 
 use super::leave::Leave;
 use super::{Phase, Supervisor};
-use crate::spawn::{spawn_child, ExecImage, Launch};
+use crate::exec_image::ExecImage;
+use crate::spawn::{spawn_child, Launch};
 
 /// The new supervisor gets its workers' boot timeout plus this for its own
 /// start before the old one gives up on it.

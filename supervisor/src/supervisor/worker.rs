@@ -3,11 +3,13 @@
 //! carried by the state.
 //!
 //! ```text
-//!   Booting ──Ready──▶ Ready ──close()──▶ Retiring ──exit──▶ (reaped)
-//!     │                  │                   │
-//!     │ boot timeout,    │ silent, garbage   │ past its deadline: kill_now()
-//!     │ garbage          ▼                   ▼
-//!     └───────────▶ Killed ──exit──▶ (reaped)   Retiring { kill_at: None }
+//!   Booting ──Ready──▶ Ready
+//!     │  │               │  │
+//!     │  └── close() ──▶ Retiring ◀── close() ┘   (replaced, scaled down,
+//!     │                  │                          stopping)
+//!     │                  └─ past its deadline: kill_now(), still Retiring
+//!     │
+//!     └─ boot timeout, garbage ──▶ Killed ◀── silent, garbage ── Ready
 //! ```
 //!
 //! Any state can end in an exit (a crash, `kill -9`): the supervisor reads
