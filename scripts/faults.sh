@@ -40,7 +40,7 @@ start() { # name extra-args...
     shift
     target/release/drover -w 2 -b "127.0.0.1:$PORT" "$@" 2>"$log" &
     supervisor=$!
-    wait_log "$log" "ready workers=2"
+    wait_log "$log" 'event="ready" workers=2'
 }
 
 stop() {
@@ -87,7 +87,7 @@ done
 wait "$wrk_pid"
 wrk_pid=
 # Replacements that got ready: every "worker ready" after the first two.
-replaced=$(($(grep -c "worker ready" "$log" || true) - 2))
+replaced=$(($(grep -c 'event="worker_ready"' "$log" || true) - 2))
 stop
 echo "kill -9 every 500 ms for ${DURATION}s: kills=$kills replaced=$replaced zombies_seen=$zombie_max $(wrk_summary "$work/kill.wrk")"
 
@@ -135,9 +135,9 @@ sleep "$DURATION" # sleep-ok: the crash loop runs for DURATION seconds
 ticks=$(($(cpu_ticks "$supervisor") - ticks_before))
 attempts=$(grep -c "worker failed\|exited before it was ready\|worker died" "$log" || true)
 longest=$(grep -o 'delay=[0-9.]*m\?s' "$log" | tail -1)
-ready_before=$(grep -c "worker ready" "$log" || true)
+ready_before=$(grep -c 'event="worker_ready"' "$log" || true)
 rm "$marker"
-wait_log "$log" "worker ready" "$((ready_before + 1))" # recovery
+wait_log "$log" 'event="worker_ready"' "$((ready_before + 1))" # recovery
 recovered=$(curl -s "http://127.0.0.1:$PORT/" || true)
 stop
 echo "crash loop for ${DURATION}s: worker deaths=$attempts last backoff ${longest:-none} supervisor CPU=$ticks ticks; after the fix: $recovered"

@@ -36,7 +36,7 @@ start() { # name
     log=$work/$1.log
     pid_file=$work/$1.pid
     target/release/drover -w 2 -b "127.0.0.1:$PORT" --pid-file "$pid_file" 2>"$log" &
-    wait_log "$log" "ready workers=2" 1
+    wait_log "$log" 'event="ready" workers=2' 1
 }
 
 # Runs wrk in the background; its report goes to $work/$1.wrk.
@@ -53,7 +53,7 @@ stop() { # log
     local supervisor
     supervisor=$(cat "$pid_file")
     kill -TERM "$supervisor"
-    wait_log "$1" "stopped pid=$supervisor" 1
+    wait_log "$1" "event=\"stopped\" pid=$supervisor" 1
 }
 
 report() { # name
@@ -72,27 +72,27 @@ load signals
 pace
 for i in 1 2 3 4 5; do
     kill -HUP "$(cat "$pid_file")"
-    wait_log "$log" "rolling restart complete" "$i"
+    wait_log "$log" 'event="restart_complete"' "$i"
     pace
 done
 kill -TTIN "$(cat "$pid_file")"
 wait_log "$log" "TTIN: one worker more" 1
-wait_log "$log" "worker ready worker=13 " 1
+wait_log "$log" 'event="worker_ready" worker=13 ' 1
 pace
 kill -TTOU "$(cat "$pid_file")"
-wait_log "$log" "worker left worker=13 " 1
+wait_log "$log" 'event="worker_left" worker=13 ' 1
 pace
 for i in 1 2; do
     old=$(cat "$pid_file")
     kill -USR2 "$old"
-    wait_log "$log" "binary upgrade complete" "$i"
-    wait_log "$log" "stopped pid=$old" 1
+    wait_log "$log" 'event="upgrade_complete"' "$i"
+    wait_log "$log" "event=\"stopped\" pid=$old" 1
     pace
 done
 wait "$wrk_pid"
 stop "$log"
 with=$(report signals)
-pids=$(grep -o 'worker started worker=[0-9]* pid=[0-9]*' "$log" | awk -F'pid=' '{print $2}' | sort -u | tr '\n' ' ')
+pids=$(grep -o 'event="worker_started" worker=[0-9]* pid=[0-9]*' "$log" | awk -F'pid=' '{print $2}' | sort -u | tr '\n' ' ')
 
 # 2. The same run, no signals.
 start baseline
