@@ -54,17 +54,9 @@ pub(crate) struct Cli {
     #[arg(long, env = flags::BOOT_TIMEOUT, value_parser = seconds, default_value_t = Seconds(BOOT_TIMEOUT))]
     pub(crate) boot_timeout: Seconds,
 
-    /// Seconds an idle keep-alive connection stays open.
-    #[arg(long, env = flags::KEEP_ALIVE, value_parser = seconds, default_value_t = Seconds(defaults::KEEP_ALIVE_TIMEOUT))]
-    pub(crate) keep_alive: Seconds,
-
-    /// Seconds a client may take to send a request head.
-    #[arg(long, env = flags::HEADER_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::HEADER_READ_TIMEOUT))]
-    pub(crate) header_read_timeout: Seconds,
-
-    /// Connections per worker; beyond it they wait in the backlog.
-    #[arg(long, env = flags::MAX_CONNECTIONS)]
-    pub(crate) max_connections: Option<NonZeroUsize>,
+    /// The options of every worker's HTTP server.
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 
     /// Replace a worker once it has served about this many requests (its
     /// replacement is ready before it closes; 0: never).
@@ -102,6 +94,24 @@ pub(crate) struct Cli {
     /// Log format (the level comes from RUST_LOG, default info).
     #[arg(long, env = flags::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+}
+
+/// The flags that become options of every worker's HTTP server (see
+/// `Config::server_builder`): a new server option is one field here and
+/// one line there.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = flags::KEEP_ALIVE, value_parser = seconds, default_value_t = Seconds(defaults::KEEP_ALIVE_TIMEOUT))]
+    pub(crate) keep_alive: Seconds,
+
+    /// Seconds a client may take to send a request head.
+    #[arg(long, env = flags::HEADER_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::HEADER_READ_TIMEOUT))]
+    pub(crate) header_read_timeout: Seconds,
+
+    /// Connections per worker; beyond it they wait in the backlog.
+    #[arg(long, env = flags::MAX_CONNECTIONS)]
+    pub(crate) max_connections: Option<NonZeroUsize>,
 
     /// Log one line per request.
     #[arg(long, env = flags::ACCESS_LOG)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use drover_shared::ListenerSpec;
 
-use crate::cli::{Cli, LogFormat, SpawnMode};
+use crate::cli::{Cli, LogFormat, ServerArgs, SpawnMode};
 
 /// What the supervisor and its workers run with.
 #[derive(Debug, Clone)]
@@ -50,18 +50,8 @@ pub(crate) struct Config {
     pub(crate) group: Option<String>,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) log_format: LogFormat,
-    /// The server options every worker's server is built with.
-    server: ServerOptions,
-}
-
-/// The options of a worker's HTTP server, as `drover_worker::Builder`
-/// takes them.
-#[derive(Debug, Clone)]
-struct ServerOptions {
-    keep_alive: Duration,
-    header_read_timeout: Duration,
-    max_connections: Option<usize>,
-    access_log: bool,
+    /// The flags every worker's server is built with.
+    server: ServerArgs,
 }
 
 impl From<Cli> for Config {
@@ -85,19 +75,14 @@ impl From<Cli> for Config {
             graceful_timeout,
             // As long as the connection would have stayed anyway (the
             // keep-alive timeout), within the graceful timeout.
-            drain_window: cli.keep_alive.0.min(graceful_timeout),
+            drain_window: cli.server.keep_alive.0.min(graceful_timeout),
             max_requests: Some(cli.max_requests).filter(|n| *n > 0),
             max_requests_jitter: cli.max_requests_jitter,
             user: cli.user,
             group: cli.group,
             pid_file: cli.pid_file,
             log_format: cli.log_format,
-            server: ServerOptions {
-                keep_alive: cli.keep_alive.0,
-                header_read_timeout: cli.header_read_timeout.0,
-                max_connections: cli.max_connections.map(NonZeroUsize::get),
-                access_log: cli.access_log,
-            },
+            server: cli.server,
         }
     }
 }
@@ -107,14 +92,14 @@ impl Config {
     /// command line. (The request quota is drawn per worker, by the
     /// worker.)
     pub(crate) fn server_builder(&self) -> drover_worker::Builder {
-        let options = &self.server;
+        let server = &self.server;
         let builder = drover_worker::Server::builder()
-            .keep_alive_timeout(options.keep_alive)
-            .header_read_timeout(options.header_read_timeout)
             .graceful_timeout(self.graceful_timeout)
-            .access_log(options.access_log);
-        match options.max_connections {
-            Some(limit) => builder.max_connections(limit),
+            .keep_alive_timeout(server.keep_alive.0)
+            .header_read_timeout(server.header_read_timeout.0)
+            .access_log(server.access_log);
+        match server.max_connections {
+            Some(limit) => builder.max_connections(limit.get()),
             None => builder,
         }
     }

@@ -25,6 +25,11 @@ use drover_shared::events;
 
 use crate::config::Config;
 
+/// The drain window of a worker whose supervisor is gone: its clients
+/// get a moment to send the request they are writing (no one replaces
+/// it, and nothing else bounds its exit).
+const ORPHAN_DRAIN: Duration = Duration::from_secs(1);
+
 /// This worker's request quota: `--max-requests` plus its own random
 /// share of the jitter, so that workers started together are not all
 /// recycled together.
@@ -187,12 +192,12 @@ async fn follow_supervisor(control: &UnixDatagram, server: &ServerHandle) -> Opt
             },
             Ok(_eof) => {
                 tracing::warn!(event = events::SUPERVISOR_GONE, "supervisor gone: closing");
-                server.close_draining(Duration::from_secs(1));
+                server.close_draining(ORPHAN_DRAIN);
                 return None;
             }
             Err(error) => {
                 tracing::warn!(%error, "control socket failed: closing");
-                server.close_draining(Duration::from_secs(1));
+                server.close_draining(ORPHAN_DRAIN);
                 return None;
             }
         }

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::net::TcpStream;
 use std::process::Command;
 
+use drover_shared::env;
 use drover_tests::events;
 use drover_tests::load::Load;
 use drover_tests::{distinct_pids, drover_bin, free_addr, get, test_dir, Drover, Event};
@@ -130,7 +131,7 @@ fn a_crash_loop_backs_off_exponentially_and_recovers_once_workers_boot_again() {
     let mut command = Command::new(drover_bin());
     command
         .args(["-w", "1", "-b", &addr.to_string()])
-        .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
+        .env(env::demo::FAIL_BOOT_IF, &marker);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
 

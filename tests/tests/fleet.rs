@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Instant;
 
+use drover_shared::env;
 use drover_tests::events;
 use drover_tests::{distinct_pids, drover_bin, free_addr, get, Drover, WAIT};
 use nix::sys::signal::Signal;
@@ -160,7 +161,7 @@ fn a_first_boot_failure_exits_non_zero_with_the_reason() {
     let mut command = Command::new(drover_bin());
     command
         .args(["-w", "2", "-b", &free_addr().to_string()])
-        .env("DROVER_DEMO_FAIL_BOOT", "database unreachable");
+        .env(env::demo::FAIL_BOOT, "database unreachable");
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_exit(), 1);
     let log = drover.log.join("\n");
@@ -363,7 +364,7 @@ fn a_worker_not_ready_within_the_boot_timeout_is_killed_and_drover_exits_1() {
             "-b",
             &free_addr().to_string(),
         ])
-        .env("DROVER_DEMO_HANG_BOOT", "1");
+        .env(env::demo::HANG_BOOT, "1");
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_exit(), 1);
     let log = drover.log.join("\n");
@@ -459,9 +460,9 @@ fn flags_from_the_environment_and_the_pid_file() {
     let pid_file = std::env::temp_dir().join(format!("drover-pid-{}", std::process::id()));
     let mut command = Command::new(drover_bin());
     command
-        .env("DROVER_WORKERS", "2")
-        .env("DROVER_BIND", addr.to_string())
-        .env("DROVER_PID_FILE", &pid_file);
+        .env(env::flags::WORKERS, "2")
+        .env(env::flags::BIND, addr.to_string())
+        .env(env::flags::PID_FILE, &pid_file);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let written = std::fs::read_to_string(&pid_file).unwrap();
@@ -492,7 +493,7 @@ fn systemd_hears_ready_with_a_status_and_then_stopping() {
     let mut command = Command::new(drover_bin());
     command
         .args(["-w", "2", "-b", &addr.to_string()])
-        .env("NOTIFY_SOCKET", &path);
+        .env(env::NOTIFY_SOCKET, &path);
     let mut drover = Drover::spawn(command);
     let ready = next_message();
     let lines: Vec<&str> = ready.lines().collect();

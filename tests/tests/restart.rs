@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
+use drover_shared::env;
 use drover_tests::events;
 use drover_tests::{
     deploy, deploy_broken, deployable, distinct_pids, drover_bin, example_bin, free_addr, get,
@@ -127,8 +128,8 @@ fn a_restart_stops_at_a_new_worker_that_reports_a_failure_or_never_gets_ready() 
     let mut command = Command::new(drover_bin());
     command
         .args(["-w", "2", "--boot-timeout", "3", "-b", &addr.to_string()])
-        .env("DROVER_DEMO_FAIL_BOOT_IF", &fail)
-        .env("DROVER_DEMO_HANG_BOOT_IF", &hang);
+        .env(env::demo::FAIL_BOOT_IF, &fail)
+        .env(env::demo::HANG_BOOT_IF, &hang);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 2);
     let before = drover.worker_pids();
@@ -245,7 +246,7 @@ fn a_recycling_whose_replacement_fails_is_tried_again_until_one_boots() {
     let mut command = Command::new(drover_bin());
     command
         .args(["-w", "1", "--max-requests", "2", "-b", &addr.to_string()])
-        .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
+        .env(env::demo::FAIL_BOOT_IF, &marker);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let first = drover.worker_pids();

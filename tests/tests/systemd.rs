@@ -7,6 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
 
+use drover_shared::env;
 use drover_tests::events;
 use drover_tests::{
     children, distinct_pids, drover_bin, free_addr, get, read_pid, test_dir, unix_get, Drover,
@@ -163,8 +164,8 @@ fn the_watchdog_is_pinged_while_watchdog_usec_is_set() {
     let mut command = Command::new(drover_bin());
     command
         .args(["-w", "1", "-b", &addr.to_string()])
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "200000");
+        .env(env::NOTIFY_SOCKET, &notify)
+        .env(env::WATCHDOG_USEC, "200000");
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let mut seen = HashSet::new();

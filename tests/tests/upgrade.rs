@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use drover_shared::env;
 use drover_tests::events;
 use drover_tests::{
     children, deploy, deploy_broken, deployable, distinct_pids, drover_bin, example_bin, free_addr,
@@ -119,7 +120,7 @@ fn a_new_supervisor_whose_workers_cannot_boot_is_abandoned() {
     let marker = dir.join("fail-boot");
     command
         .args(["-w", "1", "--boot-timeout", "5", "-b", &addr.to_string()])
-        .env("DROVER_DEMO_FAIL_BOOT_IF", &marker);
+        .env(env::demo::FAIL_BOOT_IF, &marker);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let workers = drover.worker_pids();
@@ -149,7 +150,7 @@ fn an_old_supervisor_that_handed_over_ignores_term_and_tells_systemd_nothing() {
         .args(["-w", "1", "-b", &addr.to_string()])
         .arg("--pid-file")
         .arg(&pid_file)
-        .env("NOTIFY_SOCKET", &notify);
+        .env(env::NOTIFY_SOCKET, &notify);
     let mut old = Drover::spawn(command);
     assert_eq!(old.wait_for_event(events::READY).number("workers"), 1);
     // An idle keep-alive connection keeps the old worker draining (for up

@@ -133,3 +133,20 @@ impl Supervisor<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::poll_timeout;
+    use nix::poll::PollTimeout;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn no_deadline_waits_for_ever_and_a_near_one_is_rounded_up() {
+        assert_eq!(poll_timeout(None), PollTimeout::NONE);
+        let soon = Instant::now() + Duration::from_micros(400);
+        assert_eq!(poll_timeout(Some(soon)), PollTimeout::from(1u8));
+        let past = Instant::now() - Duration::from_secs(1);
+        assert_eq!(poll_timeout(Some(past)), PollTimeout::ZERO);
+    }
+}
+
