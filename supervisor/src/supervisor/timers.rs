@@ -149,4 +149,3 @@ mod tests {
         assert_eq!(poll_timeout(Some(past)), PollTimeout::ZERO);
     }
 }
-
