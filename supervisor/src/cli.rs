@@ -6,6 +6,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use drover_shared::env::flags;
 use drover_shared::ListenerSpec;
@@ -17,14 +18,9 @@ use drover_worker::defaults;
 #[command(name = "drover", version, about, long_about = None, after_help = SIGNALS)]
 pub(crate) struct Cli {
     /// Where to listen: HOST:PORT, [V6]:PORT, unix:PATH or fd://N; repeat
-    /// for several. Ignored when systemd passes sockets (LISTEN_FDS).
-    #[arg(
-        short = 'b',
-        long = "bind",
-        env = flags::BIND,
-        value_delimiter = ',',
-        default_value = "127.0.0.1:8000"
-    )]
+    /// for several. Ignored when systemd passes sockets (LISTEN_FDS)
+    /// [default: 127.0.0.1:8000].
+    #[arg(short = 'b', long = "bind", env = flags::BIND, value_delimiter = ',')]
     pub(crate) bind: Vec<ListenerSpec>,
 
     /// Worker processes [default: available CPUs].
@@ -114,7 +110,7 @@ pub(crate) struct ServerArgs {
     pub(crate) max_connections: Option<NonZeroUsize>,
 
     /// Log one line per request.
-    #[arg(long, env = flags::ACCESS_LOG)]
+    #[arg(long, env = flags::ACCESS_LOG, value_parser = BoolishValueParser::new())]
     pub(crate) access_log: bool,
 }
 
@@ -135,6 +131,38 @@ pub(crate) enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// Parses this process's command line and `DROVER_*` variables; on a bad
+/// value, exits 2 with clap's message, and names the variable when the
+/// value came from the environment rather than from a flag.
+pub(crate) fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|error| {
+        let from_env = error
+            .get(clap::error::ContextKind::InvalidArg)
+            .and_then(|arg| variable_behind(&arg.to_string()));
+        if let Some(variable) = from_env {
+            let _ = error.print();
+            eprintln!("(the value came from the environment: {variable})");
+            std::process::exit(2);
+        }
+        error.exit()
+    })
+}
+
+/// `DROVER_<FLAG>` for a flag as clap names it in an error (`--max-requests
+/// <MAX_REQUESTS>`), when that variable is set and the flag is not on the
+/// command line.
+fn variable_behind(arg: &str) -> Option<String> {
+    let flag = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let on_command_line = std::env::args()
+        .skip(1)
+        .any(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")));
+    let variable = format!("DROVER_{}", flag.replace('-', "_").to_ascii_uppercase());
+    (!on_command_line && std::env::var_os(&variable).is_some()).then_some(variable)
+}
+
+/// Where drover listens when neither `--bind` nor systemd says.
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:8000";
 
 /// The supervisor's own defaults (the server's are `drover_worker::defaults`).
 const WORKER_TIMEOUT: Duration = Duration::from_secs(30);

@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use drover_shared::ListenerSpec;
 
-use crate::cli::{Cli, LogFormat, ServerArgs, SpawnMode};
+use crate::cli::{Cli, LogFormat, ServerArgs, SpawnMode, DEFAULT_BIND};
 
 /// What the supervisor and its workers run with.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     /// Where to listen when no sockets are passed (LISTEN_FDS).
     pub(crate) bind: Vec<ListenerSpec>,
+    /// Whether `bind` was given (flag or environment), not the default.
+    pub(crate) bind_given: bool,
     /// The listen backlog of the sockets drover opens.
     pub(crate) backlog: u32,
     /// Mode of the Unix socket files drover creates.
@@ -59,7 +61,12 @@ impl From<Cli> for Config {
         let worker_timeout = Some(cli.worker_timeout.0).filter(|t| !t.is_zero());
         let graceful_timeout = cli.graceful_timeout.0;
         Self {
-            bind: cli.bind,
+            bind_given: !cli.bind.is_empty(),
+            bind: if cli.bind.is_empty() {
+                vec![DEFAULT_BIND.parse().expect("the default address parses")]
+            } else {
+                cli.bind
+            },
             backlog: cli.backlog,
             uds_mode: cli.uds_mode,
             workers: cli.workers.map_or_else(

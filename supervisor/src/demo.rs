@@ -18,7 +18,8 @@ use http_body::Frame;
 /// 200 after N ms; `GET /block?ms=N` → 200 after blocking the worker's
 /// runtime for N ms (a handler that wrongly blocks: heartbeats stop, and
 /// past `--worker-timeout` the supervisor kills the worker); `GET
-/// /bytes?n=N` → N bytes of `x`, as fast as the client reads; `GET /stream`
+/// /bytes?n=N` → N bytes of `x`, as fast as the client reads; `GET
+/// /background?ms=N` → starts a blocking task of N ms; `GET /stream`
 /// → a line every 100 ms, never ending; `GET /healthz` → `ok`.
 ///
 /// For tests of boot failures: with `DROVER_DEMO_FAIL_BOOT` set in its
@@ -55,6 +56,7 @@ pub fn app() -> Router {
         )
         .route("/sleep", get(delayed))
         .route("/block", get(blocking))
+        .route("/background", get(background))
         .route(
             "/bytes",
             get(|uri: Uri| async move { Body::new(Filler(query_number(&uri, "n="))) }),
@@ -64,6 +66,17 @@ pub fn app() -> Router {
             get(|| async { Body::new(Lines(tokio::time::interval(Duration::from_millis(100)))) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// `GET /background?ms=N`: starts a blocking task that runs for N ms and
+/// answers at once (a worker's exit must not wait for such a task for
+/// ever).
+async fn background(uri: Uri) -> String {
+    let ms = millis(&uri);
+    tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(ms)); // sleep-ok: the route's purpose
+    });
+    format!("started {ms} ms in the background\n")
 }
 
 /// `GET /sleep?ms=N`.

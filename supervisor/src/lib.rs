@@ -24,6 +24,7 @@ mod credentials;
 pub mod demo;
 mod exec_image;
 mod notify;
+mod pid_file;
 mod sockets;
 mod spawn;
 mod supervisor;
@@ -33,10 +34,9 @@ use std::process::ExitCode;
 
 use crate::control::ControlSocket;
 use crate::worker_process::serve_as_worker;
-use clap::Parser;
 use drover_worker::IntoHttpService;
 
-use crate::cli::{Cli, LogFormat};
+use crate::cli::LogFormat;
 use crate::config::Config;
 
 /// Parses drover's command line (exit code 2 with one line on a bad flag),
@@ -47,7 +47,7 @@ where
     F: Fn() -> S,
     S: IntoHttpService<K>,
 {
-    let config = Config::from(Cli::parse());
+    let config = Config::from(cli::parse());
     init_logs(config.log_format);
     let worker = || match ControlSocket::from_env() {
         Ok(Some(control)) => serve_as_worker(&config, control, &app),

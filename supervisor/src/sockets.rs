@@ -70,8 +70,19 @@ impl Sockets {
                     to_claim,
                 });
             }
-            // Not socket-activated (or the variables were meant for a parent).
-            Err(ListenFdsError::Missing | ListenFdsError::OtherProcess { .. }) => {}
+            // Not socket-activated.
+            Err(ListenFdsError::Missing) => {}
+            // Meant for another process: a wrapper between systemd and
+            // drover that forks (`runuser`, a shell without `exec`). The
+            // activated sockets cannot be used, and serving the default
+            // address instead would leave the activated port unserved.
+            Err(error @ ListenFdsError::OtherProcess { .. }) if !config.bind_given => {
+                return Err(format!(
+                    "socket activation: {error}: is a wrapper forking between systemd and \
+                     drover? Start drover with exec, or give --bind to listen elsewhere"
+                ));
+            }
+            Err(ListenFdsError::OtherProcess { .. }) => {}
             Err(error) => return Err(format!("socket activation: {error}")),
         }
         let mut opened = Self {

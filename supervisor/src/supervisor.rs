@@ -34,6 +34,7 @@ mod command;
 mod exits;
 mod fleet;
 mod leave;
+mod log_budget;
 mod messages;
 mod phase;
 mod rollout;
@@ -58,6 +59,7 @@ use crate::control::ControlSocket;
 use crate::credentials::{self, Credentials};
 
 use crate::exec_image::ExecImage;
+use crate::pid_file;
 use crate::sockets::Sockets;
 use crate::spawn::{spawn_child, Launch};
 
@@ -115,6 +117,11 @@ impl<'a> Supervisor<'a> {
     fn start(config: &'a Config, fork_entry: &'a dyn Fn() -> ExitCode) -> Result<Self, String> {
         let predecessor =
             ControlSocket::upgrade_from_env().map_err(|e| format!("binary upgrade: {e}"))?;
+        // A new supervisor of a binary upgrade finds its predecessor's pid
+        // there, as it should.
+        if let (None, Some(path)) = (&predecessor, &config.pid_file) {
+            pid_file::check_not_running(path)?;
+        }
         let credentials = credentials::resolve(config.user.as_deref(), config.group.as_deref())?;
         let sockets = Sockets::open(config, predecessor.is_some(), credentials.as_ref())?;
         let binary =

@@ -30,6 +30,9 @@ use crate::config::Config;
 /// it, and nothing else bounds its exit).
 const ORPHAN_DRAIN: Duration = Duration::from_secs(1);
 
+/// How long the runtime's remaining tasks get once the server has closed.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+
 /// This worker's request quota: `--max-requests` plus its own random
 /// share of the jitter, so that workers started together are not all
 /// recycled together.
@@ -76,7 +79,12 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, control, app))
+    let code = runtime.block_on(serve(config, control, app));
+    // Tasks still running once the server has closed (a `spawn_blocking`
+    // that never ends) must not keep the process alive for ever, least of
+    // all once its supervisor is gone.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
 
 async fn serve<S, K>(config: &Config, control: ControlSocket, app: impl FnOnce() -> S) -> ExitCode
@@ -196,7 +204,9 @@ async fn follow_supervisor(control: &UnixDatagram, server: &ServerHandle) -> Opt
                 return None;
             }
             Err(error) => {
-                tracing::warn!(%error, "control socket failed: closing");
+                // ECONNRESET when the supervisor died with messages of
+                // ours unread: gone all the same.
+                tracing::warn!(event = events::SUPERVISOR_GONE, %error, "supervisor gone (control socket failed): closing");
                 server.close_draining(ORPHAN_DRAIN);
                 return None;
             }

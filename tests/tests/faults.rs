@@ -188,3 +188,159 @@ fn out_of_descriptors_a_worker_backs_off_and_serves_again_when_clients_leave() {
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }
+
+/// A worker's control socket (its descriptor 4 with one listener), taken
+/// from it as root may, to speak as the worker does.
+fn control_of(worker: i32) -> std::os::fd::OwnedFd {
+    drover_tests::steal_fd(worker, 4)
+}
+
+/// Sends one datagram, waiting (bounded) while the socket's buffer is full
+/// (the descriptor is the worker's, non-blocking).
+fn send_datagram(control: &std::os::fd::OwnedFd, datagram: &[u8]) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{AsFd, AsRawFd};
+    let deadline = std::time::Instant::now() + drover_tests::WAIT;
+    loop {
+        match nix::sys::socket::send(
+            control.as_raw_fd(),
+            datagram,
+            nix::sys::socket::MsgFlags::empty(),
+        ) {
+            Ok(_) => return,
+            Err(nix::errno::Errno::EAGAIN) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the supervisor never read"
+                );
+                let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLOUT)];
+                poll(&mut fds, PollTimeout::from(1000u16)).unwrap();
+            }
+            Err(error) => panic!("send: {error}"),
+        }
+    }
+}
+
+/// `Heartbeat` as the control protocol encodes it: version 1, tag 2, two
+/// little-endian u64 counters.
+fn heartbeat_message() -> Vec<u8> {
+    let mut datagram = vec![1, 2];
+    datagram.extend([0u8; 16]);
+    datagram
+}
+
+/// `Closed` as the control protocol encodes it: version 1, tag 4, three
+/// little-endian u64 counters.
+fn closed_message(requests: u64) -> Vec<u8> {
+    let mut datagram = vec![1, 4];
+    for field in [0u64, 0, requests] {
+        datagram.extend(field.to_le_bytes());
+    }
+    datagram
+}
+
+#[test]
+fn garbage_a_worker_sent_before_it_was_reaped_signals_nobody() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
+    let victim = *drover.worker_pids().iter().next().unwrap();
+    let control = control_of(victim);
+    // The supervisor must meet the garbage only once it has reaped the
+    // worker. It is stopped while the worker speaks and dies; when it goes
+    // on, it reads its loop turn's share of the messages (64), then the
+    // next turn handles SIGCHLD first, and reads the rest (the garbage) as
+    // the reaped worker's last words.
+    drover.signal(Signal::SIGSTOP);
+    for _ in 0..64 {
+        send_datagram(&control, &heartbeat_message());
+    }
+    send_datagram(&control, b"\x07garbage");
+    drop(control);
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let deadline = std::time::Instant::now() + drover_tests::WAIT;
+    while !is_zombie(victim) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never died"
+        );
+        std::thread::yield_now();
+    }
+    drover.signal(Signal::SIGCONT);
+    drover.wait_for_event_where(events::WORKER_DIED, |e| {
+        e.number("pid") == i64::from(victim)
+    });
+    drover.wait_for_worker_event(events::WORKER_READY, 3);
+    // Read as its last words, the garbage is logged, and no kill is aimed
+    // at a pid that may belong to another process by now.
+    assert!(
+        drover.log.iter().any(|l| l.contains("before it exited")),
+        "{:#?}",
+        drover.log
+    );
+    assert!(
+        drover.events(events::WORKER_KILLED).is_empty(),
+        "{:#?}",
+        drover.log
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_worker_flooding_its_control_socket_cannot_flood_the_log() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let worker = *drover.worker_pids().iter().next().unwrap();
+    let control = control_of(worker);
+    for requests in 0..500 {
+        send_datagram(&control, &closed_message(requests));
+    }
+    // Read in order: once the garbage after them is acted on, all 500 were.
+    send_datagram(&control, b"\x07garbage");
+    drover.wait_for_event(events::WORKER_KILLED);
+    let logged = drover.events(events::WORKER_CLOSED).len();
+    assert!(
+        (1..=20).contains(&logged),
+        "{logged} lines for 500 messages"
+    );
+    drover.wait_for_worker_event(events::WORKER_READY, 2);
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_boot_failure_reason_is_quoted_on_one_line() {
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-w", "1", "-b", &free_addr().to_string()])
+        .env(env::demo::FAIL_BOOT, "first line\n\x1b[31mforged: all good");
+    let mut drover = Drover::spawn(command);
+    assert_eq!(drover.wait_exit(), 1);
+    let line = drover
+        .log
+        .iter()
+        .find(|l| l.starts_with("drover: worker"))
+        .unwrap_or_else(|| panic!("{:#?}", drover.log));
+    assert!(
+        line.contains(r#"first line\n\u{1b}[31mforged: all good""#),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_worker_whose_supervisor_died_exits_despite_a_blocking_task() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let (status, _) = get(addr, "/background?ms=600000").unwrap();
+    assert_eq!(status, 200);
+    drover.signal(Signal::SIGKILL);
+    // The worker holds the log pipe: it closes when the worker has exited,
+    // well before the blocking task would end.
+    drover.read_to_end();
+    assert!(
+        !drover.events(events::SUPERVISOR_GONE).is_empty(),
+        "{:#?}",
+        drover.log
+    );
+}

@@ -312,6 +312,22 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
 }
 
 #[test]
+fn text_logs_carry_the_event_names_too() {
+    let addr = free_addr();
+    let mut command = Command::new(drover_bin());
+    command.args(["-w", "1", "--log-format", "text", "-b", &addr.to_string()]);
+    let mut drover = Drover::spawn(command);
+    let line = drover.wait_for_line("event=\"ready\"");
+    assert!(
+        line.contains("INFO") && line.contains("workers=1"),
+        "{line}"
+    );
+    drover.signal(Signal::SIGTERM);
+    drover.wait_for_line("event=\"stopped\"");
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
 fn access_log_and_json_logs() {
     let addr = free_addr();
     let mut command = Command::new(drover_bin());

@@ -225,3 +225,56 @@ fn a_new_supervisor_never_ready_is_killed_at_the_deadline() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_failed_upgrade_gives_systemd_the_old_pid_back_and_ttin_meanwhile_is_said_to_stay_here() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = test_dir("usr2-mainpid");
+    let notify = dir.join("notify.sock");
+    let systemd = UnixDatagram::bind(&notify).unwrap();
+    systemd.set_read_timeout(Some(drover_tests::WAIT)).unwrap();
+    let (mut command, binary) = deployable(&dir);
+    let addr = free_addr();
+    command
+        .args(["-w", "1", "--boot-timeout", "1", "-b", &addr.to_string()])
+        .env(env::NOTIFY_SOCKET, &notify);
+    let mut drover = Drover::spawn(command);
+    assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
+
+    // A build that starts and never says anything (it could have told
+    // systemd MAINPID= before it hung).
+    let hanging = dir.join("hanging");
+    let written = Command::new("sh")
+        .arg("-c")
+        .arg("printf '#!/bin/sh\\nexec tail -f /dev/null\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(&hanging)
+        .status()
+        .unwrap();
+    assert!(written.success());
+    deploy(&hanging, &binary);
+    drover.signal(Signal::SIGUSR2);
+    let new_pid = drover.wait_for_successor();
+    let _guard = KillOnDrop(new_pid);
+    drover.signal(Signal::SIGTTIN);
+    drover.wait_for_line("during a binary upgrade");
+    drover.wait_for_event(events::UPGRADE_FAILED);
+
+    let mainpid = format!("MAINPID={}", drover.pid());
+    let mut buf = [0u8; 4096];
+    loop {
+        let len = systemd
+            .recv(&mut buf)
+            .expect("systemd hears the old pid again");
+        if String::from_utf8_lossy(&buf[..len])
+            .lines()
+            .any(|l| l == mainpid)
+        {
+            break;
+        }
+    }
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

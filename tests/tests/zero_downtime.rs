@@ -37,11 +37,15 @@ fn no_request_fails_through_restarts_scaling_and_upgrades() {
     }
     drover.signal(Signal::SIGTTIN);
     drover.wait_for_line("TTIN: one worker more");
-    drover.wait_for_event(events::WORKER_READY);
+    let added = drover
+        .wait_for_event(events::WORKER_STARTED)
+        .number("worker") as u64;
+    drover.wait_for_worker_event(events::WORKER_READY, added);
     load.wait_for(BETWEEN);
     drover.signal(Signal::SIGTTOU);
     drover.wait_for_line("TTOU: one worker fewer");
-    drover.wait_for_event(events::WORKER_LEFT);
+    // The newest goes: the one TTIN added.
+    drover.wait_for_worker_event(events::WORKER_LEFT, added);
     load.wait_for(BETWEEN);
     // Two upgrades: the second goes to the supervisor the first started.
     let mut supervisor = drover.pid();

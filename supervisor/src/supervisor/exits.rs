@@ -55,8 +55,15 @@ impl Supervisor<'_> {
         match (self.phase, worker.exit_kind()) {
             (Phase::Booting, _) => {
                 let reason = worker.failure(&how);
-                tracing::error!(event = events::BOOT_FAILED, worker = id, pid, %reason, "worker failed to boot");
-                eprintln!("drover: worker {id} failed to boot: {reason}");
+                tracing::error!(
+                    event = events::BOOT_FAILED,
+                    worker = id,
+                    pid,
+                    ?reason,
+                    "worker failed to boot"
+                );
+                // Quoted: the reason is the worker's text, one line whatever it holds.
+                eprintln!("drover: worker {id} failed to boot: {reason:?}");
                 self.exit_code = ExitCode::FAILURE;
                 if self.predecessor.is_some() {
                     self.leave(Leave::GiveUpTakeover);

@@ -12,6 +12,7 @@ use nix::sys::wait::waitpid;
 use super::command::Requester;
 use super::{Phase, Rollout, Supervisor};
 use crate::notify;
+use crate::pid_file;
 
 /// A way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,13 +151,8 @@ impl Supervisor<'_> {
 
     pub(super) fn finish(&mut self) -> ExitCode {
         self.sockets.remove_files();
-        // After a binary upgrade the file holds the new supervisor's pid.
         if let Some(path) = &self.config.pid_file {
-            let ours = std::fs::read_to_string(path)
-                .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
-            if ours {
-                let _ = std::fs::remove_file(path);
-            }
+            pid_file::remove_if_ours(path);
         }
         tracing::info!(event = events::STOPPED, pid = std::process::id(), "stopped");
         self.exit_code

@@ -6,27 +6,31 @@ use std::time::Instant;
 
 use drover_shared::events;
 
+use super::log_budget::Verdict;
 use super::{fleet, Phase, Supervisor};
 use crate::control::protocol::{DecodeError, WorkerMessage, MAX_DATAGRAM};
 use crate::notify;
+use crate::pid_file;
 
 /// At most this many messages are read from one worker per loop turn.
 const MESSAGES_PER_TURN: usize = 64;
 
 /// How much of a worker's socket to read at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Batch {
     /// A loop turn's share.
     Turn,
-    /// Everything: the worker has exited.
+    /// Everything: the worker has exited and been reaped (its pid is not
+    /// its own any more: nothing may signal it).
     LastWords,
 }
 
 impl Supervisor<'_> {
     /// Reads what worker `id` has sent and acts on it: a batch of at most
     /// `limit` messages.
-    pub(super) fn read_control(&mut self, id: u64, limit: Batch) {
+    pub(super) fn read_control(&mut self, id: u64, batch: Batch) {
         let mut buffer = [0u8; MAX_DATAGRAM];
-        let limit = match limit {
+        let limit = match batch {
             // A worker that floods its socket is read again at the next
             // turn (poll reports it still readable), after the signals and
             // its siblings, instead of holding the loop.
@@ -56,11 +60,11 @@ impl Supervisor<'_> {
                     return;
                 }
             };
-            self.on_message(id, message);
+            self.on_message(id, message, batch);
         }
     }
 
-    fn on_message(&mut self, id: u64, message: Result<WorkerMessage, DecodeError>) {
+    fn on_message(&mut self, id: u64, message: Result<WorkerMessage, DecodeError>, batch: Batch) {
         let Some(worker) = self.worker_mut(id) else {
             return;
         };
@@ -91,7 +95,15 @@ impl Supervisor<'_> {
                 tracing::trace!(worker = id, requests, connections, "heartbeat");
             }
             Ok(WorkerMessage::BootFailed { reason }) => {
-                tracing::error!(event = events::WORKER_CANNOT_START, worker = id, %reason, "worker cannot start");
+                if may_log(worker.log_budget.spend(now), id) {
+                    // Quoted: the text is the worker's, not ours.
+                    tracing::error!(
+                        event = events::WORKER_CANNOT_START,
+                        worker = id,
+                        ?reason,
+                        "worker cannot start"
+                    );
+                }
                 worker.failed_to_boot(reason);
             }
             Ok(WorkerMessage::Closed {
@@ -99,19 +111,31 @@ impl Supervisor<'_> {
                 aborted,
                 requests,
             }) => {
-                tracing::info!(
-                    event = events::WORKER_CLOSED,
-                    worker = id,
-                    drained,
-                    aborted,
-                    requests,
-                    "worker closed"
-                );
+                if may_log(worker.log_budget.spend(now), id) {
+                    tracing::info!(
+                        event = events::WORKER_CLOSED,
+                        worker = id,
+                        drained,
+                        aborted,
+                        requests,
+                        "worker closed"
+                    );
+                }
             }
             Err(error) => {
-                tracing::error!(event = events::WORKER_KILLED, worker = id, pid, %error, "worker sent a malformed control message: replacing it");
                 worker.control = None;
-                worker.kill_for_fault(format!("malformed control message: {error}"));
+                let reason = format!("malformed control message: {error}");
+                match batch {
+                    Batch::Turn => {
+                        tracing::error!(event = events::WORKER_KILLED, worker = id, pid, %error, "worker sent a malformed control message: replacing it");
+                        worker.kill_for_fault(reason);
+                    }
+                    // Reaped already: its pid may be another process's now.
+                    Batch::LastWords => {
+                        tracing::error!(worker = id, pid, %error, "worker sent a malformed control message before it exited");
+                        worker.mark_faulty(reason);
+                    }
+                }
             }
         }
     }
@@ -129,7 +153,7 @@ impl Supervisor<'_> {
             self.take_over();
         }
         if let Some(path) = &self.config.pid_file {
-            if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            if let Err(error) = pid_file::write(path) {
                 tracing::error!(path = %path.display(), %error, "cannot write the pid file");
             }
         }
@@ -152,5 +176,22 @@ impl Supervisor<'_> {
     /// The status line for systemd.
     pub(super) fn status(&self) -> String {
         format!("{} workers serving", self.wanted)
+    }
+}
+
+/// Whether a line a worker caused may be logged (see `log_budget`); says
+/// how many were held back before it.
+fn may_log(verdict: Verdict, worker: u64) -> bool {
+    match verdict {
+        Verdict::Log { held_back: 0 } => true,
+        Verdict::Log { held_back } => {
+            tracing::warn!(
+                worker,
+                held_back,
+                "a worker floods its control socket: lines held back"
+            );
+            true
+        }
+        Verdict::HoldBack => false,
     }
 }

@@ -97,7 +97,12 @@ impl Supervisor<'_> {
     pub(super) fn replacement_failed(&mut self, new: &Worker, old: u64, reason: String) {
         match self.rollout {
             Rollout::Rolling { to, .. } if new.generation == to => {
-                tracing::error!(event = events::BOOT_FAILED, worker = new.id, %reason, "a new worker failed to boot");
+                tracing::error!(
+                    event = events::BOOT_FAILED,
+                    worker = new.id,
+                    ?reason,
+                    "a new worker failed to boot"
+                );
                 self.halt_rollout(&reason);
             }
             _ => {
@@ -105,7 +110,7 @@ impl Supervisor<'_> {
                     event = events::BOOT_FAILED,
                     worker = new.id,
                     replacing = old,
-                    %reason,
+                    ?reason,
                     "a replacement failed to boot: the worker it was to replace keeps serving"
                 );
                 self.retry_recycling(old);
@@ -122,7 +127,7 @@ impl Supervisor<'_> {
         };
         tracing::error!(
             event = events::RESTART_STOPPED,
-            %reason,
+            ?reason,
             workers_of_the_previous_version = fleet::older_than(&self.workers, to),
             "rolling restart stopped: the workers already serving keep serving; fix the deploy and send HUP again"
         );
@@ -177,6 +182,7 @@ impl Supervisor<'_> {
 
     /// TTIN: one worker more.
     pub(super) fn scale_up(&mut self) {
+        self.warn_if_upgrading("TTIN");
         self.wanted += 1;
         tracing::info!(
             event = events::SCALED,
@@ -193,6 +199,7 @@ impl Supervisor<'_> {
             tracing::warn!("TTOU ignored: one worker is the least");
             return;
         }
+        self.warn_if_upgrading("TTOU");
         self.wanted -= 1;
         tracing::info!(
             event = events::SCALED,
@@ -200,6 +207,19 @@ impl Supervisor<'_> {
             "TTOU: one worker fewer"
         );
         self.shed_excess();
+    }
+
+    /// A new supervisor being started took the worker count at its start:
+    /// a change now is this one's alone, and is lost if the upgrade
+    /// completes. Said, so that the operator sends it again.
+    fn warn_if_upgrading(&self, signal: &str) {
+        if let Some(pid) = self.upgrade.successor() {
+            tracing::warn!(
+                signal,
+                new_supervisor = pid.as_raw(),
+                "during a binary upgrade: the new supervisor keeps the worker count it started with; send this to it once it has taken over"
+            );
+        }
     }
 
     /// Closes the newest workers while there are more than wanted.

@@ -35,6 +35,7 @@ use drover_shared::events;
 use super::leave::Leave;
 use super::{Phase, Supervisor};
 use crate::exec_image::ExecImage;
+use crate::notify;
 use crate::spawn::{spawn_child, Launch};
 
 /// The new supervisor gets its workers' boot timeout plus this for its own
@@ -64,6 +65,14 @@ impl Upgrade {
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
             Self::Starting { deadline, .. } => Some(*deadline),
+            Self::Idle => None,
+        }
+    }
+
+    /// The new supervisor being started, if one is.
+    pub(super) fn successor(&self) -> Option<Pid> {
+        match self {
+            Self::Starting { pid, .. } => Some(*pid),
             Self::Idle => None,
         }
     }
@@ -166,6 +175,12 @@ impl Supervisor<'_> {
             why,
             "binary upgrade failed: this supervisor keeps serving; USR2 again to retry"
         );
+        // The new one may have told systemd `MAINPID=` already (it does
+        // just before it says Ready here): systemd must follow this one
+        // again, or it takes the dead one's exit for the service's.
+        if self.speaks_for_service() {
+            notify::ready(&self.status(), true);
+        }
     }
 
     /// At a stop: if the new supervisor has said it is ready (in this same

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::log_budget::LogBudget;
 use crate::control::protocol::SupervisorMessage;
 use crate::control::ControlSocket;
 
@@ -32,6 +33,8 @@ pub(super) struct Worker {
     pub(super) last_heard: Instant,
     /// The restart generation it was started in (see `Rollout`).
     pub(super) generation: u64,
+    /// How much more of what it says may be logged.
+    pub(super) log_budget: LogBudget,
 }
 
 /// A worker's pending replacement for `--max-requests`.
@@ -117,6 +120,7 @@ impl Worker {
             },
             last_heard: now,
             generation,
+            log_budget: LogBudget::new(now),
         }
     }
 
@@ -170,8 +174,15 @@ impl Worker {
 
     /// Records why it cannot start (it exits next).
     pub(super) fn failed_to_boot(&mut self, reason: String) {
-        if let WorkerState::Booting { failure, .. } = &mut self.state {
-            *failure = Some(reason);
+        match &mut self.state {
+            WorkerState::Booting { failure, .. } => *failure = Some(reason),
+            // Its own word (read as its last) explains more than the kill.
+            WorkerState::Killed {
+                reason: why,
+                ready_since: None,
+                ..
+            } => *why = reason,
+            _ => {}
         }
     }
 
@@ -280,13 +291,23 @@ impl Worker {
             return self.kill_now();
         }
         let _ = kill(self.pid, Signal::SIGKILL);
+        self.mark_faulty(reason);
+    }
+
+    /// Records a fault without a signal: for a worker already reaped,
+    /// whose pid may be another process's now.
+    /// A worker killed already keeps what it was (the first reason, when it
+    /// had been ready).
+    pub(super) fn mark_faulty(&mut self, reason: String) {
+        let ready_since = match self.state {
+            WorkerState::Retiring { .. } | WorkerState::Killed { .. } => return,
+            WorkerState::Ready { since, .. } => Some(since),
+            WorkerState::Booting { .. } => None,
+        };
         self.state = WorkerState::Killed {
             reason,
             replaces: self.replaces(),
-            ready_since: match self.state {
-                WorkerState::Ready { since, .. } => Some(since),
-                _ => None,
-            },
+            ready_since,
         };
     }
 }
@@ -305,6 +326,7 @@ pub(super) mod tests {
             state,
             last_heard: Instant::now(),
             generation,
+            log_budget: LogBudget::new(Instant::now()),
         }
     }
 
@@ -366,6 +388,24 @@ pub(super) mod tests {
             ExitKind::ReplacementFailed { replaces: 1 }
         );
         assert_eq!(worker.failure("signal SIGKILL"), "boot timeout");
+    }
+
+    #[test]
+    fn a_second_fault_keeps_what_the_first_recorded() {
+        let mut worker = record(1, 0, ready());
+        worker.mark_faulty("missed its heartbeats".into());
+        worker.mark_faulty("malformed control message".into());
+        assert_eq!(worker.failure("signal SIGKILL"), "missed its heartbeats");
+        assert!(matches!(
+            worker.exit_kind(),
+            ExitKind::Died {
+                ready_since: Some(_)
+            }
+        ));
+        let mut booting = record(2, 0, booting(None));
+        booting.mark_faulty("not ready within 1s".into());
+        booting.failed_to_boot("no database".into());
+        assert_eq!(booting.failure("signal SIGKILL"), "no database");
     }
 
     #[test]
