@@ -109,9 +109,20 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = flags::HEADER_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::HEADER_READ_TIMEOUT))]
     pub(crate) header_read_timeout: Seconds,
 
-    /// Connections per worker; beyond it they wait in the backlog.
+    /// Connections per worker; beyond it they wait in the backlog
+    /// [default: below the worker's descriptor limit, see README].
     #[arg(long, env = flags::MAX_CONNECTIONS)]
     pub(crate) max_connections: Option<NonZeroUsize>,
+
+    /// Seconds a request body may go without a byte while the app waits
+    /// for one (0: off).
+    #[arg(long, env = flags::BODY_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::BODY_READ_TIMEOUT))]
+    pub(crate) body_read_timeout: Seconds,
+
+    /// Seconds a connection's writes may make no progress (a client that
+    /// does not read) before it is cut (0: off).
+    #[arg(long, env = flags::SEND_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::SEND_TIMEOUT))]
+    pub(crate) send_timeout: Seconds,
 
     /// Log one line per request.
     #[arg(long, env = flags::ACCESS_LOG)]

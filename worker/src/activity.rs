@@ -21,6 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::body::RequestBody;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
 
@@ -121,6 +122,8 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
     type Error = S::Error;
     type Future = TrackedResponse<S::Future>;
 
+    /// Counts the request and calls the application with the body wrapped
+    /// in a [`RequestBody`].
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         if request.version() == Version::HTTP_2 {
             self.activity.http2.store(true, Ordering::Relaxed);
@@ -136,13 +139,17 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
                 received: Instant::now(),
             })
         });
+        let timeout = core.connections.limits.body_read_timeout;
+        let inner = self
+            .inner
+            .call(request.map(|body| RequestBody::new(body, timeout)));
         TrackedResponse {
             access,
             guard: Some(self.activity.begin()),
             // Checked when the response is ready, not now: the handler
             // itself may be what closes the server.
             close_if_closing: http1,
-            inner: self.inner.call(request),
+            inner,
         }
     }
 }

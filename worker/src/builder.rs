@@ -13,6 +13,7 @@ use crate::defaults;
 use crate::error::Error;
 use crate::handle::ServerHandle;
 use crate::hooks::{shutdown_hook, startup_hook};
+use crate::limits::Limits;
 use crate::listeners::{ListenerSlot, Origin};
 use crate::server::Server;
 use crate::server_core::{ServerConfig, ServerCore};
@@ -51,6 +52,10 @@ impl Default for Builder {
                 header_read_timeout: Some(defaults::HEADER_READ_TIMEOUT),
                 max_connections: None,
                 access_log: false,
+                limits: Limits {
+                    body_read_timeout: Some(defaults::BODY_READ_TIMEOUT),
+                    send_timeout: Some(defaults::SEND_TIMEOUT),
+                },
                 request_quota: None,
                 startup: Vec::new(),
                 shutdown: Vec::new(),
@@ -89,6 +94,24 @@ impl Builder {
     /// own.
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.header_read_timeout = timeout.into();
+        self
+    }
+
+    /// How long a request body may go without a byte while the
+    /// application waits for one; then the read fails (see
+    /// [`RequestBody`](crate::RequestBody)). Default
+    /// [`defaults::BODY_READ_TIMEOUT`] (60 s); `None` or zero: no timeout.
+    pub fn body_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.limits.body_read_timeout = timeout.into().filter(|t| !t.is_zero());
+        self
+    }
+
+    /// How long a connection's writes may make no progress (its client
+    /// reads nothing) before the connection is cut with a reset; HTTP/1
+    /// and HTTP/2 alike. No timer runs unless a write waits. Default
+    /// [`defaults::SEND_TIMEOUT`] (60 s); `None` or zero: no timeout.
+    pub fn send_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.limits.send_timeout = timeout.into().filter(|t| !t.is_zero());
         self
     }
 

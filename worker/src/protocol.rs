@@ -10,6 +10,7 @@ use hyper_util::server::conn::auto;
 use tokio_util::task::TaskTracker;
 
 use crate::latch::Latch;
+use crate::limits::Limits;
 
 /// How a server speaks HTTP on its connections.
 pub(crate) struct ConnectionConfig {
@@ -22,6 +23,8 @@ pub(crate) struct ConnectionConfig {
     idle_limit: Option<Duration>,
     /// Log one line per request (target `drover::access`).
     pub(crate) access_log: bool,
+    /// What each request is held to.
+    pub(crate) limits: Limits,
 }
 
 impl ConnectionConfig {
@@ -33,6 +36,7 @@ impl ConnectionConfig {
         keep_alive: Option<Duration>,
         header_read_timeout: Option<Duration>,
         access_log: bool,
+        limits: Limits,
         tasks: TaskTracker,
         abort: Arc<Latch>,
     ) -> Self {
@@ -46,6 +50,7 @@ impl ConnectionConfig {
             executor: StreamExecutor { tasks, abort },
             idle_limit,
             access_log,
+            limits,
         }
     }
 
