@@ -124,6 +124,20 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = flags::SEND_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::SEND_TIMEOUT))]
     pub(crate) send_timeout: Seconds,
 
+    /// Longest request line in bytes, else 414 (0: only the 64 KiB head
+    /// limit).
+    #[arg(long, env = flags::LIMIT_REQUEST_LINE, default_value_t = defaults::LIMIT_REQUEST_LINE)]
+    pub(crate) limit_request_line: usize,
+
+    /// Longest header field in bytes, else 431 (0: only the 64 KiB head
+    /// limit).
+    #[arg(long, env = flags::LIMIT_REQUEST_FIELD_SIZE, default_value_t = defaults::LIMIT_REQUEST_FIELD_SIZE)]
+    pub(crate) limit_request_field_size: usize,
+
+    /// Most header fields in a request, else 431.
+    #[arg(long, env = flags::LIMIT_REQUEST_FIELDS, default_value_t = defaults::LIMIT_REQUEST_FIELDS, value_parser = field_count)]
+    pub(crate) limit_request_fields: usize,
+
     /// Log one line per request.
     #[arg(long, env = flags::ACCESS_LOG)]
     pub(crate) access_log: bool,
@@ -185,6 +199,14 @@ fn seconds(text: &str) -> Result<Seconds, String> {
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .map(Seconds)
         .ok_or_else(|| format!("`{text}` is not a number of seconds from 0 to {YEAR}"))
+}
+
+/// A number of header fields, 1 to 32768 (gunicorn's bounds).
+fn field_count(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=32768).contains(n))
+        .ok_or_else(|| format!("`{text}` is not a number of header fields from 1 to 32768"))
 }
 
 fn octal(text: &str) -> Result<u32, String> {

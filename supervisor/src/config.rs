@@ -105,6 +105,9 @@ impl Config {
             .header_read_timeout(server.header_read_timeout.0)
             .body_read_timeout(server.body_read_timeout.0)
             .send_timeout(server.send_timeout.0)
+            .limit_request_line(server.limit_request_line)
+            .limit_request_field_size(server.limit_request_field_size)
+            .limit_request_fields(server.limit_request_fields)
             .access_log(server.access_log);
         match server.max_connections {
             Some(limit) => builder.max_connections(limit.get()),
