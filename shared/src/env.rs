@@ -63,6 +63,16 @@ pub mod flags {
     pub const HEADER_READ_TIMEOUT: &str = "DROVER_HEADER_READ_TIMEOUT";
     /// `--max-connections`
     pub const MAX_CONNECTIONS: &str = "DROVER_MAX_CONNECTIONS";
+    /// `--body-read-timeout`
+    pub const BODY_READ_TIMEOUT: &str = "DROVER_BODY_READ_TIMEOUT";
+    /// `--send-timeout`
+    pub const SEND_TIMEOUT: &str = "DROVER_SEND_TIMEOUT";
+    /// `--limit-request-line`
+    pub const LIMIT_REQUEST_LINE: &str = "DROVER_LIMIT_REQUEST_LINE";
+    /// `--limit-request-field-size`
+    pub const LIMIT_REQUEST_FIELD_SIZE: &str = "DROVER_LIMIT_REQUEST_FIELD_SIZE";
+    /// `--limit-request-fields`
+    pub const LIMIT_REQUEST_FIELDS: &str = "DROVER_LIMIT_REQUEST_FIELDS";
     /// `--max-requests`
     pub const MAX_REQUESTS: &str = "DROVER_MAX_REQUESTS";
     /// `--max-requests-jitter`

@@ -81,9 +81,12 @@ pub const QUOTA_REACHED: &str = "quota_reached";
 pub const SUPERVISOR_GONE: &str = "supervisor_gone";
 /// Accepting failed for want of resources (EMFILE...): backing off.
 pub const ACCEPT_BACKOFF: &str = "accept_backoff";
+/// A worker starts: its descriptor limits (soft raised to hard) and the
+/// connection limit it serves with.
+pub const FD_LIMITS: &str = "fd_limits";
 
 /// Every event name, for the README's table and the tests.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 33] = [
     STARTING,
     READY,
     PHASE,
@@ -116,6 +119,7 @@ pub const ALL: [&str; 32] = [
     QUOTA_REACHED,
     SUPERVISOR_GONE,
     ACCEPT_BACKOFF,
+    FD_LIMITS,
 ];
 
 #[cfg(test)]

@@ -105,9 +105,34 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = flags::HEADER_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::HEADER_READ_TIMEOUT))]
     pub(crate) header_read_timeout: Seconds,
 
-    /// Connections per worker; beyond it they wait in the backlog.
+    /// Connections per worker; beyond it they wait in the backlog
+    /// [default: below the worker's descriptor limit, see README].
     #[arg(long, env = flags::MAX_CONNECTIONS)]
     pub(crate) max_connections: Option<NonZeroUsize>,
+
+    /// Seconds a request body may go without a byte while the app waits
+    /// for one (0: off).
+    #[arg(long, env = flags::BODY_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::BODY_READ_TIMEOUT))]
+    pub(crate) body_read_timeout: Seconds,
+
+    /// Seconds a connection's writes may make no progress (a client that
+    /// does not read) before it is cut (0: off).
+    #[arg(long, env = flags::SEND_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::SEND_TIMEOUT))]
+    pub(crate) send_timeout: Seconds,
+
+    /// Longest request line in bytes, else 414 (0: only the 64 KiB head
+    /// limit).
+    #[arg(long, env = flags::LIMIT_REQUEST_LINE, default_value_t = defaults::LIMIT_REQUEST_LINE)]
+    pub(crate) limit_request_line: usize,
+
+    /// Longest header field in bytes, else 431 (0: only the 64 KiB head
+    /// limit).
+    #[arg(long, env = flags::LIMIT_REQUEST_FIELD_SIZE, default_value_t = defaults::LIMIT_REQUEST_FIELD_SIZE)]
+    pub(crate) limit_request_field_size: usize,
+
+    /// Most header fields in a request, else 431.
+    #[arg(long, env = flags::LIMIT_REQUEST_FIELDS, default_value_t = defaults::LIMIT_REQUEST_FIELDS, value_parser = field_count)]
+    pub(crate) limit_request_fields: usize,
 
     /// Log one line per request.
     #[arg(long, env = flags::ACCESS_LOG, value_parser = BoolishValueParser::new())]
@@ -202,6 +227,14 @@ fn seconds(text: &str) -> Result<Seconds, String> {
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .map(Seconds)
         .ok_or_else(|| format!("`{text}` is not a number of seconds from 0 to {YEAR}"))
+}
+
+/// A number of header fields, 1 to 32768 (gunicorn's bounds).
+fn field_count(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=32768).contains(n))
+        .ok_or_else(|| format!("`{text}` is not a number of header fields from 1 to 32768"))
 }
 
 fn octal(text: &str) -> Result<u32, String> {

@@ -95,6 +95,12 @@ impl From<Cli> for Config {
 }
 
 impl Config {
+    /// `--max-connections`, if given (a worker without it derives a limit
+    /// from its descriptor limit).
+    pub(crate) fn max_connections(&self) -> Option<usize> {
+        self.server.max_connections.map(NonZeroUsize::get)
+    }
+
     /// The builder of a worker's server: every server option from the
     /// command line. (The request quota is drawn per worker, by the
     /// worker.)
@@ -104,6 +110,11 @@ impl Config {
             .graceful_timeout(self.graceful_timeout)
             .keep_alive_timeout(server.keep_alive.0)
             .header_read_timeout(server.header_read_timeout.0)
+            .body_read_timeout(server.body_read_timeout.0)
+            .send_timeout(server.send_timeout.0)
+            .limit_request_line(server.limit_request_line)
+            .limit_request_field_size(server.limit_request_field_size)
+            .limit_request_fields(server.limit_request_fields)
             .access_log(server.access_log);
         match server.max_connections {
             Some(limit) => builder.max_connections(limit.get()),

@@ -7,8 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::StatusCode;
 use axum::http::Uri;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use drover_shared::env::demo as demo_env;
@@ -20,7 +21,9 @@ use http_body::Frame;
 /// past `--worker-timeout` the supervisor kills the worker); `GET
 /// /bytes?n=N` → N bytes of `x`, as fast as the client reads; `GET
 /// /background?ms=N` → starts a blocking task of N ms; `GET /stream`
-/// → a line every 100 ms, never ending; `GET /healthz` → `ok`.
+/// → a line every 100 ms, never ending; `GET /healthz` → `ok`; `POST
+/// /upload` → the length of the request body, once read in full (408 if
+/// the client stops sending it: the body-read timeout).
 ///
 /// For tests of boot failures: with `DROVER_DEMO_FAIL_BOOT` set in its
 /// environment a worker fails before it is ready; with
@@ -66,6 +69,31 @@ pub fn app() -> Router {
             get(|| async { Body::new(Lines(tokio::time::interval(Duration::from_millis(100)))) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/upload", post(upload))
+}
+
+/// `POST /upload`: reads the whole body, answers its length.
+async fn upload(body: Body) -> (StatusCode, String) {
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => (StatusCode::OK, format!("{}\n", body.len())),
+        Err(error) => {
+            // The body-read timeout, somewhere in axum's chain of causes.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+            let mut timed_out = false;
+            while let Some(e) = cause {
+                timed_out |= e
+                    .downcast_ref::<drover_worker::BodyError>()
+                    .is_some_and(drover_worker::BodyError::is_timeout);
+                cause = e.source();
+            }
+            let status = if timed_out {
+                StatusCode::REQUEST_TIMEOUT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (status, format!("{error}\n"))
+        }
+    }
 }
 
 /// `GET /background?ms=N`: starts a blocking task that runs for N ms and

@@ -47,6 +47,49 @@ fn request_quota(config: &Config) -> Option<u64> {
     Some(quota.saturating_add(jitter))
 }
 
+/// Raises this process's soft descriptor limit to its hard limit (as Go's
+/// runtime does: the soft limit is often 1024 for compatibility with
+/// `select(2)`, which nothing here uses), and returns the connection limit
+/// to serve with: `--max-connections` if given, else the soft limit less
+/// a reserve for the application's own files and sockets (a tenth of it,
+/// at least 64), so that accepting never takes the last descriptors. Logs
+/// both (`fd_limits`).
+fn connection_limit(config: &Config) -> usize {
+    let (soft, hard) = raise_fd_limit();
+    let derived = usize::try_from(soft.saturating_sub((soft / 10).max(64)))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let max_connections = config.max_connections().unwrap_or(derived);
+    tracing::info!(
+        event = events::FD_LIMITS,
+        nofile_soft = soft,
+        nofile_hard = hard,
+        max_connections,
+        explicit = config.max_connections().is_some(),
+        "worker descriptor limits"
+    );
+    max_connections
+}
+
+/// Sets the soft RLIMIT_NOFILE to the hard one, or as near as the kernel
+/// allows (an unlimited hard limit is capped by `fs.nr_open`); returns the
+/// limits now in force (1024 each if they cannot be read).
+fn raise_fd_limit() -> (u64, u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return (1024, 1024);
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok());
+        if let Some(cap) = nr_open.filter(|cap| *cap > soft) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, cap.min(hard), hard);
+        }
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((soft, hard))
+}
+
 /// Runs this process as a drover worker serving `app()` on the sockets the
 /// supervisor passed, until the supervisor says close (or goes away).
 /// Returns the process's exit code: success after a clean close, failure
@@ -92,6 +135,7 @@ where
     S: IntoHttpService<K>,
 {
     let builder = config.server_builder().request_quota(request_quota(config));
+    let builder = builder.max_connections(connection_limit(config));
     let started = match builder.from_env() {
         Ok(server) => match build_app(app) {
             Ok(app) => server.start_serving(app).await.map(|()| server),

@@ -166,7 +166,16 @@ fn out_of_descriptors_a_worker_backs_off_and_serves_again_when_clients_leave() {
         .arg("--nofile=40:40")
         .arg("--")
         .arg(drover_bin())
-        .args(["-w", "1", "-b", &addr.to_string()]);
+        // An explicit limit above the descriptors: by default a worker
+        // keeps its connections below its descriptor limit.
+        .args([
+            "-w",
+            "1",
+            "--max-connections",
+            "1000",
+            "-b",
+            &addr.to_string(),
+        ]);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
     let workers = drover.worker_pids();

@@ -311,3 +311,138 @@ fn http2_with_prior_knowledge_is_served_and_gets_goaway_on_close() {
     });
     assert_eq!(drover.wait_exit(), 0);
 }
+
+/// Sends `head` on a fresh connection; the status of the answer, and
+/// whether the server then closed the connection.
+fn status_of(addr: std::net::SocketAddr, head: &str) -> u16 {
+    let mut client = connect(addr);
+    // The server may answer and close before it has read it all.
+    let _ = client.write_all(head.as_bytes());
+    let answer = read_until_closed(&mut client);
+    parse(&answer)
+        .unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+        .0
+}
+
+#[test]
+fn request_heads_are_held_to_gunicorns_limits() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let workers = drover.worker_pids();
+    let request = |line: &str, fields: &str| {
+        format!("{line}\r\nhost: t\r\nconnection: close\r\n{fields}\r\n")
+    };
+    // One 7 KB field: under the 8 KiB field limit.
+    let ok = request(
+        "GET / HTTP/1.1",
+        &format!("x-big: {}\r\n", "a".repeat(7000)),
+    );
+    assert_eq!(status_of(addr, &ok), 200);
+    // One 9 KB field: over it (the head is not).
+    let field = request(
+        "GET / HTTP/1.1",
+        &format!("x-big: {}\r\n", "a".repeat(9000)),
+    );
+    assert_eq!(status_of(addr, &field), 431);
+    // One 200 KB field: over the 64 KiB head limit (hyper's buffer).
+    let huge = request(
+        "GET / HTTP/1.1",
+        &format!("x-big: {}\r\n", "a".repeat(200_000)),
+    );
+    assert_eq!(status_of(addr, &huge), 431);
+    // 100 fields pass, 101 do not (host and connection are two).
+    let fields = |n: usize| {
+        (0..n)
+            .map(|i| format!("x-f{i}: {i}\r\n"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        status_of(addr, &request("GET / HTTP/1.1", &fields(98))),
+        200
+    );
+    assert_eq!(
+        status_of(addr, &request("GET / HTTP/1.1", &fields(99))),
+        431
+    );
+    // A request line of 9 KiB: 414; of 7 KiB: served (a 404).
+    let line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len));
+    assert_eq!(status_of(addr, &request(&line(9 * 1024), "")), 414);
+    assert_eq!(status_of(addr, &request(&line(7 * 1024), "")), 404);
+    assert_eq!(drover.worker_pids(), workers, "the worker survived");
+    assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn the_head_limits_follow_their_flags() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&[
+        "-w",
+        "1",
+        "--limit-request-line",
+        "100",
+        "--limit-request-field-size",
+        "0",
+        "--limit-request-fields",
+        "5",
+        "-b",
+        &addr.to_string(),
+    ]);
+    let request = |line: &str, fields: &str| {
+        format!("{line}\r\nhost: t\r\nconnection: close\r\n{fields}\r\n")
+    };
+    let line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len));
+    assert_eq!(status_of(addr, &request(&line(200), "")), 414);
+    // No field limit of its own: a 20 KB field passes (the head limit holds).
+    let field = request(
+        "GET / HTTP/1.1",
+        &format!("x-big: {}\r\n", "a".repeat(20_000)),
+    );
+    assert_eq!(status_of(addr, &field), 200);
+    let head = request(
+        "GET / HTTP/1.1",
+        &format!("x-big: {}\r\n", "a".repeat(100_000)),
+    );
+    assert_eq!(status_of(addr, &head), 431, "over the 64 KiB head limit");
+    let fields = |n: usize| {
+        (0..n)
+            .map(|i| format!("x-f{i}: {i}\r\n"))
+            .collect::<String>()
+    };
+    assert_eq!(status_of(addr, &request("GET / HTTP/1.1", &fields(3))), 200);
+    assert_eq!(status_of(addr, &request("GET / HTTP/1.1", &fields(4))), 431);
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn http2_settings_bound_streams_windows_and_headers() {
+    const SETTINGS: u8 = 0x4;
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let mut client = connect(addr);
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let settings = loop {
+        let (kind, flags, _, payload) = read_frame(&mut client).unwrap();
+        if kind == SETTINGS && flags & 1 == 0 {
+            break payload;
+        }
+    };
+    let announced: std::collections::HashMap<u16, u32> = settings
+        .chunks_exact(6)
+        .map(|s| {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            (id, u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+        })
+        .collect();
+    // MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_HEADER_LIST_SIZE.
+    assert_eq!(announced.get(&0x3), Some(&100), "{announced:?}");
+    assert_eq!(announced.get(&0x4), Some(&(256 * 1024)), "{announced:?}");
+    assert_eq!(announced.get(&0x6), Some(&(64 * 1024)), "{announced:?}");
+    drop(client);
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}

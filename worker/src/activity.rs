@@ -21,6 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::body::RequestBody;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
 
@@ -117,10 +118,13 @@ impl<S> ConnectionService<S> {
 }
 
 impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionService<S> {
-    type Response = Response<TrackedBody<S::ResBody>>;
+    type Response = Response<TrackedBody<ReplyBody<S::ResBody>>>;
     type Error = S::Error;
     type Future = TrackedResponse<S::Future>;
 
+    /// Counts the request, answers it at once if its head is over a limit,
+    /// and otherwise calls the application with the body wrapped in a
+    /// [`RequestBody`].
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         if request.version() == Version::HTTP_2 {
             self.activity.http2.store(true, Ordering::Relaxed);
@@ -136,13 +140,98 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
                 received: Instant::now(),
             })
         });
+        let limits = &core.connections.limits;
+        let call = match limits.check(&request) {
+            Some(status) => {
+                tracing::debug!(status = status.as_u16(), "request head over a limit");
+                Call::Rejected { status }
+            }
+            None => Call::App {
+                future: self
+                    .inner
+                    .call(request.map(|body| RequestBody::new(body, limits.body_read_timeout))),
+            },
+        };
         TrackedResponse {
             access,
             guard: Some(self.activity.begin()),
             // Checked when the response is ready, not now: the handler
             // itself may be what closes the server.
             close_if_closing: http1,
-            inner: self.inner.call(request),
+            inner: call,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The application's call, or the answer to a request it never sees.
+    #[project = CallProj]
+    pub(crate) enum Call<F> {
+        App { #[pin] future: F },
+        Rejected { status: http::StatusCode },
+    }
+}
+
+impl<F, B, E> Future for Call<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ReplyBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CallProj::App { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(|body| ReplyBody::App { body })))
+            }
+            CallProj::Rejected { status } => {
+                let mut response = Response::new(ReplyBody::Empty);
+                *response.status_mut() = *status;
+                // HTTP/1 only (HTTP/2 has no such header): the stream ends,
+                // the connection does not.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The application's response body, or none.
+    #[project = ReplyProj]
+    pub(crate) enum ReplyBody<B> {
+        App { #[pin] body: B },
+        Empty,
+    }
+}
+
+impl<B: Body> Body for ReplyBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project() {
+            ReplyProj::App { body } => body.poll_frame(cx),
+            ReplyProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::App { body } => body.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::App { body } => body.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
         }
     }
 }
@@ -152,7 +241,7 @@ pin_project_lite::pin_project! {
     /// to the body.
     pub(crate) struct TrackedResponse<F> {
         #[pin]
-        inner: F,
+        inner: Call<F>,
         guard: Option<RequestGuard>,
         // HTTP/1: mark the response `connection: close` if the server is
         // closing by the time it is ready.
@@ -188,7 +277,7 @@ impl<F, B, E> Future for TrackedResponse<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<TrackedBody<B>>, E>;
+    type Output = Result<Response<TrackedBody<ReplyBody<B>>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

@@ -13,6 +13,7 @@ use crate::defaults;
 use crate::error::Error;
 use crate::handle::ServerHandle;
 use crate::hooks::{shutdown_hook, startup_hook};
+use crate::limits::Limits;
 use crate::listeners::{ListenerSlot, Origin};
 use crate::server::Server;
 use crate::server_core::{ServerConfig, ServerCore};
@@ -51,6 +52,13 @@ impl Default for Builder {
                 header_read_timeout: Some(defaults::HEADER_READ_TIMEOUT),
                 max_connections: None,
                 access_log: false,
+                limits: Limits {
+                    body_read_timeout: Some(defaults::BODY_READ_TIMEOUT),
+                    send_timeout: Some(defaults::SEND_TIMEOUT),
+                    request_line: Some(defaults::LIMIT_REQUEST_LINE),
+                    request_field_size: Some(defaults::LIMIT_REQUEST_FIELD_SIZE),
+                    request_fields: defaults::LIMIT_REQUEST_FIELDS,
+                },
                 request_quota: None,
                 startup: Vec::new(),
                 shutdown: Vec::new(),
@@ -89,6 +97,53 @@ impl Builder {
     /// own.
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.header_read_timeout = timeout.into();
+        self
+    }
+
+    /// How long a request body may go without a byte while the
+    /// application waits for one; then the read fails (see
+    /// [`RequestBody`](crate::RequestBody)). Default
+    /// [`defaults::BODY_READ_TIMEOUT`] (60 s); `None` or zero: no timeout.
+    pub fn body_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.limits.body_read_timeout = timeout.into().filter(|t| !t.is_zero());
+        self
+    }
+
+    /// How long a connection's writes may make no progress (its client
+    /// reads nothing) before the connection is cut with a reset; HTTP/1
+    /// and HTTP/2 alike. No timer runs unless a write waits. Default
+    /// [`defaults::SEND_TIMEOUT`] (60 s); `None` or zero: no timeout.
+    pub fn send_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.limits.send_timeout = timeout.into().filter(|t| !t.is_zero());
+        self
+    }
+
+    /// The longest request line (`METHOD TARGET HTTP/1.1`, or its HTTP/2
+    /// equivalent), in bytes: longer ones are answered 414 with
+    /// `connection: close`, without calling the application. Default
+    /// [`defaults::LIMIT_REQUEST_LINE`] (8 KiB); `None` or 0: only the
+    /// limit on the whole head ([`defaults::LIMIT_REQUEST_HEAD`], 64 KiB).
+    pub fn limit_request_line(mut self, bytes: impl Into<Option<usize>>) -> Self {
+        self.config.limits.request_line = bytes.into().filter(|b| *b > 0);
+        self
+    }
+
+    /// The longest header field (`name: value`), in bytes: a request with
+    /// a longer one is answered 431 with `connection: close`, without
+    /// calling the application. Default
+    /// [`defaults::LIMIT_REQUEST_FIELD_SIZE`] (8 KiB); `None` or 0: only
+    /// the limit on the whole head (64 KiB).
+    pub fn limit_request_field_size(mut self, bytes: impl Into<Option<usize>>) -> Self {
+        self.config.limits.request_field_size = bytes.into().filter(|b| *b > 0);
+        self
+    }
+
+    /// The most header fields in an HTTP/1 request (at least 1): more get
+    /// 431 from hyper. Default [`defaults::LIMIT_REQUEST_FIELDS`] (100),
+    /// which hyper keeps on the stack; any other value costs one heap
+    /// allocation per request.
+    pub fn limit_request_fields(mut self, fields: usize) -> Self {
+        self.config.limits.request_fields = fields.max(1);
         self
     }
 

@@ -74,6 +74,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::activity::{ConnectionActivity, ConnectionService};
+use crate::send_timeout::SendTimeout;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
 use crate::stream::Stream;
@@ -174,9 +175,10 @@ pub(crate) async fn serve_connection<S: HttpService>(
     let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&core)));
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &core.connections;
-    let connection = config
-        .http()
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = config.http().serve_connection_with_upgrades(
+        TokioIo::new(SendTimeout::new(stream, config.limits.send_timeout)),
+        service,
+    );
     tokio::pin!(connection);
 
     // The first poll comes before the watchdog is armed: a client that sent

@@ -37,16 +37,22 @@ mod error;
 mod report;
 // What a `Builder` is not told (public).
 pub mod defaults;
+// The request body applications read (public), with its read timeout.
+mod body;
 // What counts as an application (public).
 pub mod service;
 // Startup and shutdown hooks, boxed.
 mod hooks;
 // An accepted TCP or Unix connection.
 mod stream;
+// The send timeout, around a connection's stream.
+mod send_timeout;
 // What `from_sockets` adopts.
 mod sockets;
 // The listening sockets: accept, close, sweep.
 mod listeners;
+// What each request is held to: timeouts, head limits.
+mod limits;
 // How connections speak HTTP.
 mod protocol;
 // Requests, connections, the request quota.
@@ -72,6 +78,7 @@ mod server;
 // `Builder`, and `Server`'s constructors.
 mod builder;
 
+pub use body::{BodyError, RequestBody};
 pub use builder::Builder;
 pub use drover_shared::{ListenAddr, Listener, ListenerSpec};
 pub use error::Error;

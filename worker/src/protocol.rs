@@ -9,7 +9,9 @@ use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use tokio_util::task::TaskTracker;
 
+use crate::defaults;
 use crate::latch::Latch;
+use crate::limits::Limits;
 
 /// How a server speaks HTTP on its connections.
 pub(crate) struct ConnectionConfig {
@@ -22,6 +24,8 @@ pub(crate) struct ConnectionConfig {
     idle_limit: Option<Duration>,
     /// Log one line per request (target `drover::access`).
     pub(crate) access_log: bool,
+    /// What each request is held to.
+    pub(crate) limits: Limits,
 }
 
 impl ConnectionConfig {
@@ -33,6 +37,7 @@ impl ConnectionConfig {
         keep_alive: Option<Duration>,
         header_read_timeout: Option<Duration>,
         access_log: bool,
+        limits: Limits,
         tasks: TaskTracker,
         abort: Arc<Latch>,
     ) -> Self {
@@ -46,6 +51,7 @@ impl ConnectionConfig {
             executor: StreamExecutor { tasks, abort },
             idle_limit,
             access_log,
+            limits,
         }
     }
 
@@ -56,6 +62,20 @@ impl ConnectionConfig {
     }
 
     /// hyper's connection builder, the same for every connection.
+    ///
+    /// Request heads: HTTP/1 heads over [`defaults::LIMIT_REQUEST_HEAD`]
+    /// (hyper's read buffer) or with more fields than the limit get 431 from
+    /// hyper; the request line and single fields are checked per request
+    /// (`limits`). HTTP/2: at most [`defaults::HTTP2_MAX_CONCURRENT_STREAMS`]
+    /// streams, [`defaults::HTTP2_MAX_SEND_BUF_SIZE`] of buffered response
+    /// per stream, receive windows of [`defaults::HTTP2_STREAM_WINDOW`] and
+    /// [`defaults::HTTP2_CONNECTION_WINDOW`], a header list of at most the
+    /// head limit; and hyper's rapid-reset protections stay on: at most 20
+    /// streams reset by the client before the server accepted them
+    /// (`max_pending_accept_reset_streams`, CVE-2023-44487) and 1024 reset
+    /// by the server for the client's protocol errors
+    /// (`max_local_error_reset_streams`), past which the connection gets
+    /// GOAWAY.
     pub(crate) fn http(&self) -> &auto::Builder<StreamExecutor> {
         self.http.get_or_init(|| {
             let mut http = auto::Builder::new(self.executor.clone());
@@ -69,8 +89,23 @@ impl ConnectionConfig {
                 .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.idle_limit)
-                .keep_alive(self.keep_alive != Some(Duration::ZERO));
+                .keep_alive(self.keep_alive != Some(Duration::ZERO))
+                .max_buf_size(defaults::LIMIT_REQUEST_HEAD);
+            // hyper's default is 100 fields, kept on the stack; setting it
+            // moves them to the heap, one allocation per request: only for
+            // another limit.
+            if self.limits.request_fields != defaults::LIMIT_REQUEST_FIELDS {
+                http.http1().max_headers(self.limits.request_fields);
+            }
             // No HTTP/2 timer: it only drives keep-alive pings, which are off.
+            http.http2()
+                .max_concurrent_streams(defaults::HTTP2_MAX_CONCURRENT_STREAMS)
+                .max_send_buf_size(defaults::HTTP2_MAX_SEND_BUF_SIZE)
+                .initial_stream_window_size(defaults::HTTP2_STREAM_WINDOW)
+                .initial_connection_window_size(defaults::HTTP2_CONNECTION_WINDOW)
+                .max_header_list_size(defaults::LIMIT_REQUEST_HEAD as u32)
+                .max_pending_accept_reset_streams(20)
+                .max_local_error_reset_streams(1024);
             http
         })
     }

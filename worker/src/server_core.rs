@@ -12,6 +12,7 @@ use crate::counters::Counters;
 use crate::error::Error;
 use crate::hooks::{ShutdownHook, StartupHook};
 use crate::lifecycle::Lifecycle;
+use crate::limits::Limits;
 use crate::listeners::ListenerSlot;
 use crate::protocol::ConnectionConfig;
 
@@ -24,6 +25,7 @@ pub(crate) struct ServerConfig {
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) access_log: bool,
+    pub(crate) limits: Limits,
     pub(crate) request_quota: Option<u64>,
     pub(crate) startup: Vec<StartupHook>,
     pub(crate) shutdown: Vec<ShutdownHook>,
@@ -66,6 +68,7 @@ impl ServerCore {
             config.keep_alive_timeout,
             config.header_read_timeout,
             config.access_log,
+            config.limits,
             tasks.clone(),
             Arc::clone(lifecycle.abort_signal()),
         );

@@ -1,14 +1,33 @@
 //! What [`Server::start_serving`](crate::Server::start_serving) accepts as
 //! an application: an axum `Router`, any tower `Service`, or a hyper
 //! `service_fn`, with no adapter on the caller's side.
+//!
+//! Requests reach the application as `Request<RequestBody>`
+//! ([`RequestBody`]: hyper's `Incoming` with the body-read timeout). axum
+//! and tower services generic over the body need no change; a hyper
+//! `service_fn` names the type:
+//!
+//! ```
+//! use drover_worker::RequestBody;
+//! use http_body_util::{BodyExt, Full};
+//!
+//! let app = hyper::service::service_fn(|request: http::Request<RequestBody>| async move {
+//!     let body = request.into_body().collect().await?.to_bytes();
+//!     let answer = format!("{} bytes\n", body.len());
+//!     Ok::<_, drover_worker::BodyError>(http::Response::new(Full::new(bytes::Bytes::from(answer))))
+//! });
+//! # fn serve<K>(_: impl drover_worker::IntoHttpService<K>) {}
+//! # serve(app);
+//! ```
 
 use std::error::Error as StdError;
 use std::future::Future;
 
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::service::TowerToHyperService;
+
+use crate::body::RequestBody;
 
 /// The error type applications may return: anything that converts into a
 /// boxed error.
@@ -39,12 +58,15 @@ pub trait HttpService: Clone + Send + 'static {
     /// The future a call returns.
     type Future: Future<Output = Result<Response<Self::ResBody>, Self::Error>> + Send + 'static;
     /// Handles one request.
-    fn call(&self, request: Request<Incoming>) -> Self::Future;
+    fn call(&self, request: Request<RequestBody>) -> Self::Future;
 }
 
 impl<S, B> HttpService for S
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: hyper::service::Service<Request<RequestBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
@@ -53,7 +75,7 @@ where
     type Error = S::Error;
     type Future = S::Future;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<RequestBody>) -> Self::Future {
         hyper::service::Service::call(self, request)
     }
 }
@@ -69,7 +91,10 @@ pub trait IntoHttpService<Kind> {
 
 impl<S, B> IntoHttpService<kind::Tower> for S
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<RequestBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
@@ -83,7 +108,7 @@ where
 
 impl<S> IntoHttpService<kind::Hyper> for S
 where
-    S: HttpService + hyper::service::Service<Request<Incoming>>,
+    S: HttpService + hyper::service::Service<Request<RequestBody>>,
 {
     type Service = S;
 

@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use common::{get_once, serve, within, Probe};
+use drover_worker::RequestBody;
 use drover_worker::Server;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
@@ -30,7 +30,7 @@ async fn axum_router_is_served_with_no_adapter() {
 
 #[tokio::test]
 async fn hyper_service_fn_is_served_with_no_adapter() {
-    let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+    let service = hyper::service::service_fn(|request: Request<RequestBody>| async move {
         let body = format!("hyper saw {}", request.uri().path());
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
     });
@@ -46,7 +46,7 @@ async fn hyper_service_fn_is_served_with_no_adapter() {
 #[derive(Clone)]
 struct Teapot;
 
-impl tower_service::Service<Request<Incoming>> for Teapot {
+impl tower_service::Service<Request<RequestBody>> for Teapot {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = Ready<Result<Self::Response, Infallible>>;
@@ -55,7 +55,7 @@ impl tower_service::Service<Request<Incoming>> for Teapot {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, _: Request<RequestBody>) -> Self::Future {
         let mut response = Response::new(Full::new(Bytes::from_static(b"short and stout")));
         *response.status_mut() = http::StatusCode::IM_A_TEAPOT;
         ready(Ok(response))
