@@ -24,6 +24,7 @@ mod credentials;
 pub mod demo;
 mod exec_image;
 mod notify;
+mod signals;
 mod sockets;
 mod spawn;
 mod supervisor;

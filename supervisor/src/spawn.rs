@@ -22,7 +22,9 @@ use crate::control::ControlSocket;
 
 use crate::credentials::Credentials;
 use crate::exec_image::{ExecImage, Role, OWN_VARS, SUPERVISOR_ONLY_VARS};
+use crate::signals::{SUPERVISOR_SIGNALS, WORKER_IGNORED};
 use nix::libc;
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// The most descriptors handed to one worker (listeners + control).
@@ -60,12 +62,20 @@ pub(crate) fn spawn_child(
             None
         }
     };
+    // Every signal blocked across the fork: none reaches the supervisor's
+    // handler in the child (it would write to the supervisor's pipe)
+    // before the child has reset the dispositions and unblocked them.
+    let mask = SigSet::all().thread_swap_mask(SigmaskHow::SIG_SETMASK)?;
     // SAFETY: in exec mode the child runs `exec_child`, which calls only
     // async-signal-safe functions and writes only into memory prepared
     // above. In fork mode the supervisor is single-threaded (checked
     // above), so the child may run ordinary code: no other thread can
     // hold a lock it needs.
-    match unsafe { fork() }? {
+    let forked = unsafe { fork() };
+    if let Ok(ForkResult::Parent { .. }) | Err(_) = forked {
+        mask.thread_set_mask()?;
+    }
+    match forked? {
         ForkResult::Parent { child } => Ok(child),
         // SAFETY: this is the child of the fork above, and `exec` was
         // prepared from `child` for `image`.
@@ -259,6 +269,7 @@ unsafe fn fork_child(child: &ChildSetup<'_>, run: &dyn Fn() -> ExitCode) -> ! {
         // SAFETY: _exit is always safe to call.
         unsafe { libc::_exit(126) };
     }
+    crate::signals::forget_pipe_after_fork();
     for own in OWN_VARS.iter().chain(&SUPERVISOR_ONLY_VARS) {
         std::env::remove_var(own);
     }
@@ -275,34 +286,28 @@ unsafe fn fork_child(child: &ChildSetup<'_>, run: &dyn Fn() -> ExitCode) -> ! {
 }
 
 /// Signal handlers and masks are inherited across fork; the child starts
-/// from the defaults (exec resets handlers, not the mask, so both modes
-/// need this), except that a worker ignores SIGINT and SIGTERM (an ignored
-/// disposition survives exec): a Ctrl-C or `systemctl stop` hits the whole
-/// process group, and stopping workers is the supervisor's job.
+/// from the defaults with nothing blocked (exec resets handlers, not the
+/// mask, so both modes need this), except that a worker ignores the
+/// supervisor's signals (`signals::WORKER_IGNORED`: an ignored disposition
+/// survives exec, and the worker replaces it with a no-op handler at its
+/// start): `pkill -HUP drover`, a Ctrl-C or `systemctl stop` hit the whole
+/// process group, and acting on them is the supervisor's job. Every signal
+/// is blocked from before the fork until the end of this function.
 ///
 /// # Safety
 ///
 /// Only in the child of a fork before exec: it must stay async-signal-safe
 /// (plain system calls, no allocation).
 unsafe fn reset_signals(role: Role) {
-    let stop = match role {
-        Role::Worker => libc::SIG_IGN,
-        Role::Successor => libc::SIG_DFL,
-    };
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in SUPERVISOR_SIGNALS {
+        let ignored = role == Role::Worker && WORKER_IGNORED.contains(&signal);
+        let disposition = if ignored {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
         // SAFETY: setting a disposition is async-signal-safe.
-        unsafe { libc::signal(signal, stop) };
-    }
-    for signal in [
-        libc::SIGQUIT,
-        libc::SIGHUP,
-        libc::SIGUSR2,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGCHLD,
-    ] {
-        // SAFETY: restoring the default disposition is async-signal-safe.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
+        unsafe { libc::signal(signal as libc::c_int, disposition) };
     }
     // SAFETY: an empty set on the stack; sigprocmask is async-signal-safe.
     unsafe {

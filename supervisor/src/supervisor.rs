@@ -21,14 +21,11 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use signal_hook::iterator::backend::SignalDelivery;
-use signal_hook::iterator::exfiltrator::SignalOnly;
 
 mod command;
 mod exits;
@@ -58,6 +55,7 @@ use crate::control::ControlSocket;
 use crate::credentials::{self, Credentials};
 
 use crate::exec_image::ExecImage;
+use crate::signals::SignalPipe;
 use crate::sockets::Sockets;
 use crate::spawn::{spawn_child, Launch};
 
@@ -83,7 +81,7 @@ struct Supervisor<'a> {
     /// Whom the workers run as (`--user`, `--group`).
     credentials: Option<Credentials>,
     fork_entry: &'a dyn Fn() -> ExitCode,
-    signals: SignalDelivery<UnixStream, SignalOnly>,
+    signals: SignalPipe,
     workers: Vec<Worker>,
     phase: Phase,
     /// Workers to run (TTIN/TTOU change it).
@@ -128,7 +126,7 @@ impl<'a> Supervisor<'a> {
             ),
             SpawnMode::Fork => None,
         };
-        let signals = command::watch_signals().map_err(|e| format!("cannot watch signals: {e}"))?;
+        let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor
             .as_ref()
@@ -190,8 +188,13 @@ impl<'a> Supervisor<'a> {
                 self.read_successor();
             }
             if woken.signals {
-                let pending: Vec<i32> = self.signals.pending().collect();
-                for request in pending.into_iter().filter_map(Request::from_signal) {
+                // One per delivery, in arrival order: three TTINs are three.
+                for request in self
+                    .signals
+                    .pending()
+                    .into_iter()
+                    .filter_map(Request::from_signal)
+                {
                     self.handle(request);
                 }
             }
@@ -211,10 +214,7 @@ impl<'a> Supervisor<'a> {
             .filter_map(|w| Some((w.id, w.control.as_ref()?)))
             .collect();
         let mut fds = Vec::with_capacity(watched.len() + 2);
-        fds.push(PollFd::new(
-            self.signals.get_read().as_fd(),
-            PollFlags::POLLIN,
-        ));
+        fds.push(PollFd::new(self.signals.read_end(), PollFlags::POLLIN));
         for (_, control) in &watched {
             fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
         }

@@ -5,12 +5,7 @@
 //! supervisor then carries it out in [`Supervisor::handle`]. A control
 //! socket (to come) sends the same commands, with a requester it answers.
 
-use std::io;
-use std::os::unix::net::UnixStream;
-
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
-use signal_hook::iterator::backend::SignalDelivery;
-use signal_hook::iterator::exfiltrator::SignalOnly;
+use nix::libc::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
 
 use super::leave::Leave;
 use super::{Phase, Supervisor};
@@ -46,19 +41,6 @@ pub(super) enum Requester {
 pub(super) struct Request {
     pub(super) command: Command,
     pub(super) from: Requester,
-}
-
-/// The signals the supervisor acts on.
-const SIGNALS: [i32; 8] = [
-    SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGUSR2, SIGTTIN, SIGTTOU,
-];
-
-/// Signals arrive on a pipe the event loop polls (signal-hook's
-/// self-pipe), never in a handler that does work.
-pub(super) fn watch_signals() -> io::Result<SignalDelivery<UnixStream, SignalOnly>> {
-    let (read, write) = UnixStream::pair()?;
-    read.set_nonblocking(true)?;
-    SignalDelivery::with_pipe(read, write, SignalOnly, SIGNALS)
 }
 
 impl Request {
@@ -164,7 +146,7 @@ mod tests {
             assert_eq!(request.command, command);
             assert_eq!(request.from, Requester::Signal(signal));
         }
-        assert_eq!(Request::from_signal(signal_hook::consts::SIGUSR1), None);
+        assert_eq!(Request::from_signal(nix::libc::SIGUSR1), None);
     }
 
     #[test]
