@@ -22,7 +22,7 @@
 //! and an application's own `tokio::signal` handler replaces it.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
@@ -77,8 +77,7 @@ extern "C" fn deliver(signal: libc::c_int) {
 /// The supervisor's signals, as bytes on a pipe the event loop polls.
 pub(crate) struct SignalPipe {
     read: OwnedFd,
-    /// Kept open for the handler, which writes to it by number.
-    _write: OwnedFd,
+    write: OwnedFd,
 }
 
 impl SignalPipe {
@@ -96,15 +95,17 @@ impl SignalPipe {
             // SAFETY: `deliver` calls only async-signal-safe functions.
             unsafe { sigaction(signal, &action) }?;
         }
-        Ok(Self {
-            read,
-            _write: write,
-        })
+        Ok(Self { read, write })
     }
 
     /// What the event loop polls.
     pub(crate) fn read_end(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
+    }
+
+    /// Both ends: descriptors a forked worker closes.
+    pub(crate) fn fds(&self) -> [RawFd; 2] {
+        [self.read.as_raw_fd(), self.write.as_raw_fd()]
     }
 
     /// Every signal delivered since the last call, in arrival order, once

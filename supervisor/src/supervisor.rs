@@ -20,7 +20,7 @@
 //! - `leave`: the ways out.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -57,7 +57,7 @@ use crate::credentials::{self, Credentials};
 use crate::exec_image::ExecImage;
 use crate::signals::SignalPipe;
 use crate::sockets::Sockets;
-use crate::spawn::{spawn_child, Launch};
+use crate::spawn::{cloexec_inherited, spawn_child, taken_handover_slots, Launch};
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 /// `fork_entry` is what a worker runs in a forked child (`--spawn fork`).
@@ -99,6 +99,7 @@ struct Supervisor<'a> {
     backoff: Backoff,
     /// When the next replacement worker may start.
     respawn_at: Option<Instant>,
+    /// FAILURE after a failed first boot, or a stop that cut running workers.
     exit_code: ExitCode,
 }
 
@@ -109,12 +110,36 @@ struct Woken {
     successor: bool,
 }
 
+/// Fork mode: state opened before `drover::run` at the descriptors where
+/// workers get their sockets (3, 4, …) is replaced there in every worker.
+fn warn_of_taken_slots(
+    sockets: &Sockets,
+    signals: &SignalPipe,
+    predecessor: Option<&ControlSocket>,
+) {
+    let listeners = sockets.fds();
+    let ours: Vec<RawFd> = listeners
+        .iter()
+        .map(AsRawFd::as_raw_fd)
+        .chain(signals.fds())
+        .chain(predecessor.map(AsRawFd::as_raw_fd))
+        .collect();
+    let taken = taken_handover_slots(listeners.len() + 1, &ours);
+    if !taken.is_empty() {
+        tracing::warn!(
+            descriptors = ?taken,
+            "--spawn fork: descriptors open before drover started sit where each worker gets its sockets; in the workers the sockets replace them (keep such state above, from descriptor 64 on)"
+        );
+    }
+}
+
 impl<'a> Supervisor<'a> {
     fn start(config: &'a Config, fork_entry: &'a dyn Fn() -> ExitCode) -> Result<Self, String> {
         let predecessor =
             ControlSocket::upgrade_from_env().map_err(|e| format!("binary upgrade: {e}"))?;
         let credentials = credentials::resolve(config.user.as_deref(), config.group.as_deref())?;
         let sockets = Sockets::open(config, predecessor.is_some(), credentials.as_ref())?;
+        cloexec_inherited().map_err(|e| format!("cannot list this process's descriptors: {e}"))?;
         let binary =
             ExecImage::current_binary().map_err(|e| format!("cannot find this binary: {e}"))?;
         if credentials.is_some() {
@@ -127,6 +152,9 @@ impl<'a> Supervisor<'a> {
             SpawnMode::Fork => None,
         };
         let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
+        if config.spawn == SpawnMode::Fork {
+            warn_of_taken_slots(&sockets, &signals, predecessor.as_ref());
+        }
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor
             .as_ref()
@@ -259,6 +287,7 @@ impl<'a> Supervisor<'a> {
             &self.sockets.fds(),
             self.sockets.names(),
             &theirs,
+            &self.owned_fds(&ours),
             launch,
             self.credentials.as_ref(),
         )?;
@@ -281,6 +310,21 @@ impl<'a> Supervisor<'a> {
             replaces,
         ));
         Ok(id)
+    }
+
+    /// The descriptors that are this supervisor's own, for a child to
+    /// close (`ours`: the supervisor's end of the new child's channel):
+    /// the signal pipe, every control socket, the upgrade channels. The
+    /// listeners' originals are closed by the handover itself.
+    fn owned_fds(&self, ours: &ControlSocket) -> Vec<RawFd> {
+        let controls = self.workers.iter().filter_map(|w| w.control.as_ref());
+        let channels = [self.upgrade.channel(), self.predecessor.as_ref()];
+        let sockets = controls.chain(channels.into_iter().flatten());
+        self.signals
+            .fds()
+            .into_iter()
+            .chain(std::iter::once(ours).chain(sockets).map(|c| c.as_raw_fd()))
+            .collect()
     }
 
     fn worker_mut(&mut self, id: u64) -> Option<&mut Worker> {

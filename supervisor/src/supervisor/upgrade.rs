@@ -104,6 +104,7 @@ impl Supervisor<'_> {
             &self.sockets.fds(),
             self.sockets.names(),
             &theirs,
+            &self.owned_fds(&ours),
             Launch::Exec(&image),
             None, // the new supervisor stays root, as this one
         )?;
