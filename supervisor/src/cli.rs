@@ -144,8 +144,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const SIGNALS: &str = "\
 Signals to the supervisor:
   TERM, INT   stop gracefully: listeners close, in-flight requests finish,
-              stragglers are cut at --graceful-timeout (a second one: at once)
-  QUIT        stop at once
+              stragglers are cut at --graceful-timeout; a second one at
+              least 1 s later: at once (sooner, it is the same stop: TERM
+              to the process and to its group at once)
+  QUIT        stop at once (exit code 1 if it cut running workers)
   HUP         rolling restart: workers replaced one by one, each new one
               ready before an old one closes; a new worker that fails to
               boot stops the restart and the old ones serve on

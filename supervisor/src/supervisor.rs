@@ -99,6 +99,9 @@ struct Supervisor<'a> {
     backoff: Backoff,
     /// When the next replacement worker may start.
     respawn_at: Option<Instant>,
+    /// When the first graceful stop began (a second stop signal within
+    /// `command::SAME_STOP` of it is the same stop).
+    stop_began: Option<Instant>,
     /// FAILURE after a failed first boot, or a stop that cut running workers.
     exit_code: ExitCode,
 }
@@ -179,6 +182,7 @@ impl<'a> Supervisor<'a> {
             watchdog: timers::Watchdog::from_env(),
             backoff: Backoff::default(),
             respawn_at: None,
+            stop_began: None,
             exit_code: ExitCode::SUCCESS,
         };
         tracing::info!(

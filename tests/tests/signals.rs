@@ -2,6 +2,8 @@
 //! (`pkill`, `systemctl kill`, a Ctrl-C), several at once (`timeout`
 //! signals the process and its group), or quickly repeated.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -24,6 +26,15 @@ fn in_own_group(args: &[&str]) -> Drover {
 /// workers.
 fn to_group(drover: &Drover, signal: Signal) {
     kill(Pid::from_raw(-drover.pid()), signal).unwrap();
+}
+
+/// A request for `/sleep?ms=..` that a worker has read off the socket.
+fn in_flight(addr: SocketAddr, ms: u64) -> TcpStream {
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    write!(slow, "GET /sleep?ms={ms} HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    drover_tests::wait_until_server_read(&slow);
+    slow
 }
 
 /// The worker exits so far that were not clean ones.
@@ -113,7 +124,7 @@ fn signals_to_the_whole_group_are_the_supervisors_alone() {
 
     // QUIT: the supervisor kills its workers (they do not dump core).
     to_group(&drover, Signal::SIGQUIT);
-    assert_eq!(drover.wait_exit(), 0);
+    assert_eq!(drover.wait_exit(), 1, "a stop that cut running workers");
     let stopped = drover.events(events::WORKER_STOPPED);
     assert_eq!(stopped.len(), 2);
     for event in stopped {
@@ -176,4 +187,53 @@ fn three_ttins_sent_quickly_add_three_workers() {
     assert_eq!(distinct_pids(addr, 4), drover.worker_pids());
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn term_to_the_process_and_its_group_at_once_is_one_graceful_stop() {
+    let addr = free_addr();
+    let mut drover = in_own_group(&["-w", "2", "-b", &addr.to_string()]);
+    let mut slow = in_flight(addr, 1500);
+    // What GNU `timeout` does. (The kernel merges a second TERM sent while
+    // the first is pending: the second goes once the first was delivered.)
+    drover.signal(Signal::SIGTERM);
+    wait_until_delivered(drover.pid(), Signal::SIGTERM);
+    to_group(&drover, Signal::SIGTERM);
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        drover_tests::parse(&answer).unwrap(),
+        (200, "slept 1500 ms\n".into()),
+        "the request in flight completes"
+    );
+    assert_eq!(drover.wait_exit(), 0);
+    assert!(
+        drover.events(events::STOPPING_NOW).is_empty(),
+        "{:#?}",
+        drover.log
+    );
+    assert_eq!(
+        drover.events(events::STOP_REPEATED).len(),
+        1,
+        "{:#?}",
+        drover.log
+    );
+}
+
+#[test]
+fn a_second_term_a_second_later_stops_at_once_and_exits_1() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
+    let mut slow = in_flight(addr, 20_000);
+    drover.signal(Signal::SIGTERM);
+    drover.wait_for_event(events::STOPPING);
+    // sleep-ok: the rule under test is about time: a second stop signal
+    // counts as "stop now" only 1 s (SAME_STOP) after the first.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    drover.signal(Signal::SIGTERM);
+    drover.wait_for_event(events::STOPPING_NOW);
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.is_empty(), "the slow request was cut: {answer:?}");
+    assert_eq!(drover.wait_exit(), 1);
 }

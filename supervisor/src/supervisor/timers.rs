@@ -107,6 +107,10 @@ impl Supervisor<'_> {
 
     fn on_worker_timer(&mut self, id: u64, timer: WorkerTimer) {
         let (boot_timeout, silence) = (self.config.boot_timeout, self.config.worker_timeout);
+        if timer == WorkerTimer::Straggler && self.phase == Phase::Stopping {
+            // A stop that had to cut a worker: drover exits 1.
+            self.exit_code = std::process::ExitCode::FAILURE;
+        }
         let Some(worker) = self.worker_mut(id) else {
             return;
         };
