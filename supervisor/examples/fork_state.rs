@@ -35,8 +35,11 @@ fn app(log: Arc<Mutex<File>>) -> Router {
         .route(
             "/",
             get(move || async move {
+                // One write(2) per line: with O_APPEND, the workers' lines
+                // never interleave.
+                let line = format!("{MARKER} {}\n", std::process::id());
                 let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                match writeln!(log, "{MARKER} {}", std::process::id()) {
+                match log.write_all(line.as_bytes()) {
                     Ok(()) => "ok\n".to_owned(),
                     Err(error) => format!("cannot log: {error}\n"),
                 }
