@@ -237,3 +237,40 @@ fn a_second_term_a_second_later_stops_at_once_and_exits_1() {
     assert!(answer.is_empty(), "the slow request was cut: {answer:?}");
     assert_eq!(drover.wait_exit(), 1);
 }
+
+#[test]
+fn a_boot_timeout_of_zero_means_no_boot_deadline() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "--boot-timeout", "0", "-b", &addr.to_string()]);
+    assert_eq!(distinct_pids(addr, 2), drover.worker_pids());
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_header_read_timeout_of_zero_means_no_limit() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&[
+        "-w",
+        "1",
+        "--header-read-timeout",
+        "0",
+        "-b",
+        &addr.to_string(),
+    ]);
+    // A request head written in two parts, the second once the server has
+    // read the first: a zero deadline would have cut it.
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\nhost: t\r\n").unwrap();
+    drover_tests::wait_until_server_read(&client);
+    std::io::Write::write_all(&mut client, b"connection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut client, &mut answer).unwrap();
+    assert_eq!(
+        drover_tests::parse(&answer).unwrap(),
+        (200, "hello\n".into())
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}

@@ -117,7 +117,8 @@ impl Supervisor<'_> {
         let pid = worker.pid.as_raw();
         match timer {
             WorkerTimer::Boot => {
-                let reason = format!("not ready within {boot_timeout:?} (--boot-timeout)");
+                let within = boot_timeout.unwrap_or_default();
+                let reason = format!("not ready within {within:?} (--boot-timeout)");
                 tracing::error!(event = events::WORKER_KILLED, worker = id, pid, %reason, "killing worker");
                 worker.kill_for_fault(reason);
             }
