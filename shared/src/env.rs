@@ -37,6 +37,12 @@ pub const OWNED_SOCKETS: &str = "DROVER_OWNED_SOCKETS";
 /// have changed it since the command line).
 pub const UPGRADE_WORKERS: &str = "DROVER_UPGRADE_WORKERS";
 
+// Read by the supervisor, for the end-to-end tests only.
+/// Test only: when set, an exec'd child skips `close_range`, as on a
+/// kernel before Linux 5.9 or under a seccomp profile that refuses it, so
+/// that the fallback (close-on-exec) is exercised.
+pub const TEST_NO_CLOSE_RANGE: &str = "DROVER_TEST_NO_CLOSE_RANGE";
+
 // Read by every process.
 /// Log levels: `LEVEL` and `TARGET=LEVEL` directives, comma separated.
 pub const RUST_LOG: &str = "RUST_LOG";

@@ -18,6 +18,8 @@ pub const PHASE: &str = "phase";
 pub const STOPPING: &str = "stopping";
 /// A stop that cannot wait (QUIT, a second stop, a failed first boot).
 pub const STOPPING_NOW: &str = "stopping_now";
+/// A second stop signal within 1 s of the first: the same stop, ignored.
+pub const STOP_REPEATED: &str = "stop_repeated";
 /// The supervisor exits.
 pub const STOPPED: &str = "stopped";
 
@@ -86,12 +88,13 @@ pub const ACCEPT_BACKOFF: &str = "accept_backoff";
 pub const FD_LIMITS: &str = "fd_limits";
 
 /// Every event name, for the README's table and the tests.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 34] = [
     STARTING,
     READY,
     PHASE,
     STOPPING,
     STOPPING_NOW,
+    STOP_REPEATED,
     STOPPED,
     WORKER_STARTED,
     WORKER_READY,

@@ -38,7 +38,8 @@ pub(crate) struct Cli {
     #[arg(long, env = flags::THREADS, default_value_t = NonZeroUsize::MIN)]
     pub(crate) threads: NonZeroUsize,
 
-    /// Seconds connections get to finish after a stop before they are cut.
+    /// Seconds connections get to finish after a stop before they are cut
+    /// (0: cut at once, no grace).
     #[arg(long, env = flags::GRACEFUL_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::GRACEFUL_TIMEOUT))]
     pub(crate) graceful_timeout: Seconds,
 
@@ -46,7 +47,9 @@ pub(crate) struct Cli {
     #[arg(long, env = flags::WORKER_TIMEOUT, value_parser = seconds, default_value_t = Seconds(WORKER_TIMEOUT))]
     pub(crate) worker_timeout: Seconds,
 
-    /// Seconds a worker gets to report ready before it is killed.
+    /// Seconds a worker gets to report ready before it is killed (0: off,
+    /// no boot deadline; a new supervisor of a binary upgrade then has none
+    /// either).
     #[arg(long, env = flags::BOOT_TIMEOUT, value_parser = seconds, default_value_t = Seconds(BOOT_TIMEOUT))]
     pub(crate) boot_timeout: Seconds,
 
@@ -97,11 +100,13 @@ pub(crate) struct Cli {
 /// one line there.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ServerArgs {
-    /// Seconds an idle keep-alive connection stays open.
+    /// Seconds an idle keep-alive connection stays open (0: no keep-alive,
+    /// one request per connection).
     #[arg(long, env = flags::KEEP_ALIVE, value_parser = seconds, default_value_t = Seconds(defaults::KEEP_ALIVE_TIMEOUT))]
     pub(crate) keep_alive: Seconds,
 
-    /// Seconds a client may take to send a request head.
+    /// Seconds a client may take to send a request head (0: no limit of
+    /// its own; --keep-alive still bounds the wait).
     #[arg(long, env = flags::HEADER_READ_TIMEOUT, value_parser = seconds, default_value_t = Seconds(defaults::HEADER_READ_TIMEOUT))]
     pub(crate) header_read_timeout: Seconds,
 
@@ -197,8 +202,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const SIGNALS: &str = "\
 Signals to the supervisor:
   TERM, INT   stop gracefully: listeners close, in-flight requests finish,
-              stragglers are cut at --graceful-timeout (a second one: at once)
-  QUIT        stop at once
+              stragglers are cut at --graceful-timeout; a second one at
+              least 1 s later: at once (sooner, it is the same stop: TERM
+              to the process and to its group at once)
+  QUIT        stop at once (exit code 1 if it cut running workers)
   HUP         rolling restart: workers replaced one by one, each new one
               ready before an old one closes; a new worker that fails to
               boot stops the restart and the old ones serve on

@@ -31,8 +31,9 @@ pub(crate) struct Config {
     pub(crate) spawn: SpawnMode,
     /// Tokio threads per worker (1: a current-thread runtime).
     pub(crate) threads: usize,
-    /// How long a worker gets to report ready before it is killed.
-    pub(crate) boot_timeout: Duration,
+    /// How long a worker gets to report ready before it is killed
+    /// (`None`: for ever).
+    pub(crate) boot_timeout: Option<Duration>,
     /// How long a ready worker may stay silent before it is killed
     /// (`None`: never).
     pub(crate) worker_timeout: Option<Duration>,
@@ -75,7 +76,7 @@ impl From<Cli> for Config {
             ),
             spawn: cli.spawn,
             threads: cli.threads.get(),
-            boot_timeout: cli.boot_timeout.0,
+            boot_timeout: Some(cli.boot_timeout.0).filter(|t| !t.is_zero()),
             worker_timeout,
             // Four per worker timeout, at least every millisecond.
             heartbeat_interval: worker_timeout.map(|t| (t / 4).max(Duration::from_millis(1))),
@@ -109,7 +110,7 @@ impl Config {
         let builder = drover_worker::Server::builder()
             .graceful_timeout(self.graceful_timeout)
             .keep_alive_timeout(server.keep_alive.0)
-            .header_read_timeout(server.header_read_timeout.0)
+            .header_read_timeout(Some(server.header_read_timeout.0).filter(|t| !t.is_zero()))
             .body_read_timeout(server.body_read_timeout.0)
             .send_timeout(server.send_timeout.0)
             .limit_request_line(server.limit_request_line)
@@ -144,6 +145,13 @@ mod tests {
         assert_eq!(on.heartbeat_interval, Some(Duration::from_secs(2)));
         let tiny = config(&["--worker-timeout", "0.001"]);
         assert_eq!(tiny.heartbeat_interval, Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_boot_timeout_of_zero_means_no_boot_deadline() {
+        assert_eq!(config(&["--boot-timeout", "0"]).boot_timeout, None);
+        let on = config(&["--boot-timeout", "2.5"]).boot_timeout;
+        assert_eq!(on, Some(Duration::from_millis(2500)));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod demo;
 mod exec_image;
 mod notify;
 mod pid_file;
+mod signals;
 mod sockets;
 mod spawn;
 mod supervisor;

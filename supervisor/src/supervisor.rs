@@ -20,15 +20,12 @@
 //! - `leave`: the ways out.
 
 use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use signal_hook::iterator::backend::SignalDelivery;
-use signal_hook::iterator::exfiltrator::SignalOnly;
 
 mod command;
 mod exits;
@@ -60,8 +57,9 @@ use crate::credentials::{self, Credentials};
 
 use crate::exec_image::ExecImage;
 use crate::pid_file;
+use crate::signals::SignalPipe;
 use crate::sockets::Sockets;
-use crate::spawn::{spawn_child, Launch};
+use crate::spawn::{cloexec_inherited, spawn_child, taken_handover_slots, Launch};
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 /// `fork_entry` is what a worker runs in a forked child (`--spawn fork`).
@@ -85,7 +83,7 @@ struct Supervisor<'a> {
     /// Whom the workers run as (`--user`, `--group`).
     credentials: Option<Credentials>,
     fork_entry: &'a dyn Fn() -> ExitCode,
-    signals: SignalDelivery<UnixStream, SignalOnly>,
+    signals: SignalPipe,
     workers: Vec<Worker>,
     phase: Phase,
     /// Workers to run (TTIN/TTOU change it).
@@ -103,6 +101,10 @@ struct Supervisor<'a> {
     backoff: Backoff,
     /// When the next replacement worker may start.
     respawn_at: Option<Instant>,
+    /// When the first graceful stop began (a second stop signal within
+    /// `command::SAME_STOP` of it is the same stop).
+    stop_began: Option<Instant>,
+    /// FAILURE after a failed first boot, or a stop that cut running workers.
     exit_code: ExitCode,
 }
 
@@ -111,6 +113,29 @@ struct Woken {
     signals: bool,
     workers: Vec<u64>,
     successor: bool,
+}
+
+/// Fork mode: state opened before `drover::run` at the descriptors where
+/// workers get their sockets (3, 4, …) is replaced there in every worker.
+fn warn_of_taken_slots(
+    sockets: &Sockets,
+    signals: &SignalPipe,
+    predecessor: Option<&ControlSocket>,
+) {
+    let listeners = sockets.fds();
+    let ours: Vec<RawFd> = listeners
+        .iter()
+        .map(AsRawFd::as_raw_fd)
+        .chain(signals.fds())
+        .chain(predecessor.map(AsRawFd::as_raw_fd))
+        .collect();
+    let taken = taken_handover_slots(listeners.len() + 1, &ours);
+    if !taken.is_empty() {
+        tracing::warn!(
+            descriptors = ?taken,
+            "--spawn fork: descriptors open before drover started sit where each worker gets its sockets; in the workers the sockets replace them (keep such state above, from descriptor 64 on)"
+        );
+    }
 }
 
 impl<'a> Supervisor<'a> {
@@ -124,6 +149,7 @@ impl<'a> Supervisor<'a> {
         }
         let credentials = credentials::resolve(config.user.as_deref(), config.group.as_deref())?;
         let sockets = Sockets::open(config, predecessor.is_some(), credentials.as_ref())?;
+        cloexec_inherited().map_err(|e| format!("cannot list this process's descriptors: {e}"))?;
         let binary =
             ExecImage::current_binary().map_err(|e| format!("cannot find this binary: {e}"))?;
         if credentials.is_some() {
@@ -135,7 +161,10 @@ impl<'a> Supervisor<'a> {
             ),
             SpawnMode::Fork => None,
         };
-        let signals = command::watch_signals().map_err(|e| format!("cannot watch signals: {e}"))?;
+        let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
+        if config.spawn == SpawnMode::Fork {
+            warn_of_taken_slots(&sockets, &signals, predecessor.as_ref());
+        }
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor
             .as_ref()
@@ -160,6 +189,7 @@ impl<'a> Supervisor<'a> {
             watchdog: timers::Watchdog::from_env(),
             backoff: Backoff::default(),
             respawn_at: None,
+            stop_began: None,
             exit_code: ExitCode::SUCCESS,
         };
         tracing::info!(
@@ -197,8 +227,13 @@ impl<'a> Supervisor<'a> {
                 self.read_successor();
             }
             if woken.signals {
-                let pending: Vec<i32> = self.signals.pending().collect();
-                for request in pending.into_iter().filter_map(Request::from_signal) {
+                // One per delivery, in arrival order: three TTINs are three.
+                for request in self
+                    .signals
+                    .pending()
+                    .into_iter()
+                    .filter_map(Request::from_signal)
+                {
                     self.handle(request);
                 }
             }
@@ -218,10 +253,7 @@ impl<'a> Supervisor<'a> {
             .filter_map(|w| Some((w.id, w.control.as_ref()?)))
             .collect();
         let mut fds = Vec::with_capacity(watched.len() + 2);
-        fds.push(PollFd::new(
-            self.signals.get_read().as_fd(),
-            PollFlags::POLLIN,
-        ));
+        fds.push(PollFd::new(self.signals.read_end(), PollFlags::POLLIN));
         for (_, control) in &watched {
             fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
         }
@@ -266,6 +298,7 @@ impl<'a> Supervisor<'a> {
             &self.sockets.fds(),
             self.sockets.names(),
             &theirs,
+            &self.owned_fds(&ours),
             launch,
             self.credentials.as_ref(),
         )?;
@@ -288,6 +321,21 @@ impl<'a> Supervisor<'a> {
             replaces,
         ));
         Ok(id)
+    }
+
+    /// The descriptors that are this supervisor's own, for a child to
+    /// close (`ours`: the supervisor's end of the new child's channel):
+    /// the signal pipe, every control socket, the upgrade channels. The
+    /// listeners' originals are closed by the handover itself.
+    fn owned_fds(&self, ours: &ControlSocket) -> Vec<RawFd> {
+        let controls = self.workers.iter().filter_map(|w| w.control.as_ref());
+        let channels = [self.upgrade.channel(), self.predecessor.as_ref()];
+        let sockets = controls.chain(channels.into_iter().flatten());
+        self.signals
+            .fds()
+            .into_iter()
+            .chain(std::iter::once(ours).chain(sockets).map(|c| c.as_raw_fd()))
+            .collect()
     }
 
     fn worker_mut(&mut self, id: u64) -> Option<&mut Worker> {

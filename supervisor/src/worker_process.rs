@@ -102,6 +102,10 @@ pub(crate) fn serve_as_worker<S, K>(
 where
     S: IntoHttpService<K>,
 {
+    // The supervisor's signals are its own (started ignored: see signals.rs).
+    if let Err(error) = crate::signals::ignore_in_worker() {
+        tracing::warn!(%error, "cannot install the worker's signal handlers");
+    }
     let runtime = if config.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -173,9 +177,10 @@ where
     report(&control, &WorkerMessage::Ready);
     // Until now the kernel would have killed this process with its parent
     // (the supervisor sets that up at fork); from here on, EOF on the
-    // control socket makes it close gracefully instead. SIGINT/SIGTERM are
-    // ignored (set at fork): a Ctrl-C or a `systemctl stop` reaching the
-    // whole process group is the supervisor's to turn into a Close.
+    // control socket makes it close gracefully instead. The supervisor's
+    // signals are ignored (`serve_as_worker`): a Ctrl-C or a `systemctl
+    // stop` reaching the whole process group is the supervisor's to turn
+    // into a Close.
     // (If the supervisor died meanwhile, its end is closed: the control
     // loop below reads EOF at once.)
     let _ = nix::sys::prctl::set_pdeathsig(None);

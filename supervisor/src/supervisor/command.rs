@@ -5,15 +5,17 @@
 //! supervisor then carries it out in [`Supervisor::handle`]. A control
 //! socket (to come) sends the same commands, with a requester it answers.
 
-use std::io;
-use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
-use signal_hook::iterator::backend::SignalDelivery;
-use signal_hook::iterator::exfiltrator::SignalOnly;
+use nix::libc::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
 
 use super::leave::Leave;
 use super::{Phase, Supervisor};
+
+/// A second stop signal sooner than this after the first is the same stop,
+/// not a "stop now": GNU `timeout` and some container runtimes send TERM to
+/// the process and to its group at once, and the supervisor gets both.
+pub(super) const SAME_STOP: Duration = Duration::from_secs(1);
 
 /// Something the supervisor can be asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,19 +48,6 @@ pub(super) enum Requester {
 pub(super) struct Request {
     pub(super) command: Command,
     pub(super) from: Requester,
-}
-
-/// The signals the supervisor acts on.
-const SIGNALS: [i32; 8] = [
-    SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGUSR2, SIGTTIN, SIGTTOU,
-];
-
-/// Signals arrive on a pipe the event loop polls (signal-hook's
-/// self-pipe), never in a handler that does work.
-pub(super) fn watch_signals() -> io::Result<SignalDelivery<UnixStream, SignalOnly>> {
-    let (read, write) = UnixStream::pair()?;
-    read.set_nonblocking(true)?;
-    SignalDelivery::with_pipe(read, write, SignalOnly, SIGNALS)
 }
 
 impl Request {
@@ -94,16 +83,21 @@ pub(super) enum Action {
     Upgrade,
     ScaleUp,
     ScaleDown,
+    /// A second stop signal within [`SAME_STOP`] of the first: nothing.
+    SameStop,
     /// Nothing, for this reason.
     Ignore(&'static str),
 }
 
-/// The transition table: what `command` does in `phase`.
-pub(super) fn decide(phase: Phase, request: Request) -> Action {
+/// The transition table: what `command` does in `phase`, `stopping_for`
+/// after a graceful stop began (if one did).
+pub(super) fn decide(phase: Phase, request: Request, stopping_for: Option<Duration>) -> Action {
     use Command::*;
     use Phase::*;
+    let same_stop = stopping_for.is_some_and(|d| d < SAME_STOP);
     match (phase, request.command) {
         (_, Reap) => Action::Reap,
+        (Stopping, Stop) if same_stop => Action::SameStop,
         (Stopping, Stop) => Action::Leave(Leave::Now("second stop signal")),
         (HandedOver, Stop) => Action::Ignore("leaving already, the new supervisor serves"),
         (Booting | Running, Stop) => Action::Leave(Leave::Gracefully(request.from)),
@@ -120,13 +114,19 @@ pub(super) fn decide(phase: Phase, request: Request) -> Action {
 impl Supervisor<'_> {
     /// Carries out what [`decide`] says `request` does now.
     pub(super) fn handle(&mut self, request: Request) {
-        match decide(self.phase, request) {
+        let stopping_for = self.stop_began.map(|began| began.elapsed());
+        match decide(self.phase, request, stopping_for) {
             Action::Reap => self.reap(),
             Action::Leave(how) => self.leave(how),
             Action::Restart => self.restart(),
             Action::Upgrade => self.upgrade(),
             Action::ScaleUp => self.scale_up(),
             Action::ScaleDown => self.scale_down(),
+            Action::SameStop => tracing::info!(
+                event = drover_shared::events::STOP_REPEATED,
+                command = ?request.command,
+                "a second stop signal within {SAME_STOP:?} of the first: the same stop"
+            ),
             Action::Ignore(why) => match request.from {
                 Requester::Signal(signal) => {
                     tracing::warn!(signal, command = ?request.command, "ignored: {why}");
@@ -164,7 +164,7 @@ mod tests {
             assert_eq!(request.command, command);
             assert_eq!(request.from, Requester::Signal(signal));
         }
-        assert_eq!(Request::from_signal(signal_hook::consts::SIGUSR1), None);
+        assert_eq!(Request::from_signal(nix::libc::SIGUSR1), None);
     }
 
     #[test]
@@ -177,25 +177,25 @@ mod tests {
         ] {
             for phase in [Phase::Booting, Phase::Stopping, Phase::HandedOver] {
                 assert!(
-                    matches!(decide(phase, asked(command)), Action::Ignore(_)),
+                    matches!(decide(phase, asked(command), None), Action::Ignore(_)),
                     "{command:?} in {phase:?}"
                 );
             }
         }
         assert_eq!(
-            decide(Phase::Running, asked(Command::Restart)),
+            decide(Phase::Running, asked(Command::Restart), None),
             Action::Restart
         );
         assert_eq!(
-            decide(Phase::Running, asked(Command::Upgrade)),
+            decide(Phase::Running, asked(Command::Upgrade), None),
             Action::Upgrade
         );
         assert_eq!(
-            decide(Phase::Running, asked(Command::ScaleUp)),
+            decide(Phase::Running, asked(Command::ScaleUp), None),
             Action::ScaleUp
         );
         assert_eq!(
-            decide(Phase::Running, asked(Command::ScaleDown)),
+            decide(Phase::Running, asked(Command::ScaleDown), None),
             Action::ScaleDown
         );
     }
@@ -205,15 +205,23 @@ mod tests {
         let stop = asked(Command::Stop);
         for phase in [Phase::Booting, Phase::Running] {
             assert_eq!(
-                decide(phase, stop),
+                decide(phase, stop, None),
                 Action::Leave(Leave::Gracefully(stop.from))
             );
         }
         assert!(matches!(
-            decide(Phase::Stopping, stop),
+            decide(Phase::Stopping, stop, Some(SAME_STOP)),
             Action::Leave(Leave::Now(_))
         ));
-        assert!(matches!(decide(Phase::HandedOver, stop), Action::Ignore(_)));
+        assert_eq!(
+            decide(Phase::Stopping, stop, Some(SAME_STOP / 2)),
+            Action::SameStop,
+            "TERM to the process and to its group at once is one stop"
+        );
+        assert!(matches!(
+            decide(Phase::HandedOver, stop, None),
+            Action::Ignore(_)
+        ));
     }
 
     #[test]
@@ -225,10 +233,10 @@ mod tests {
             Phase::HandedOver,
         ] {
             assert!(matches!(
-                decide(phase, asked(Command::StopNow)),
+                decide(phase, asked(Command::StopNow), None),
                 Action::Leave(Leave::Now(_))
             ));
-            assert_eq!(decide(phase, asked(Command::Reap)), Action::Reap);
+            assert_eq!(decide(phase, asked(Command::Reap), None), Action::Reap);
         }
     }
 }

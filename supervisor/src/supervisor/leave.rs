@@ -3,7 +3,7 @@
 //! last cleanup.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use drover_shared::events;
 use nix::sys::signal::{kill, Signal};
@@ -21,7 +21,9 @@ pub(super) enum Leave {
     /// fast (nothing would serve a client kept waiting), stragglers are
     /// killed at the graceful timeout.
     Gracefully(Requester),
-    /// QUIT, a second stop, a failed first boot: the workers are killed.
+    /// QUIT, a second stop (at least `SAME_STOP` after the first), a failed
+    /// first boot: the workers are killed, and drover exits 1 if any was
+    /// still running.
     Now(&'static str),
     /// A new supervisor of a binary upgrade gives up (a worker of its
     /// failed to boot): the old one serves on, and the workers this one
@@ -95,7 +97,16 @@ impl Supervisor<'_> {
         match how.workers() {
             WorkersGo::Fast => self.close_workers(Duration::ZERO),
             WorkersGo::Draining => self.close_workers(self.config.drain_window),
-            WorkersGo::Killed => self.workers.iter_mut().for_each(|w| w.kill_now()),
+            WorkersGo::Killed => {
+                // Workers still running are cut: the exit says so.
+                if !self.workers.is_empty() {
+                    self.exit_code = ExitCode::FAILURE;
+                }
+                self.workers.iter_mut().for_each(|w| w.kill_now());
+            }
+        }
+        if let Leave::Gracefully(_) = how {
+            self.stop_began.get_or_insert_with(Instant::now);
         }
         self.enter(how.next_phase(self.phase));
     }

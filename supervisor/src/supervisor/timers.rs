@@ -107,13 +107,18 @@ impl Supervisor<'_> {
 
     fn on_worker_timer(&mut self, id: u64, timer: WorkerTimer) {
         let (boot_timeout, silence) = (self.config.boot_timeout, self.config.worker_timeout);
+        if timer == WorkerTimer::Straggler && self.phase == Phase::Stopping {
+            // A stop that had to cut a worker: drover exits 1.
+            self.exit_code = std::process::ExitCode::FAILURE;
+        }
         let Some(worker) = self.worker_mut(id) else {
             return;
         };
         let pid = worker.pid.as_raw();
         match timer {
             WorkerTimer::Boot => {
-                let reason = format!("not ready within {boot_timeout:?} (--boot-timeout)");
+                let within = boot_timeout.unwrap_or_default();
+                let reason = format!("not ready within {within:?} (--boot-timeout)");
                 tracing::error!(event = events::WORKER_KILLED, worker = id, pid, %reason, "killing worker");
                 worker.kill_for_fault(reason);
             }

@@ -50,7 +50,8 @@ pub(super) enum Upgrade {
     Starting {
         pid: Pid,
         channel: Option<ControlSocket>,
-        deadline: Instant,
+        /// `None` with `--boot-timeout 0`.
+        deadline: Option<Instant>,
     },
 }
 
@@ -64,7 +65,7 @@ impl Upgrade {
 
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
-            Self::Starting { deadline, .. } => Some(*deadline),
+            Self::Starting { deadline, .. } => *deadline,
             Self::Idle => None,
         }
     }
@@ -113,13 +114,14 @@ impl Supervisor<'_> {
             &self.sockets.fds(),
             self.sockets.names(),
             &theirs,
+            &self.owned_fds(&ours),
             Launch::Exec(&image),
             None, // the new supervisor stays root, as this one
         )?;
         self.upgrade = Upgrade::Starting {
             pid,
             channel: Some(ours),
-            deadline: Instant::now() + self.config.boot_timeout + START_MARGIN,
+            deadline: (self.config.boot_timeout).map(|boot| Instant::now() + boot + START_MARGIN),
         };
         Ok(pid)
     }
@@ -155,7 +157,7 @@ impl Supervisor<'_> {
     }
 
     pub(super) fn upgrade_timed_out(&mut self) {
-        let within = self.config.boot_timeout + START_MARGIN;
+        let within = self.config.boot_timeout.unwrap_or_default() + START_MARGIN;
         let why = format!("the new supervisor was not ready within {within:?}");
         self.upgrade_failed(&why, true);
     }

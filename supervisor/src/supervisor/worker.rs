@@ -48,9 +48,10 @@ pub(super) struct Recycle {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum WorkerState {
-    /// Started; must report `Ready` by `deadline`.
+    /// Started; must report `Ready` by `deadline` (`None`: no boot
+    /// timeout).
     Booting {
-        deadline: Instant,
+        deadline: Option<Instant>,
         /// The worker it replaces once it is ready.
         replaces: Option<u64>,
         /// Why it cannot start, once it said so (`BootFailed`).
@@ -105,7 +106,7 @@ impl Worker {
         pid: Pid,
         control: Option<ControlSocket>,
         generation: u64,
-        boot_timeout: Duration,
+        boot_timeout: Option<Duration>,
         replaces: Option<u64>,
     ) -> Self {
         let now = Instant::now();
@@ -114,7 +115,7 @@ impl Worker {
             pid,
             control,
             state: WorkerState::Booting {
-                deadline: now + boot_timeout,
+                deadline: boot_timeout.map(|timeout| now + timeout),
                 replaces,
                 failure: None,
             },
@@ -215,7 +216,7 @@ impl Worker {
     /// `heartbeat`: the worker timeout (`None`: off).
     pub(super) fn timer(&self, heartbeat: Option<Duration>) -> Option<(Instant, WorkerTimer)> {
         match self.state {
-            WorkerState::Booting { deadline, .. } => Some((deadline, WorkerTimer::Boot)),
+            WorkerState::Booting { deadline, .. } => deadline.map(|at| (at, WorkerTimer::Boot)),
             WorkerState::Ready { .. } => {
                 heartbeat.map(|timeout| (self.last_heard + timeout, WorkerTimer::Silence))
             }
@@ -332,7 +333,7 @@ pub(super) mod tests {
 
     pub(in crate::supervisor) fn booting(replaces: Option<u64>) -> WorkerState {
         WorkerState::Booting {
-            deadline: Instant::now() + Duration::from_secs(30),
+            deadline: Some(Instant::now() + Duration::from_secs(30)),
             replaces,
             failure: None,
         }
