@@ -15,6 +15,12 @@ pub const LISTEN_PID: &str = "LISTEN_PID";
 /// The passed sockets' names, colon-separated.
 pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 
+/// drover's own: in a forked worker, the descriptor its LISTEN_FDS
+/// sockets start at, when not 3 (they are handed over above every
+/// descriptor the process holds, which are the application's state built
+/// before the fork).
+pub const LISTEN_FDS_START: &str = "DROVER_LISTEN_FDS_START";
+
 // systemd: notifications and the watchdog. The supervisor's alone.
 /// Where `sd_notify` messages go.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";

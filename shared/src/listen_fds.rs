@@ -8,8 +8,8 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::env::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID};
-use crate::listener::{adopt_fd, Listener};
+use crate::env::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START as START_VAR, LISTEN_PID};
+use crate::listener::{adopt_fd, is_open, Listener};
 
 /// The first passed descriptor.
 pub const LISTEN_FDS_START: i32 = 3;
@@ -78,6 +78,48 @@ pub enum ListenFdsError {
     },
 }
 
+/// The descriptors (with their names) of a drover worker whose sockets start
+/// at `start` instead of 3: what `sd_listen_fds_with_names` does, from
+/// there. They are set close-on-exec, as it does.
+fn passed_from(start: &str, count: &str) -> io::Result<Vec<(i32, String)>> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let start: i32 = start
+        .parse()
+        .ok()
+        .filter(|s| *s >= LISTEN_FDS_START)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{START_VAR}={start:?} is not a descriptor from 3 on"
+            ))
+        })?;
+    let count: i32 = count
+        .parse()
+        .map_err(|_| invalid(format!("{LISTEN_FDS}={count:?} is not a count")))?;
+    let names: Vec<String> = match std::env::var(LISTEN_FDNAMES) {
+        Ok(names) => names.split(':').map(str::to_owned).collect(),
+        Err(_) => vec![String::from("unknown"); count.max(0) as usize],
+    };
+    if names.len() != count.max(0) as usize {
+        return Err(invalid(format!(
+            "{LISTEN_FDNAMES} has {} names for {count} sockets",
+            names.len()
+        )));
+    }
+    (start..start.saturating_add(count))
+        .zip(names)
+        .map(|(fd, name)| {
+            if !is_open(fd) {
+                return Err(invalid(format!("descriptor {fd} is not open")));
+            }
+            // SAFETY: F_SETFD on a descriptor number; no memory is touched.
+            if unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((fd, name))
+        })
+        .collect()
+}
+
 /// Takes every socket passed by LISTEN_FDS, in order.
 ///
 /// The variables are checked (set, meant for this pid, well formed, names
@@ -106,9 +148,12 @@ pub fn inherited_listeners() -> Result<Vec<InheritedListener>, ListenFdsError> {
         source,
     };
     let named = std::env::var_os(LISTEN_FDNAMES).is_some();
-    let passed: Vec<(i32, String)> = sd_notify::listen_fds_with_names()
-        .map_err(malformed)?
-        .collect();
+    let passed: Vec<(i32, String)> = match std::env::var(START_VAR) {
+        Err(_) => sd_notify::listen_fds_with_names()
+            .map_err(malformed)?
+            .collect(),
+        Ok(start) => passed_from(&start, &fds).map_err(malformed)?,
+    };
     if passed.is_empty() {
         // sd_listen_fds reports "nothing" for a missing LISTEN_PID too.
         return Err(if pid.is_empty() {

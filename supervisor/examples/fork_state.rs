@@ -12,12 +12,10 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 use axum::Router;
-use nix::fcntl::{fcntl, FcntlArg};
 
 /// What a request writes to the log (never to a client).
 pub const MARKER: &str = "fork-state-request";
@@ -51,15 +49,6 @@ fn app(log: Arc<Mutex<File>>) -> Router {
         )
 }
 
-/// A fork-mode worker gets its sockets at descriptors 3 and up (the
-/// LISTEN_FDS convention), so state opened before `drover::run` keeps
-/// clear of them: the file moves to a descriptor from 64 on.
-fn above_the_sockets(file: File) -> File {
-    let fd = fcntl(&file, FcntlArg::F_DUPFD_CLOEXEC(64)).expect("move the log's descriptor");
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor nothing else owns.
-    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn main() -> std::process::ExitCode {
     let path = std::env::var_os("FORK_STATE_LOG").expect("FORK_STATE_LOG: the log's path");
     let log = File::options()
@@ -67,6 +56,6 @@ fn main() -> std::process::ExitCode {
         .append(true)
         .open(path)
         .expect("open the log");
-    let log = Arc::new(Mutex::new(above_the_sockets(log)));
+    let log = Arc::new(Mutex::new(log));
     drover::run(move || app(Arc::clone(&log)))
 }

@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use drover_shared::env::{
-    CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, NOTIFY_SOCKET, OWNED_SOCKETS, UPGRADE_FD,
-    UPGRADE_WORKERS, WATCHDOG_PID, WATCHDOG_USEC,
+    CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START, LISTEN_PID, NOTIFY_SOCKET,
+    OWNED_SOCKETS, UPGRADE_FD, UPGRADE_WORKERS, WATCHDOG_PID, WATCHDOG_USEC,
 };
 
 /// What a child started by exec runs: this binary (as it is on disk now),
@@ -35,10 +35,11 @@ pub(crate) enum Role {
 /// Variables that belong to one process and are never passed on as they
 /// are: the sockets' and channels' (set afresh per child), systemd's
 /// watchdog pid.
-pub(crate) const OWN_VARS: [&str; 8] = [
+pub(crate) const OWN_VARS: [&str; 9] = [
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,
+    LISTEN_FDS_START,
     CONTROL_FD,
     UPGRADE_FD,
     OWNED_SOCKETS,

@@ -15,7 +15,10 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::process::ExitCode;
 
-use drover_shared::env::{CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, TEST_NO_CLOSE_RANGE};
+use drover_shared::env::{
+    CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START as START_VAR, LISTEN_PID,
+    TEST_NO_CLOSE_RANGE,
+};
 use drover_shared::listen_fds::LISTEN_FDS_START;
 
 use crate::control::ControlSocket;
@@ -100,6 +103,12 @@ struct ChildSetup<'a> {
     /// channel.
     sources: [RawFd; MAX_HANDOFF],
     count: usize,
+    /// Where the handed-over descriptors go: 3 (the LISTEN_FDS convention)
+    /// for an exec'd child; for a forked worker, above every descriptor
+    /// the supervisor holds, so that the application's state opened before
+    /// `drover::run` keeps its numbers (`DROVER_LISTEN_FDS_START` says
+    /// where).
+    base: RawFd,
     role: Role,
     /// The supervisor's own descriptors, closed in the child.
     owned: Vec<RawFd>,
@@ -138,15 +147,18 @@ impl<'a> ChildSetup<'a> {
             *slot = fd.as_raw_fd();
         }
         sources[listeners.len()] = channel.as_raw_fd();
-        let channel_fd = LISTEN_FDS_START + listeners.len() as RawFd;
-        let (channel_var, role) = match launch {
-            Launch::Exec(image) => (image.channel_var, image.role),
-            Launch::Fork(_) => (CONTROL_FD, Role::Worker),
+        let (channel_var, role, base) = match launch {
+            Launch::Exec(image) => (image.channel_var, image.role, LISTEN_FDS_START),
+            Launch::Fork(_) => (CONTROL_FD, Role::Worker, above_every_descriptor()?),
         };
+        let channel_fd = base + listeners.len() as RawFd;
         let mut vars = vec![
             CString::new(format!("{LISTEN_FDS}={}", listeners.len())).expect("no NUL"),
             CString::new(format!("{channel_var}={channel_fd}")).expect("no NUL"),
         ];
+        if base != LISTEN_FDS_START {
+            vars.push(CString::new(format!("{START_VAR}={base}")).expect("no NUL"));
+        }
         if let Some(names) = names {
             vars.push(
                 CString::new(format!("{LISTEN_FDNAMES}={names}")).map_err(|_| {
@@ -160,6 +172,7 @@ impl<'a> ChildSetup<'a> {
         Ok(Self {
             sources,
             count,
+            base,
             role,
             owned: owned.to_vec(),
             // The test-only variable stands for a kernel (before 5.9) or a
@@ -247,7 +260,7 @@ unsafe fn enter_child(child: &ChildSetup<'_>) {
         for &fd in &child.owned {
             libc::close(fd);
         }
-        let errno = move_descriptors(&child.sources[..child.count]);
+        let errno = move_descriptors(&child.sources[..child.count], child.base);
         if errno != 0 {
             child_failed(b"drover: cannot hand the sockets to the child", Some(errno));
             libc::_exit(127);
@@ -391,18 +404,18 @@ unsafe fn switch_user(credentials: &Credentials) -> bool {
         && unsafe { libc::setuid(credentials.uid) } == 0
 }
 
-/// Moves `sources` to descriptors 3, 4, ...: first each to a free number
-/// above that range (close-on-exec), then onto its place (dup2 clears
-/// close-on-exec there), so that no source is overwritten before it moved;
-/// then closes the temporary copies and the originals that lie above the
+/// Moves `sources` to descriptors `base`, `base + 1`, ...: first each to a
+/// free number above that range (close-on-exec), then onto its place (dup2
+/// clears close-on-exec there), so that no source is overwritten before it
+/// moved; then closes the temporary copies and the originals outside the
 /// range (the ones within it were replaced). Returns 0, or the errno.
 ///
 /// # Safety
 ///
 /// Only in the child of a fork before exec: it must stay async-signal-safe
 /// (plain system calls, no allocation).
-unsafe fn move_descriptors(sources: &[RawFd]) -> libc::c_int {
-    let floor = LISTEN_FDS_START + sources.len() as RawFd;
+unsafe fn move_descriptors(sources: &[RawFd], base: RawFd) -> libc::c_int {
+    let floor = base + sources.len() as RawFd;
     let mut moved = [0 as RawFd; MAX_HANDOFF];
     // SAFETY: errno is thread-local; reading it is async-signal-safe.
     let errno = || unsafe { *libc::__errno_location() };
@@ -415,12 +428,14 @@ unsafe fn move_descriptors(sources: &[RawFd]) -> libc::c_int {
     }
     for (index, &fd) in moved[..sources.len()].iter().enumerate() {
         // SAFETY: dup2 on ints; async-signal-safe.
-        if unsafe { libc::dup2(fd, LISTEN_FDS_START + index as RawFd) } < 0 {
+        if unsafe { libc::dup2(fd, base + index as RawFd) } < 0 {
             return errno();
         }
     }
+    // The copies, and every original not replaced by a handed-over one.
+    let replaced = |fd: RawFd| (base..floor).contains(&fd);
     for &fd in moved[..sources.len()].iter().chain(sources) {
-        if fd >= floor {
+        if !replaced(fd) {
             // SAFETY: close on an int; async-signal-safe.
             unsafe { libc::close(fd) };
         }
@@ -496,14 +511,13 @@ pub(crate) fn cloexec_inherited() -> io::Result<()> {
     Ok(())
 }
 
-/// Fork mode: the numbers from 3 on where each worker gets its `count`
-/// sockets, among them those held by something other than `ours` (the
-/// supervisor's own): state opened before `drover::run`, which every
-/// worker's sockets replace.
-pub(crate) fn taken_handover_slots(count: usize, ours: &[RawFd]) -> Vec<RawFd> {
-    (LISTEN_FDS_START..LISTEN_FDS_START + count as RawFd)
-        .filter(|fd| !ours.contains(fd))
-        // SAFETY: F_GETFD on an int only asks whether it is open.
-        .filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0)
-        .collect()
+/// The first descriptor number above every one this process holds: where
+/// a forked worker's sockets go, so that none of the application's state
+/// opened before `drover::run` (at 3, 4, … as a rule) is replaced.
+fn above_every_descriptor() -> io::Result<RawFd> {
+    let highest = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .max()
+        .unwrap_or(2);
+    Ok((highest + 1).max(LISTEN_FDS_START))
 }

@@ -59,7 +59,7 @@ use crate::exec_image::ExecImage;
 use crate::pid_file;
 use crate::signals::SignalPipe;
 use crate::sockets::Sockets;
-use crate::spawn::{cloexec_inherited, spawn_child, taken_handover_slots, Launch};
+use crate::spawn::{cloexec_inherited, spawn_child, Launch};
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 /// `fork_entry` is what a worker runs in a forked child (`--spawn fork`).
@@ -115,29 +115,6 @@ struct Woken {
     successor: bool,
 }
 
-/// Fork mode: state opened before `drover::run` at the descriptors where
-/// workers get their sockets (3, 4, …) is replaced there in every worker.
-fn warn_of_taken_slots(
-    sockets: &Sockets,
-    signals: &SignalPipe,
-    predecessor: Option<&ControlSocket>,
-) {
-    let listeners = sockets.fds();
-    let ours: Vec<RawFd> = listeners
-        .iter()
-        .map(AsRawFd::as_raw_fd)
-        .chain(signals.fds())
-        .chain(predecessor.map(AsRawFd::as_raw_fd))
-        .collect();
-    let taken = taken_handover_slots(listeners.len() + 1, &ours);
-    if !taken.is_empty() {
-        tracing::warn!(
-            descriptors = ?taken,
-            "--spawn fork: descriptors open before drover started sit where each worker gets its sockets; in the workers the sockets replace them (keep such state above, from descriptor 64 on)"
-        );
-    }
-}
-
 impl<'a> Supervisor<'a> {
     fn start(config: &'a Config, fork_entry: &'a dyn Fn() -> ExitCode) -> Result<Self, String> {
         let predecessor =
@@ -162,9 +139,6 @@ impl<'a> Supervisor<'a> {
             SpawnMode::Fork => None,
         };
         let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
-        if config.spawn == SpawnMode::Fork {
-            warn_of_taken_slots(&sockets, &signals, predecessor.as_ref());
-        }
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor
             .as_ref()

@@ -187,6 +187,20 @@ fn socket_inodes(pid: i32) -> HashSet<String> {
         .collect()
 }
 
+/// The inode of the socket listening on 127.0.0.1:`port`.
+fn listening_inode(port: u16) -> String {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+            (local == port && fields[3] == "0A").then(|| fields[9].to_owned())
+        })
+        .expect("a listening socket")
+}
+
 fn workers_hold_only_their_own_descriptors(spawn: &str) {
     // A descriptor drover inherits without close-on-exec, as from a careless
     // parent: the supervisor has it, no exec'd worker may; a forked one
@@ -214,19 +228,33 @@ fn workers_hold_only_their_own_descriptors(spawn: &str) {
             .map(|(_, target)| target)
             .filter(|target| supervisor.contains(*target))
             .collect();
+        // At 3 and 4 in an exec'd worker; a forked one gets them above
+        // every descriptor the supervisor holds (its own state keeps 3, 4…).
+        let listening = format!("socket:[{}]", listening_inode(addr.port()));
+        let base = match spawn {
+            "exec" => 3,
+            _ => fds
+                .iter()
+                .filter(|(_, target)| *target == listening)
+                .map(|(fd, _)| *fd)
+                .max()
+                .expect("the listener"),
+        };
+        let control_fd = base + 1;
         let listener = &fds
             .iter()
-            .find(|(fd, _)| *fd == 3)
-            .expect("listener at fd 3")
+            .find(|(fd, _)| *fd == base)
+            .expect("the listener at the sockets' start")
             .1;
+        assert_eq!(*listener, listening, "{fds:?}");
         assert!(
             shared.iter().all(|target| *target == listener),
             "worker {worker} ({spawn}) shares more than the listener with the supervisor: {fds:?}"
         );
         let control = &fds
             .iter()
-            .find(|(fd, _)| *fd == 4)
-            .expect("control socket at fd 4")
+            .find(|(fd, _)| *fd == control_fd)
+            .expect("the control socket after the listener")
             .1;
         assert!(control.starts_with("socket:"), "{fds:?}");
         assert_eq!(
