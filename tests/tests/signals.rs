@@ -274,3 +274,26 @@ fn a_header_read_timeout_of_zero_means_no_limit() {
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
 }
+
+#[test]
+fn a_straggler_killed_at_the_graceful_timeout_makes_the_exit_code_1() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&[
+        "-w",
+        "1",
+        "--graceful-timeout",
+        "1",
+        "--worker-timeout",
+        "0",
+        "-b",
+        &addr.to_string(),
+    ]);
+    // A handler that blocks its runtime: the worker cannot close by itself.
+    let mut blocking = TcpStream::connect(addr).unwrap();
+    write!(blocking, "GET /block?ms=30000 HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    drover_tests::wait_until_server_read(&blocking);
+    drover.signal(Signal::SIGTERM);
+    let killed = drover.wait_for_event(events::WORKER_KILLED);
+    assert!(killed.line.contains("graceful timeout"), "{}", killed.line);
+    assert_eq!(drover.wait_exit(), 1);
+}
