@@ -69,12 +69,11 @@ use std::time::Duration;
 
 use nix::sys::socket::{recv, MsgFlags};
 
-use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::activity::{ConnectionActivity, ConnectionService};
-use crate::send_timeout::SendTimeout;
+use crate::hyper_conn::HttpConnection;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
 use crate::stream::Stream;
@@ -175,10 +174,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
     let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&core)));
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &core.connections;
-    let connection = config.http().serve_connection_with_upgrades(
-        TokioIo::new(SendTimeout::new(stream, config.limits.send_timeout)),
-        service,
-    );
+    let connection = HttpConnection::new(stream, service, config);
     tokio::pin!(connection);
 
     // The first poll comes before the watchdog is armed: a client that sent

@@ -63,6 +63,8 @@ mod lifecycle;
 mod server_core;
 // One connection's requests.
 mod activity;
+// One connection's HTTP: its version told from its first bytes, then hyper.
+mod hyper_conn;
 // One connection: its idle limits and its close.
 mod connection;
 // The accept loop.

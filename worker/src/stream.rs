@@ -5,13 +5,43 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// An accepted connection.
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl Stream {
+    /// Waits until the socket is readable, then runs `look` (a read that
+    /// consumes nothing: `recv(MSG_PEEK)`). A `WouldBlock` from `look` means
+    /// "nothing new to see": the readiness is cleared (unless the socket
+    /// became readable again meanwhile) and the wait goes on until more
+    /// arrives, without spinning on bytes already seen.
+    pub(crate) fn poll_look<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut look: impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            let result = match self {
+                Self::Tcp(s) => {
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    s.try_io(Interest::READABLE, &mut look)
+                }
+                Self::Unix(s) => {
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    s.try_io(Interest::READABLE, &mut look)
+                }
+            };
+            match result {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
 }
 
 impl AsRawFd for Stream {

@@ -208,3 +208,115 @@ async fn draining_close_ends_http2_connections_within_the_window() {
         .unwrap();
     within("wait_closed", server.wait_closed()).await.unwrap();
 }
+
+/// A client's stream whose writes go out at most `CHUNK` bytes at a time
+/// (with TCP_NODELAY: one segment each), so that the server may see the
+/// HTTP/2 preface arrive in pieces.
+struct Trickle(TcpStream);
+
+impl Trickle {
+    const CHUNK: usize = 5;
+}
+
+impl tokio::io::AsyncRead for Trickle {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let end = buf.len().min(Self::CHUNK);
+        std::pin::Pin::new(&mut self.0).poll_write(cx, &buf[..end])
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn http2_preface_sent_in_pieces_is_still_http2() {
+    let (server, addr) = serve(Server::builder(), Default::default()).await;
+    let stream = TcpStream::connect(addr.tcp().unwrap()).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(Trickle(stream)))
+            .await
+            .unwrap();
+    let _connection = tokio::spawn(connection);
+    let response = within("h2 response", sender.send_request(h2_get("/")))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "hello");
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+/// Reads until EOF (or a reset), bounded; returns what was read.
+async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let _ = within(
+        "the server to end the connection",
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    answer
+}
+
+#[tokio::test]
+async fn beginning_of_a_preface_then_silence_is_closed_at_the_idle_limit() {
+    use tokio::io::AsyncWriteExt;
+    let (server, addr) = serve(
+        Server::builder().header_read_timeout(std::time::Duration::from_millis(100)),
+        Default::default(),
+    )
+    .await;
+    let mut stream = TcpStream::connect(addr.tcp().unwrap()).await.unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    read_to_end(&mut stream).await;
+    server.close();
+    within("wait_closed", server.wait_closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn beginning_of_a_preface_then_shutdown_ends_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    // No idle limit: only the client's EOF may end the connection.
+    let (server, addr) = serve(
+        Server::builder()
+            .keep_alive_timeout(None)
+            .header_read_timeout(None),
+        Default::default(),
+    )
+    .await;
+    let mut stream = TcpStream::connect(addr.tcp().unwrap()).await.unwrap();
+    stream.write_all(b"PRI * HTTP").await.unwrap();
+    stream.shutdown().await.unwrap();
+    // As HTTP/1: hyper reads a broken head, then EOF, and ends it.
+    read_to_end(&mut stream).await;
+    server.close();
+    let report = within("wait_closed", server.wait_closed()).await.unwrap();
+    assert_eq!(report.aborted, 0);
+}
