@@ -74,6 +74,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::activity::{ConnectionActivity, ConnectionService};
 use crate::hyper_conn::HttpConnection;
+use crate::lifecycle::Lifecycle;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
 use crate::stream::Stream;
@@ -83,6 +84,29 @@ use crate::stream::Stream;
 /// turn; this only bounds a client that sent part of a request and
 /// stopped).
 const UNREAD_GRACE: Duration = Duration::from_secs(1);
+
+/// A connection's one timer, allocated the first time it is armed (most
+/// connections never arm it: see `serve_connection`).
+#[derive(Default)]
+struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    /// Arms it for `deadline`.
+    fn set(&mut self, deadline: Instant) {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(deadline))), // sleep-ok: a deadline timer, reset to exact deadlines, never a polling loop
+        }
+    }
+
+    /// Resolves at the deadline last set; never if none was.
+    async fn wait(&mut self) {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+}
 
 /// How far a connection is on its way out.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +121,16 @@ enum Phase {
 }
 
 impl Phase {
+    /// Whether a signal this phase acts on has fired (close while open,
+    /// hurry while draining).
+    fn awaits<P>(self, lifecycle: &Lifecycle<P>) -> bool {
+        match self {
+            Self::Open { .. } => lifecycle.is_closing(),
+            Self::Draining { .. } => lifecycle.is_hurrying(),
+            Self::Finishing => false,
+        }
+    }
+
     /// Whether the connection's timer is waited on in this phase.
     fn timer_armed(self) -> bool {
         match self {
@@ -112,7 +146,7 @@ impl Phase {
         core: &ServerCore,
         activity: &ConnectionActivity,
         fd: RawFd,
-        timer: Pin<&mut Sleep>,
+        timer: &mut Timer,
     ) -> Self {
         let idle_http1 = activity.idle_since().is_some() && !activity.is_http2();
         let window = match core.lifecycle.drain_window() {
@@ -126,7 +160,7 @@ impl Phase {
             Self::Finishing
         } else {
             let since = Instant::now();
-            timer.reset(later(since, window));
+            timer.set(later(since, window));
             Self::Draining { since, window }
         }
     }
@@ -139,7 +173,7 @@ impl Phase {
         activity: &ConnectionActivity,
         idle_limit: Option<Duration>,
         fd: RawFd,
-        timer: Pin<&mut Sleep>,
+        timer: &mut Timer,
     ) -> Self {
         let quiet_until = match self {
             Self::Open { .. } => watchdog_deadline(activity, idle_limit),
@@ -148,7 +182,7 @@ impl Phase {
         };
         match quiet_until {
             Some(Deadline::At(deadline)) => {
-                timer.reset(deadline);
+                timer.set(deadline);
                 self
             }
             Some(Deadline::Passed) => Self::Finishing,
@@ -181,37 +215,53 @@ pub(crate) async fn serve_connection<S: HttpService>(
     // its request with the connect (the usual case) is answered by it, and
     // an HTTP/1 connection then needs no watchdog (hyper's head timer
     // covers the wait for the next request), which spares it a timer
-    // registration (and tokio's wake-up of its own driver that goes with
-    // a first timer).
+    // (its memory, its registration, and tokio's wake-up of its own driver
+    // that goes with a first timer).
     let first_poll = std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await;
     let idle_limit = config.idle_limit();
     let mut phase = Phase::Open {
         watched: needs_watchdog(&activity, idle_limit),
     };
-    // One timer for the watchdog and the drain window; armed per `phase`.
-    let timer = tokio::time::sleep_until(later(opened, idle_limit.unwrap_or(Duration::ZERO))); // sleep-ok: a deadline timer, reset to exact deadlines, never a polling loop
-    tokio::pin!(timer);
+    // One timer for the watchdog and the drain window, made when first
+    // armed: an idle keep-alive connection carries none.
+    let mut timer = Timer::default();
+    if phase.timer_armed() {
+        timer.set(later(opened, idle_limit.unwrap_or(Duration::ZERO)));
+    }
+    let lifecycle = &core.lifecycle;
     let result = if let Poll::Ready(result) = first_poll {
         Some(result)
     } else {
         loop {
+            // One wait for the server's three signals (close, hurry,
+            // abort), registered before they are looked at, so that none
+            // fired in between is missed; they only ever go one way.
+            let signalled = lifecycle.signalled();
+            tokio::pin!(signalled);
+            signalled.as_mut().enable();
+            let fired = lifecycle.is_aborting() || phase.awaits(lifecycle);
             let next = tokio::select! {
                 biased;
                 result = connection.as_mut() => break Some(result),
-                () = core.lifecycle.aborting() => break None,
-                () = core.lifecycle.closing(), if matches!(phase, Phase::Open { .. }) => {
-                    Phase::at_close(&core, &activity, fd, timer.as_mut())
+                () = async { if !fired { signalled.await } } => {
+                    if lifecycle.is_aborting() {
+                        break None;
+                    }
+                    match phase {
+                        Phase::Open { .. } if lifecycle.is_closing() => {
+                            Phase::at_close(&core, &activity, fd, &mut timer)
+                        }
+                        Phase::Draining { .. } if lifecycle.is_hurrying() => Phase::Finishing,
+                        unchanged => unchanged,
+                    }
                 }
-                () = core.lifecycle.hurrying(), if matches!(phase, Phase::Draining { .. }) => {
-                    Phase::Finishing
-                }
-                () = timer.as_mut(), if phase.timer_armed() => {
-                    phase.at_timer(&activity, idle_limit, fd, timer.as_mut())
+                () = timer.wait(), if phase.timer_armed() => {
+                    phase.at_timer(&activity, idle_limit, fd, &mut timer)
                 }
             };
             // Finishing is entered once (no event leads out of it): hyper
             // is told once.
-            if matches!(next, Phase::Finishing) {
+            if matches!(next, Phase::Finishing) && !matches!(phase, Phase::Finishing) {
                 connection.as_mut().graceful_shutdown();
             }
             phase = next;

@@ -71,6 +71,10 @@ pub(crate) struct Lifecycle<P> {
     hurry_signal: Latch,
     /// Shared with the HTTP/2 stream tasks, which outlive a borrow.
     abort_signal: Arc<Latch>,
+    /// Notified whenever one of the three signals above fires: a
+    /// connection waits on this one instead of on each (one waiter, not
+    /// three, in every connection's state), then looks which.
+    signalled: Notify,
 }
 
 impl<P> Lifecycle<P> {
@@ -82,6 +86,7 @@ impl<P> Lifecycle<P> {
             close_signal: Latch::default(),
             hurry_signal: Latch::default(),
             abort_signal: Arc::new(Latch::default()),
+            signalled: Notify::new(),
         }
     }
 
@@ -127,6 +132,7 @@ impl<P> Lifecycle<P> {
     pub(crate) fn abort(&self) {
         self.close(Duration::ZERO);
         self.abort_signal.fire();
+        self.signalled.notify_waiters();
     }
 
     fn close_with(&self, drain: Duration, error: Option<Error>) {
@@ -163,6 +169,7 @@ impl<P> Lifecycle<P> {
             }
         }
         self.close_signal.fire();
+        self.signalled.notify_waiters();
     }
 
     /// Closing → Closed, with `report`, or with the error that closed the
@@ -203,14 +210,25 @@ impl<P> Lifecycle<P> {
         self.close_signal.is_fired()
     }
 
+    /// Whether a fast close has followed a draining one.
+    pub(crate) fn is_hurrying(&self) -> bool {
+        self.hurry_signal.is_fired()
+    }
+
+    /// Whether connections must be cut.
+    pub(crate) fn is_aborting(&self) -> bool {
+        self.abort_signal.is_fired()
+    }
+
+    /// Resolves at the next firing of any of the close, hurry and abort
+    /// signals (register it, with `enable`, before looking at them).
+    pub(crate) fn signalled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.signalled.notified()
+    }
+
     /// Resolves once `close()` (or `abort()`, or a fatal error) happened.
     pub(crate) fn closing(&self) -> impl Future<Output = ()> + Send + '_ {
         self.close_signal.fired()
-    }
-
-    /// Resolves once a fast close has followed a draining one.
-    pub(crate) fn hurrying(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.hurry_signal.fired()
     }
 
     /// Resolves once connections must be cut.

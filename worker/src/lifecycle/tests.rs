@@ -185,7 +185,7 @@ async fn a_shorter_drain_shortens_the_window_and_a_fast_close_hurries() {
     assert!(!lifecycle.hurry_signal.is_fired());
     lifecycle.close(Duration::ZERO);
     assert_eq!(lifecycle.drain_window(), Duration::ZERO);
-    within_bound("the hurry signal", lifecycle.hurrying()).await;
+    assert!(lifecycle.is_hurrying(), "the hurry signal");
     assert_eq!(state_of(&lifecycle), "Closing");
 }
 
@@ -217,7 +217,7 @@ async fn fail_while_closing_records_the_first_error_and_hurries() {
     lifecycle.fail(accept_error());
     assert_eq!(state_of(&lifecycle), "Closing(fatal)");
     assert_eq!(lifecycle.drain_window(), Duration::ZERO);
-    within_bound("the hurry signal", lifecycle.hurrying()).await;
+    assert!(lifecycle.is_hurrying(), "the hurry signal");
     lifecycle.finish(report(1));
     let result = closed_now(&lifecycle).await.unwrap();
     assert!(
@@ -255,7 +255,7 @@ async fn abort_closes_at_once_and_fires_the_abort_signal() {
     assert_eq!(state_of(&lifecycle), "Closing");
     assert_eq!(lifecycle.drain_window(), Duration::ZERO);
     within_bound("the abort signal", lifecycle.aborting()).await;
-    within_bound("the hurry signal", lifecycle.hurrying()).await;
+    assert!(lifecycle.is_hurrying(), "the hurry signal");
 
     let never_started = Lifecycle::new(());
     never_started.abort();
@@ -285,4 +285,34 @@ async fn wait_closed_resolves_for_every_waiter_before_and_after_finish() {
     }
     let late = within_bound("a late wait_closed", lifecycle.wait_closed()).await;
     assert_eq!(late.unwrap(), report(7));
+}
+
+#[tokio::test]
+async fn one_wait_sees_each_of_the_three_signals() {
+    // Registered, then fired: each closing transition wakes it.
+    for fire in [
+        (|l: &Lifecycle<&str>| l.close(Duration::from_secs(5))) as fn(&Lifecycle<&str>),
+        |l| l.fail(Error::StartCancelled),
+        |l| l.abort(),
+    ] {
+        let lifecycle = Lifecycle::new("start options");
+        lifecycle.begin_start().unwrap();
+        lifecycle.started().unwrap();
+        let signalled = lifecycle.signalled();
+        tokio::pin!(signalled);
+        signalled.as_mut().enable();
+        fire(&lifecycle);
+        within_bound("the signal wait", signalled).await;
+    }
+    // A hurry (a fast close after a draining one) wakes it too.
+    let lifecycle = Lifecycle::new("start options");
+    lifecycle.begin_start().unwrap();
+    lifecycle.started().unwrap();
+    lifecycle.close(Duration::from_secs(5));
+    let signalled = lifecycle.signalled();
+    tokio::pin!(signalled);
+    signalled.as_mut().enable();
+    lifecycle.close(Duration::ZERO);
+    within_bound("the signal wait at a hurry", signalled).await;
+    assert!(lifecycle.is_hurrying());
 }
