@@ -473,6 +473,17 @@ pub fn wait_until_server_read(client: &TcpStream) {
     }
 }
 
+/// The fields of the row of /proc/net/tcp for the socket listening on
+/// 127.0.0.1:`port` (4: `tx_queue:rx_queue`, 9: the inode), if there is one.
+pub fn listening_row(port: u16) -> Option<Vec<String>> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+        (local == port && fields[3] == "0A").then(|| fields.iter().map(|f| f.to_string()).collect())
+    })
+}
+
 /// A duplicate of descriptor `fd` of process `pid` (pidfd_getfd; root or
 /// ptrace rights needed, which the tests have).
 pub fn steal_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {

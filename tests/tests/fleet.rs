@@ -189,16 +189,7 @@ fn socket_inodes(pid: i32) -> HashSet<String> {
 
 /// The inode of the socket listening on 127.0.0.1:`port`.
 fn listening_inode(port: u16) -> String {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
-            (local == port && fields[3] == "0A").then(|| fields[9].to_owned())
-        })
-        .expect("a listening socket")
+    drover_tests::listening_row(port).expect("a listening socket")[9].clone()
 }
 
 fn workers_hold_only_their_own_descriptors(spawn: &str) {

@@ -202,19 +202,12 @@ fn connections_beyond_max_connections_wait_in_the_backlog() {
 /// Connections waiting in the accept queue of the socket listening on
 /// 127.0.0.1:`port` (its LISTEN row's rx_queue in /proc/net/tcp).
 fn accept_queue(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
-            let listening = fields[3] == "0A";
-            (local == port && listening)
-                .then(|| usize::from_str_radix(fields[4].split(':').nth(1)?, 16).ok())
-                .flatten()
-        })
-        .expect("the listening socket")
+    let row = drover_tests::listening_row(port).expect("the listening socket");
+    row[4]
+        .split(':')
+        .nth(1)
+        .and_then(|rx| usize::from_str_radix(rx, 16).ok())
+        .expect("an rx_queue")
 }
 
 /// One HTTP/2 frame: (type, flags, stream, payload).
