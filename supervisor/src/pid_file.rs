@@ -26,10 +26,13 @@ pub(crate) fn check_not_running(path: &Path) -> Result<(), String> {
     let Ok(pid) = text.trim().parse::<i32>() else {
         return Ok(());
     };
-    let alive = pid > 0
+    let alive = pid > 1
         && pid != std::process::id() as i32
         && matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(Errno::EPERM));
-    if alive {
+    // Only another drover counts: a pid a stale file shares with some
+    // other process now, or one written there to keep drover from
+    // starting, does not.
+    if alive && is_drover(pid) {
         return Err(format!(
             "--pid-file {} names pid {pid}, which is running: another drover? \
              (stop it, or remove the file if that process is not drover)",
@@ -37,6 +40,14 @@ pub(crate) fn check_not_running(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether process `pid` runs this program: the same command name (what
+/// the kernel shows in `comm`; a deploy may have replaced the binary
+/// since, so the file itself is not compared).
+fn is_drover(pid: i32) -> bool {
+    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    matches!((comm(&pid.to_string()), comm("self")), (Some(theirs), Some(ours)) if theirs == ours)
 }
 
 /// Writes this process's pid to `path`, replacing what is there without
@@ -107,19 +118,21 @@ mod tests {
     }
 
     #[test]
-    fn a_live_process_in_the_file_refuses_a_stale_one_does_not() {
+    fn only_a_live_process_of_this_program_refuses_the_start() {
+        // (A live drover refusing a second one: tests/tests/misuse.rs.)
         let dir = dir("live");
         let path = dir.join("drover.pid");
         assert!(check_not_running(&path).is_ok(), "no file");
-        let mut child = std::process::Command::new("sleep")
+        let mut other = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        std::fs::write(&path, format!("{}\n", child.id())).unwrap();
-        let refused = check_not_running(&path).unwrap_err();
-        assert!(refused.contains(&child.id().to_string()), "{refused}");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        std::fs::write(&path, format!("{}\n", other.id())).unwrap();
+        assert!(check_not_running(&path).is_ok(), "another program's pid");
+        std::fs::write(&path, "1\n").unwrap();
+        assert!(check_not_running(&path).is_ok(), "pid 1");
+        other.kill().unwrap();
+        other.wait().unwrap();
         assert!(check_not_running(&path).is_ok(), "a stale pid");
         std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
         assert!(check_not_running(&path).is_ok(), "our own pid");

@@ -91,10 +91,16 @@ impl SignalPipe {
             SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
             SigSet::empty(),
         );
+        let mut handled = SigSet::empty();
         for signal in SUPERVISOR_SIGNALS {
             // SAFETY: `deliver` calls only async-signal-safe functions.
             unsafe { sigaction(signal, &action) }?;
+            handled.add(signal);
         }
+        // A launcher may have left some of them blocked (an inherited
+        // mask): a supervisor that never sees TERM or CHLD cannot stop or
+        // reap.
+        handled.thread_unblock()?;
         Ok(Self { read, write })
     }
 

@@ -235,18 +235,21 @@ fn a_failed_upgrade_gives_systemd_the_old_pid_back_and_ttin_meanwhile_is_said_to
     systemd.set_read_timeout(Some(drover_tests::WAIT)).unwrap();
     let (mut command, binary) = deployable(&dir);
     let addr = free_addr();
+    let pid_file = dir.join("drover.pid");
     command
         .args(["-w", "1", "--boot-timeout", "1", "-b", &addr.to_string()])
+        .arg("--pid-file")
+        .arg(&pid_file)
         .env(env::NOTIFY_SOCKET, &notify);
     let mut drover = Drover::spawn(command);
     assert_eq!(drover.wait_for_event(events::READY).number("workers"), 1);
 
-    // A build that starts and never says anything (it could have told
-    // systemd MAINPID= before it hung).
+    // A build that writes its pid to the pid file, as a new supervisor
+    // does just before it says Ready, and then hangs.
     let hanging = dir.join("hanging");
     let written = Command::new("sh")
         .arg("-c")
-        .arg("printf '#!/bin/sh\\nexec tail -f /dev/null\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("printf '#!/bin/sh\\nwhile [ \"$1\" ]; do [ \"$1\" = --pid-file ] && echo $$ > \"$2\"; shift; done\\nexec tail -f /dev/null\\n' > \"$1\" && chmod 755 \"$1\"")
         .arg("sh")
         .arg(&hanging)
         .status()
@@ -259,6 +262,11 @@ fn a_failed_upgrade_gives_systemd_the_old_pid_back_and_ttin_meanwhile_is_said_to
     drover.signal(Signal::SIGTTIN);
     drover.wait_for_line("during a binary upgrade");
     drover.wait_for_event(events::UPGRADE_FAILED);
+    assert_eq!(
+        read_pid(&pid_file),
+        drover.pid(),
+        "the pid file names the old one again"
+    );
 
     let mainpid = format!("MAINPID={}", drover.pid());
     let mut buf = [0u8; 4096];

@@ -36,6 +36,7 @@ use super::leave::Leave;
 use super::{Phase, Supervisor};
 use crate::exec_image::ExecImage;
 use crate::notify;
+use crate::pid_file;
 use crate::spawn::{spawn_child, Launch};
 
 /// The new supervisor gets its workers' boot timeout plus this for its own
@@ -182,6 +183,12 @@ impl Supervisor<'_> {
         // again, or it takes the dead one's exit for the service's.
         if self.speaks_for_service() {
             notify::ready(&self.status(), true);
+        }
+        // It may have written its pid to the pid file too.
+        if let Some(path) = &self.config.pid_file {
+            if let Err(error) = pid_file::write(path) {
+                tracing::error!(path = %path.display(), %error, "cannot write the pid file");
+            }
         }
     }
 
