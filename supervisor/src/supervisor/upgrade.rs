@@ -172,12 +172,6 @@ impl Supervisor<'_> {
         if still_running {
             let _ = kill(pid, Signal::SIGKILL);
         }
-        tracing::error!(
-            event = events::UPGRADE_FAILED,
-            new_supervisor = pid.as_raw(),
-            why,
-            "binary upgrade failed: this supervisor keeps serving; USR2 again to retry"
-        );
         // The new one may have told systemd `MAINPID=` already (it does
         // just before it says Ready here): systemd must follow this one
         // again, or it takes the dead one's exit for the service's.
@@ -190,6 +184,13 @@ impl Supervisor<'_> {
                 tracing::error!(path = %path.display(), %error, "cannot write the pid file");
             }
         }
+        // Last: whoever sees this line finds systemd and the pid file told.
+        tracing::error!(
+            event = events::UPGRADE_FAILED,
+            new_supervisor = pid.as_raw(),
+            why,
+            "binary upgrade failed: this supervisor keeps serving; USR2 again to retry"
+        );
     }
 
     /// At a stop: if the new supervisor has said it is ready (in this same
