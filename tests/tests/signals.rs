@@ -227,9 +227,9 @@ fn a_second_term_a_second_later_stops_at_once_and_exits_1() {
     let mut slow = in_flight(addr, 20_000);
     drover.signal(Signal::SIGTERM);
     drover.wait_for_event(events::STOPPING);
-    // sleep-ok: the rule under test is about time: a second stop signal
-    // counts as "stop now" only 1 s (SAME_STOP) after the first.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The rule under test is about time: a second stop signal counts as
+    // "stop now" only 1 s (SAME_STOP) after the first.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // sleep-ok: the 1 s rule itself
     drover.signal(Signal::SIGTERM);
     drover.wait_for_event(events::STOPPING_NOW);
     let mut answer = String::new();
