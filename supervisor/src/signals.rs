@@ -80,6 +80,14 @@ pub(crate) struct SignalPipe {
     write: OwnedFd,
 }
 
+impl Drop for SignalPipe {
+    /// The handler stops writing before the descriptor closes: a late
+    /// signal must not land in whatever reuses its number.
+    fn drop(&mut self) {
+        PIPE_WRITE.store(-1, Ordering::Release);
+    }
+}
+
 impl SignalPipe {
     /// Creates the pipe and installs the handler for [`SUPERVISOR_SIGNALS`].
     pub(crate) fn install() -> io::Result<Self> {

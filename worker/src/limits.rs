@@ -25,9 +25,14 @@ pub(crate) struct Limits {
 
 impl Limits {
     /// The error status a request's head earns, if any: 414 for a request
-    /// line over the limit, 431 for a header field over it. No allocation:
-    /// lengths only.
+    /// line over the limit, 431 for more fields than the limit or one
+    /// field over its limit. No allocation: lengths only.
     pub(crate) fn check<B>(&self, request: &Request<B>) -> Option<StatusCode> {
+        // HTTP/1 heads with more fields never get here (hyper refuses them
+        // itself); HTTP/2 header lists are checked here.
+        if request.headers().len() > self.request_fields {
+            return Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
         if let Some(limit) = self.request_line {
             if request_line_len(request) > limit {
                 return Some(StatusCode::URI_TOO_LONG);
@@ -81,6 +86,15 @@ mod tests {
         assert_eq!(
             LIMITS.check(&field),
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let mut many = Request::get("/");
+        for i in 0..101 {
+            many = many.header(format!("x-{i}"), "v");
+        }
+        assert_eq!(
+            LIMITS.check(&many.body(()).unwrap()),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            "more fields than the limit (HTTP/2: hyper lets them through)"
         );
         let unlimited = Limits {
             request_line: None,
