@@ -31,8 +31,9 @@ pub(crate) struct ConnectionActivity {
     /// The server, for its counters and whether it is closing (one Arc per
     /// connection; requests reach it through their guard).
     core: Arc<ServerCore>,
-    /// Set on the first HTTP/2 request: such a connection is closed with
-    /// GOAWAY, never with a `connection: close` header.
+    /// Set once the connection is known to speak HTTP/2 (its preface):
+    /// such a connection is closed with GOAWAY, never with a `connection:
+    /// close` header.
     http2: AtomicBool,
 }
 
@@ -115,6 +116,12 @@ impl<S> ConnectionService<S> {
     pub(crate) fn new(inner: S, activity: Arc<ConnectionActivity>) -> Self {
         Self { inner, activity }
     }
+
+    /// The connection speaks HTTP/2 (told once, when its version is
+    /// known: before any request, so that a close meets it as HTTP/2).
+    pub(crate) fn speaks_http2(&self) {
+        self.activity.http2.store(true, Ordering::Relaxed);
+    }
 }
 
 impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionService<S> {
@@ -126,9 +133,6 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
     /// and otherwise calls the application with the body wrapped in a
     /// [`RequestBody`].
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        if request.version() == Version::HTTP_2 {
-            self.activity.http2.store(true, Ordering::Relaxed);
-        }
         let http1 = request.version() < Version::HTTP_2;
         let core = &self.activity.core;
         core.counters.count_request();
@@ -144,7 +148,7 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
         let call = match limits.check(&request) {
             Some(status) => {
                 tracing::debug!(status = status.as_u16(), "request head over a limit");
-                Call::Rejected { status }
+                Call::Rejected { status, http1 }
             }
             None => Call::App {
                 future: self
@@ -168,7 +172,7 @@ pin_project_lite::pin_project! {
     #[project = CallProj]
     pub(crate) enum Call<F> {
         App { #[pin] future: F },
-        Rejected { status: http::StatusCode },
+        Rejected { status: http::StatusCode, http1: bool },
     }
 }
 
@@ -184,14 +188,16 @@ where
                 let response = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(response.map(|body| ReplyBody::App { body })))
             }
-            CallProj::Rejected { status } => {
+            CallProj::Rejected { status, http1 } => {
                 let mut response = Response::new(ReplyBody::Empty);
                 *response.status_mut() = *status;
                 // HTTP/1 only (HTTP/2 has no such header): the stream ends,
                 // the connection does not.
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                if *http1 {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 Poll::Ready(Ok(response))
             }
         }

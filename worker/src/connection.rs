@@ -67,8 +67,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use nix::sys::socket::{recv, MsgFlags};
-
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
@@ -77,7 +75,7 @@ use crate::hyper_conn::HttpConnection;
 use crate::lifecycle::Lifecycle;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
-use crate::stream::Stream;
+use crate::stream::{peek, Stream};
 
 /// How long bytes found unread on an idle connection at close get to
 /// become a request (they are already there: hyper reads them at its next
@@ -350,7 +348,5 @@ fn later(at: Instant, wait: Duration) -> Instant {
 /// Whether bytes wait unread on the socket: a request the client sent that
 /// hyper has not seen yet.
 fn has_unread_bytes(fd: RawFd) -> bool {
-    let mut byte = [0u8; 1];
-    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-    matches!(recv(fd, &mut byte, flags), Ok(n) if n > 0)
+    matches!(peek(fd, &mut [0u8; 1]), Ok(n) if n > 0)
 }

@@ -26,15 +26,13 @@ use std::task::{ready, Context, Poll};
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recv, MsgFlags};
 
 use crate::activity::ConnectionService;
 use crate::protocol::{ConnectionConfig, StreamExecutor};
 use crate::send_timeout::SendTimeout;
 use crate::service::HttpService;
-use crate::stream::Stream;
+use crate::stream::{peek, Stream};
 
 /// What an HTTP/2 connection with prior knowledge starts with (RFC 9113,
 /// section 3.4).
@@ -131,9 +129,12 @@ impl<S: HttpService> Future for HttpConnection<'_, S> {
                         Version::Http1 => Self::Http1 {
                             conn: config.http1().serve_connection(io, service).with_upgrades(),
                         },
-                        Version::Http2 => Self::Http2 {
-                            conn: Box::pin(config.http2().serve_connection(io, service)),
-                        },
+                        Version::Http2 => {
+                            service.speaks_http2();
+                            Self::Http2 {
+                                conn: Box::pin(config.http2().serve_connection(io, service)),
+                            }
+                        }
                     }
                 }
                 StateProj::Http1 { conn } => return conn.poll(cx),
@@ -150,15 +151,7 @@ impl<S: HttpService> Future for HttpConnection<'_, S> {
 /// more may come.
 fn look(socket: &Stream) -> io::Result<Version> {
     let mut start = [0u8; PREFACE.len()];
-    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-    let seen = loop {
-        match recv(socket.as_raw_fd(), &mut start, flags) {
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
-            Err(errno) => return Err(errno.into()),
-            Ok(seen) => break seen,
-        }
-    };
+    let seen = peek(socket.as_raw_fd(), &mut start)?;
     Ok(match seen {
         // EOF: hyper reads it and ends the connection.
         0 => Version::Http1,

@@ -8,6 +8,21 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+/// Copies into `buf` what the client has sent and nobody has read yet,
+/// without consuming it or waiting (`recv(MSG_PEEK | MSG_DONTWAIT)`):
+/// `WouldBlock` when there is nothing; 0 at the client's EOF.
+pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{recv, MsgFlags};
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    loop {
+        match recv(fd, buf, flags) {
+            Err(Errno::EINTR) => continue,
+            result => return result.map_err(io::Error::from),
+        }
+    }
+}
+
 /// An accepted connection.
 pub(crate) enum Stream {
     Tcp(TcpStream),

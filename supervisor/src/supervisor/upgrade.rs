@@ -80,7 +80,7 @@ impl Upgrade {
     }
 
     pub(super) fn is_successor(&self, child: Pid) -> bool {
-        matches!(self, Self::Starting { pid, .. } if *pid == child)
+        self.successor() == Some(child)
     }
 }
 
