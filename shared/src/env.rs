@@ -33,6 +33,13 @@ pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
 /// In a worker: the descriptor of its control socket. Its presence is
 /// what makes a drover binary run as a worker.
 pub const CONTROL_FD: &str = "DROVER_CONTROL_FD";
+/// In a worker: its index, a slot number from 0 that a replacement
+/// inherits from the worker it replaces (einhorn's `EINHORN_CHILD_INDEX`,
+/// Puma's worker index).
+pub const WORKER_INDEX: &str = "DROVER_WORKER_INDEX";
+/// In a worker: its restart generation, 0 for the first start, one more
+/// for each rolling restart (HUP).
+pub const WORKER_GENERATION: &str = "DROVER_WORKER_GENERATION";
 /// In a new supervisor started by a binary upgrade: the descriptor of its
 /// channel to the supervisor it replaces.
 pub const UPGRADE_FD: &str = "DROVER_UPGRADE_FD";

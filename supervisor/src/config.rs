@@ -1,6 +1,7 @@
 //! The configuration every process of a fleet runs with: the command line
-//! (`cli`, as typed) turned once into what the code uses, with every
-//! derived value computed here and nowhere else.
+//! ([`Args`], as typed) and the application's code-side defaults
+//! ([`CodeDefaults`], for the flags not given) turned once into what the
+//! code uses, with every derived value computed here and nowhere else.
 //!
 //! Supervisor and workers parse the same command line (a worker is this
 //! binary started again with the same arguments, or forked), so both hold
@@ -13,7 +14,18 @@ use std::time::Duration;
 
 use drover_shared::ListenerSpec;
 
-use crate::cli::{Cli, LogFormat, ServerArgs, SpawnMode, DEFAULT_BIND};
+use crate::args::{Args, LogFormat, ServerArgs, SpawnMode, DEFAULT_BIND};
+
+/// What an application says in code for the flags its users leave out
+/// (`Drover::default_workers` and the like); a flag, or its `DROVER_*`
+/// variable, wins over these, and these over drover's own defaults.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CodeDefaults {
+    pub(crate) bind: Vec<ListenerSpec>,
+    pub(crate) workers: Option<NonZeroUsize>,
+    pub(crate) threads: Option<NonZeroUsize>,
+    pub(crate) spawn: Option<SpawnMode>,
+}
 
 /// What the supervisor and its workers run with.
 #[derive(Debug, Clone)]
@@ -57,25 +69,30 @@ pub(crate) struct Config {
     server: ServerArgs,
 }
 
-impl From<Cli> for Config {
-    fn from(cli: Cli) -> Self {
+impl Config {
+    /// The configuration from the command line, `defaults` filling in what
+    /// it leaves out.
+    pub(crate) fn new(cli: Args, defaults: CodeDefaults) -> Self {
         let worker_timeout = Some(cli.worker_timeout.0).filter(|t| !t.is_zero());
         let graceful_timeout = cli.graceful_timeout.0;
         Self {
             bind_given: !cli.bind.is_empty(),
-            bind: if cli.bind.is_empty() {
-                vec![DEFAULT_BIND.parse().expect("the default address parses")]
-            } else {
-                cli.bind
+            bind: match (cli.bind.is_empty(), defaults.bind.is_empty()) {
+                (false, _) => cli.bind,
+                (true, false) => defaults.bind,
+                (true, true) => vec![DEFAULT_BIND.parse().expect("the default address parses")],
             },
             backlog: cli.backlog,
             uds_mode: cli.uds_mode,
-            workers: cli.workers.map_or_else(
+            workers: cli.workers.or(defaults.workers).map_or_else(
                 || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
                 NonZeroUsize::get,
             ),
-            spawn: cli.spawn,
-            threads: cli.threads.get(),
+            spawn: cli.spawn.or(defaults.spawn).unwrap_or(SpawnMode::Exec),
+            threads: cli
+                .threads
+                .or(defaults.threads)
+                .map_or(1, NonZeroUsize::get),
             boot_timeout: Some(cli.boot_timeout.0).filter(|t| !t.is_zero()),
             worker_timeout,
             // Four per worker timeout, at least every millisecond.
@@ -93,9 +110,7 @@ impl From<Cli> for Config {
             server: cli.server,
         }
     }
-}
 
-impl Config {
     /// `--max-connections`, if given (a worker without it derives a limit
     /// from its descriptor limit).
     pub(crate) fn max_connections(&self) -> Option<usize> {
@@ -126,13 +141,79 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::Config;
-    use crate::cli::Cli;
+    use super::{CodeDefaults, Config};
+    use crate::args::{Args, SpawnMode};
     use clap::Parser;
+    use std::num::NonZeroUsize;
     use std::time::Duration;
 
-    fn config(args: &[&str]) -> Config {
-        Config::from(Cli::try_parse_from([&["drover"], args].concat()).unwrap())
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(args: &[&str]) -> Args {
+        Cli::try_parse_from([&["drover"], args].concat())
+            .unwrap()
+            .args
+    }
+
+    fn config(flags: &[&str]) -> Config {
+        Config::new(args(flags), CodeDefaults::default())
+    }
+
+    fn app_defaults() -> CodeDefaults {
+        CodeDefaults {
+            bind: vec!["127.0.0.1:3000".parse().unwrap()],
+            workers: NonZeroUsize::new(4),
+            threads: NonZeroUsize::new(2),
+            spawn: Some(SpawnMode::Fork),
+        }
+    }
+
+    #[test]
+    fn code_defaults_fill_in_what_the_command_line_leaves_out() {
+        let config = Config::new(args(&[]), app_defaults());
+        assert_eq!(config.bind, vec!["127.0.0.1:3000".parse().unwrap()]);
+        assert!(
+            !config.bind_given,
+            "a code default is not an explicit --bind"
+        );
+        assert_eq!(config.workers, 4);
+        assert_eq!(config.threads, 2);
+        assert_eq!(config.spawn, SpawnMode::Fork);
+    }
+
+    #[test]
+    fn flags_win_over_code_defaults() {
+        let flags = [
+            "-b",
+            "127.0.0.1:9",
+            "-w",
+            "3",
+            "--threads",
+            "1",
+            "--spawn",
+            "exec",
+        ];
+        let config = Config::new(args(&flags), app_defaults());
+        assert_eq!(config.bind, vec!["127.0.0.1:9".parse().unwrap()]);
+        assert!(config.bind_given);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.threads, 1);
+        assert_eq!(config.spawn, SpawnMode::Exec);
+    }
+
+    #[test]
+    fn without_code_defaults_drovers_own_apply() {
+        let config = config(&[]);
+        assert_eq!(
+            config.bind,
+            vec![crate::args::DEFAULT_BIND.parse().unwrap()]
+        );
+        assert_eq!(config.threads, 1);
+        assert_eq!(config.spawn, SpawnMode::Exec);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use drover_shared::env::{
     CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START, LISTEN_PID, NOTIFY_SOCKET,
-    OWNED_SOCKETS, UPGRADE_FD, UPGRADE_WORKERS, WATCHDOG_PID, WATCHDOG_USEC,
+    OWNED_SOCKETS, UPGRADE_FD, UPGRADE_WORKERS, WATCHDOG_PID, WATCHDOG_USEC, WORKER_GENERATION,
+    WORKER_INDEX,
 };
 
 /// What a child started by exec runs: this binary (as it is on disk now),
@@ -35,7 +36,7 @@ pub(crate) enum Role {
 /// Variables that belong to one process and are never passed on as they
 /// are: the sockets' and channels' (set afresh per child), systemd's
 /// watchdog pid.
-pub(crate) const OWN_VARS: [&str; 9] = [
+pub(crate) const OWN_VARS: [&str; 11] = [
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,
@@ -45,6 +46,8 @@ pub(crate) const OWN_VARS: [&str; 9] = [
     OWNED_SOCKETS,
     UPGRADE_WORKERS,
     WATCHDOG_PID,
+    WORKER_INDEX,
+    WORKER_GENERATION,
 ];
 
 /// systemd's notification variables: the supervisor's alone, never a

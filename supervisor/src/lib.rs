@@ -9,12 +9,18 @@
 //! }
 //! ```
 //!
+//! A real service, whose start-up awaits (a database pool) and may fail,
+//! and which has flags of its own, uses [`Drover`] with [`Args`] flattened
+//! into its own parser; its factory gets the [`Worker`]'s context.
+//!
 //! The same binary is the supervisor and, started again by it (or forked),
-//! each worker: [`run`] tells which from the environment.
+//! each worker: drover tells which from the environment.
 #![deny(missing_docs)]
 
+mod app_start;
+mod args;
 mod backoff;
-mod cli;
+mod builder;
 mod config;
 mod control;
 mod credentials;
@@ -29,45 +35,34 @@ mod signals;
 mod sockets;
 mod spawn;
 mod supervisor;
+mod worker_context;
 mod worker_process;
 
+use std::convert::Infallible;
 use std::process::ExitCode;
 
-use crate::control::ControlSocket;
-use crate::worker_process::serve_as_worker;
 use drover_worker::IntoHttpService;
 
-use crate::cli::LogFormat;
-use crate::config::Config;
+use crate::args::LogFormat;
 
-/// Parses drover's command line (exit code 2 with one line on a bad flag),
-/// then runs the supervisor, or, in a process the supervisor started, a
-/// worker serving `app()`. Returns the exit code for `main`.
+pub use crate::args::{Args, SpawnMode, SIGNALS_HELP};
+pub use crate::builder::Drover;
+pub use crate::worker_context::Worker;
+
+/// The simple case: parses drover's command line (exit code 2 with one
+/// line on a bad flag), then runs the supervisor, or, in a process the
+/// supervisor started, a worker serving `app()`. Returns the exit code for
+/// `main`. The same as [`Drover::parse`] then [`Drover::serve`] with a
+/// factory that cannot fail; a panic in `app` fails the worker's boot.
 pub fn run<F, S, K>(app: F) -> ExitCode
 where
     F: Fn() -> S,
     S: IntoHttpService<K>,
 {
-    let config = Config::from(cli::parse());
-    init_logs(config.log_format);
-    let worker = || match ControlSocket::from_env() {
-        Ok(Some(control)) => serve_as_worker(&config, control, &app),
-        Ok(None) => {
-            eprintln!("drover: worker started without a control socket");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("drover: {error}");
-            ExitCode::FAILURE
-        }
-    };
-    if std::env::var_os(drover_shared::env::CONTROL_FD).is_some() {
-        return worker();
-    }
-    supervisor::supervise(&config, &worker)
+    Drover::parse().serve(|_| std::future::ready(Ok::<_, Infallible>(app())))
 }
 
-fn init_logs(format: LogFormat) {
+pub(crate) fn init_logs(format: LogFormat) {
     let filter = log_filter(std::env::var(drover_shared::env::RUST_LOG).ok().as_deref());
     let _ = tracing::subscriber::set_global_default(log_subscriber(format, filter));
 }
@@ -118,7 +113,7 @@ struct ReadmeDoctests;
 #[cfg(test)]
 mod tests {
     use super::{log_filter, log_subscriber};
-    use crate::cli::LogFormat;
+    use crate::args::LogFormat;
     use tracing::Level;
 
     #[test]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use drover_shared::env::{
     CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START as START_VAR, LISTEN_PID,
-    TEST_NO_CLOSE_RANGE,
+    TEST_NO_CLOSE_RANGE, WORKER_GENERATION, WORKER_INDEX,
 };
 use drover_shared::listen_fds::LISTEN_FDS_START;
 
@@ -61,9 +61,13 @@ pub(crate) fn spawn_child(
     channel: &ControlSocket,
     owned: &[RawFd],
     launch: Launch<'_>,
+    identity: Option<WorkerIdentity>,
     credentials: Option<&Credentials>,
 ) -> io::Result<Pid> {
     let mut child = ChildSetup::prepare(listeners, names, channel, owned, &launch, credentials)?;
+    if let Some(identity) = identity {
+        child.vars.extend(identity.vars());
+    }
     let exec = match &launch {
         Launch::Exec(image) => Some(ExecCall::prepare(image, &mut child)),
         Launch::Fork(_) => {
@@ -93,6 +97,25 @@ pub(crate) fn spawn_child(
             (Launch::Fork(run), _) => unsafe { fork_child(&child, run) },
             (Launch::Exec(_), None) => unsafe { libc::_exit(127) },
         },
+    }
+}
+
+/// Who a worker is in its fleet, told to it in its environment
+/// (`DROVER_WORKER_INDEX`, `DROVER_WORKER_GENERATION`; `drover::Worker`
+/// reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WorkerIdentity {
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+}
+
+impl WorkerIdentity {
+    fn vars(self) -> [CString; 2] {
+        let var = |text: String| CString::new(text).expect("no NUL in a number");
+        [
+            var(format!("{WORKER_INDEX}={}", self.index)),
+            var(format!("{WORKER_GENERATION}={}", self.generation)),
+        ]
     }
 }
 

@@ -49,8 +49,8 @@ use worker::Worker;
 
 use drover_shared::events;
 
+use crate::args::SpawnMode;
 use crate::backoff::Backoff;
-use crate::cli::SpawnMode;
 use crate::config::Config;
 use crate::control::ControlSocket;
 use crate::credentials::{self, Credentials};
@@ -59,7 +59,7 @@ use crate::exec_image::ExecImage;
 use crate::pid_file;
 use crate::signals::SignalPipe;
 use crate::sockets::Sockets;
-use crate::spawn::{cloexec_inherited, spawn_child, Launch};
+use crate::spawn::{cloexec_inherited, spawn_child, Launch, WorkerIdentity};
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 /// `fork_entry` is what a worker runs in a forked child (`--spawn fork`).
@@ -264,6 +264,10 @@ impl<'a> Supervisor<'a> {
     /// returns its id.
     fn spawn(&mut self, replaces: Option<u64>) -> io::Result<u64> {
         let (ours, theirs) = ControlSocket::pair()?;
+        let identity = WorkerIdentity {
+            index: fleet::index_for(&self.workers, replaces),
+            generation: self.generation,
+        };
         let launch = match &self.image {
             Some(image) => Launch::Exec(image),
             None => Launch::Fork(self.fork_entry),
@@ -274,6 +278,7 @@ impl<'a> Supervisor<'a> {
             &theirs,
             &self.owned_fds(&ours),
             launch,
+            Some(identity),
             self.credentials.as_ref(),
         )?;
         drop(theirs);
@@ -283,6 +288,8 @@ impl<'a> Supervisor<'a> {
             event = events::WORKER_STARTED,
             worker = id,
             pid = pid.as_raw(),
+            index = identity.index,
+            generation = identity.generation,
             replaces,
             "worker started"
         );
@@ -291,6 +298,7 @@ impl<'a> Supervisor<'a> {
             pid,
             Some(ours),
             self.generation,
+            identity.index,
             self.config.boot_timeout,
             replaces,
         ));

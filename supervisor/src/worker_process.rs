@@ -11,6 +11,7 @@
 //! exits. EOF on the control socket means the supervisor is gone: the
 //! worker closes gracefully and exits, so it never outlives it.
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +20,13 @@ use crate::control::protocol::{SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
 use crate::control::ControlSocket;
 use tokio::net::UnixDatagram;
 
-use drover_worker::{CloseReport, Error, IntoHttpService, Server, ServerHandle};
+use drover_worker::{BoxError, CloseReport, Error, IntoHttpService, Server, ServerHandle};
 
 use drover_shared::events;
 
+use crate::app_start::start_app;
 use crate::config::Config;
+use crate::worker_context::Worker;
 
 /// The drain window of a worker whose supervisor is gone: its clients
 /// get a moment to send the request they are writing (no one replaces
@@ -90,17 +93,21 @@ fn raise_fd_limit() -> (u64, u64) {
     getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((soft, hard))
 }
 
-/// Runs this process as a drover worker serving `app()` on the sockets the
-/// supervisor passed, until the supervisor says close (or goes away).
-/// Returns the process's exit code: success after a clean close, failure
-/// when the server could not start (after reporting why).
-pub(crate) fn serve_as_worker<S, K>(
+/// Runs this process as a drover worker serving what `factory` builds on
+/// the sockets the supervisor passed, until the supervisor says close (or
+/// goes away). Returns the process's exit code: success after a clean
+/// close, failure when the server or the application could not start
+/// (after reporting why).
+pub(crate) fn serve_as_worker<F, Fut, S, E, K>(
     config: &Config,
     control: ControlSocket,
-    app: impl FnOnce() -> S,
+    factory: F,
 ) -> ExitCode
 where
+    F: FnOnce(Worker) -> Fut,
+    Fut: Future<Output = Result<S, E>>,
     S: IntoHttpService<K>,
+    E: Into<BoxError>,
 {
     // The supervisor's signals are its own (started ignored: see signals.rs).
     if let Err(error) = crate::signals::ignore_in_worker() {
@@ -126,7 +133,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(config, control, app));
+    let code = runtime.block_on(serve(config, control, factory));
     // Tasks still running once the server has closed (a `spawn_blocking`
     // that never ends) must not keep the process alive for ever, least of
     // all once its supervisor is gone.
@@ -134,14 +141,20 @@ where
     code
 }
 
-async fn serve<S, K>(config: &Config, control: ControlSocket, app: impl FnOnce() -> S) -> ExitCode
+async fn serve<F, Fut, S, E, K>(config: &Config, control: ControlSocket, factory: F) -> ExitCode
 where
+    F: FnOnce(Worker) -> Fut,
+    Fut: Future<Output = Result<S, E>>,
     S: IntoHttpService<K>,
+    E: Into<BoxError>,
 {
     let builder = config.server_builder().request_quota(request_quota(config));
     let builder = builder.max_connections(connection_limit(config));
+    // The server first (its sockets taken, not yet accepting: connections
+    // wait in the backlog, or go to the other workers), then the
+    // application, which gets the server's handle in its context.
     let started = match builder.from_env() {
-        Ok(server) => match build_app(app) {
+        Ok(server) => match start_app(factory, Worker::from_env(server.handle())).await {
             Ok(app) => server.start_serving(app).await.map(|()| server),
             Err(reason) => {
                 report(&control, &boot_failed(reason));
@@ -303,19 +316,6 @@ async fn heartbeat(server: ServerHandle, every: Duration, control: Arc<ControlSo
             Ok(()) => {}
         }
     }
-}
-
-/// Builds the application; a panic in it is a boot failure with the
-/// panic's message, not an unwinding worker.
-fn build_app<S>(app: impl FnOnce() -> S) -> Result<S, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(app)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "the application panicked".to_owned());
-        format!("the application panicked while starting: {message}")
-    })
 }
 
 fn boot_failed(reason: String) -> WorkerMessage {

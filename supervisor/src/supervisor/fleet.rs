@@ -34,6 +34,28 @@ fn is_active(workers: &[Worker], id: u64) -> bool {
     workers.iter().any(|w| w.id == id && w.is_active())
 }
 
+/// The index for a new worker that replaces none: the lowest no active
+/// worker holds (a crashed worker's, once it is gone; the next one up
+/// when scaling up). A worker on its way out gives its index up.
+pub(super) fn free_index(workers: &[Worker]) -> usize {
+    let held: Vec<usize> = workers
+        .iter()
+        .filter(|w| w.is_active())
+        .map(|w| w.index)
+        .collect();
+    (0..)
+        .find(|i| !held.contains(i))
+        .expect("fewer workers than indices")
+}
+
+/// The index for a new worker: the one of the worker it replaces, else
+/// [`free_index`].
+pub(super) fn index_for(workers: &[Worker], replaces: Option<u64>) -> usize {
+    replaces
+        .and_then(|id| workers.iter().find(|w| w.id == id))
+        .map_or_else(|| free_index(workers), |replaced| replaced.index)
+}
+
 /// How many workers to start to fill every wanted slot.
 pub(super) fn missing(workers: &[Worker], wanted: usize) -> usize {
     wanted.saturating_sub(slots(workers))
@@ -134,6 +156,48 @@ mod tests {
 
     fn retiring() -> WorkerState {
         WorkerState::Retiring { kill_at: None }
+    }
+
+    fn at(index: usize, mut worker: Worker) -> Worker {
+        worker.index = index;
+        worker
+    }
+
+    #[test]
+    fn a_new_worker_takes_the_lowest_index_no_active_worker_holds() {
+        assert_eq!(free_index(&[]), 0);
+        let workers = vec![at(0, record(1, 0, ready())), at(2, record(3, 0, ready()))];
+        assert_eq!(
+            free_index(&workers),
+            1,
+            "a crashed worker's index, once it is gone"
+        );
+        let full = vec![
+            at(0, record(1, 0, ready())),
+            at(1, record(2, 0, booting(None))),
+        ];
+        assert_eq!(free_index(&full), 2, "scaling up: the next one");
+    }
+
+    #[test]
+    fn a_worker_on_its_way_out_gives_its_index_up() {
+        let workers = vec![
+            at(0, record(1, 0, retiring())),
+            at(1, record(2, 0, killed(None))),
+        ];
+        assert_eq!(free_index(&workers), 0);
+    }
+
+    #[test]
+    fn a_replacement_inherits_the_index_of_the_worker_it_replaces() {
+        let workers = vec![at(0, record(1, 0, ready())), at(1, record(2, 0, ready()))];
+        assert_eq!(index_for(&workers, Some(2)), 1);
+        assert_eq!(index_for(&workers, None), 2);
+        assert_eq!(
+            index_for(&workers, Some(9)),
+            2,
+            "a replaced worker already gone"
+        );
     }
 
     fn killed(replaces: Option<u64>) -> WorkerState {

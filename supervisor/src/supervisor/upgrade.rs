@@ -117,6 +117,7 @@ impl Supervisor<'_> {
             &theirs,
             &self.owned_fds(&ours),
             Launch::Exec(&image),
+            None, // a supervisor, not a worker: no index
             None, // the new supervisor stays root, as this one
         )?;
         self.upgrade = Upgrade::Starting {

@@ -33,6 +33,9 @@ pub(super) struct Worker {
     pub(super) last_heard: Instant,
     /// The restart generation it was started in (see `Rollout`).
     pub(super) generation: u64,
+    /// Its slot number (`drover::Worker::index`): a replacement's is the
+    /// replaced worker's.
+    pub(super) index: usize,
     /// How much more of what it says may be logged.
     pub(super) log_budget: LogBudget,
 }
@@ -106,6 +109,7 @@ impl Worker {
         pid: Pid,
         control: Option<ControlSocket>,
         generation: u64,
+        index: usize,
         boot_timeout: Option<Duration>,
         replaces: Option<u64>,
     ) -> Self {
@@ -121,6 +125,7 @@ impl Worker {
             },
             last_heard: now,
             generation,
+            index,
             log_budget: LogBudget::new(now),
         }
     }
@@ -327,6 +332,7 @@ pub(super) mod tests {
             state,
             last_heard: Instant::now(),
             generation,
+            index: usize::try_from(id).unwrap_or(0),
             log_budget: LogBudget::new(Instant::now()),
         }
     }

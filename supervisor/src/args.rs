@@ -1,5 +1,7 @@
-//! The `drover` command line. Every flag can also come from the environment
-//! as `DROVER_<FLAG>`.
+//! drover's command line, [`Args`]: what the `drover` binary parses, and
+//! what an application flattens into its own `clap::Parser` next to its
+//! own flags. Every flag can also come from the environment as
+//! `DROVER_<FLAG>`.
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -12,11 +14,38 @@ use drover_shared::env::flags;
 use drover_shared::ListenerSpec;
 use drover_worker::defaults;
 
-/// Runs an HTTP service as a pre-fork fleet of worker processes on sockets
-/// drover owns.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "drover", version, about, long_about = None, after_help = SIGNALS)]
-pub(crate) struct Cli {
+/// drover's whole command line (every flag, each also read from its
+/// `DROVER_<FLAG>` variable), as a `clap::Args` group.
+///
+/// An application with flags of its own flattens it into its `Parser`, and
+/// gets its own `--help` and `--version` listing both:
+///
+/// ```no_run
+/// use clap::Parser;
+///
+/// /// My service.
+/// #[derive(Parser)]
+/// #[command(version, after_help = drover::SIGNALS_HELP)]
+/// struct Cli {
+///     /// Where the database is.
+///     #[arg(long, env = "DATABASE_URL")]
+///     database_url: String,
+///     #[command(flatten)]
+///     drover: drover::Args,
+/// }
+///
+/// let cli = Cli::parse();
+/// # let _ = cli.database_url;
+/// drover::Drover::new(cli.drover);
+/// ```
+///
+/// Every process of the fleet parses the same command line: an exec'd
+/// worker is the binary started again with the same arguments, so the
+/// application's own flags reach its workers too. The fields are drover's
+/// business; [`Drover`](crate::Drover) reads them, with the application's
+/// code-side defaults for the flags that were not given.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
     /// Where to listen: HOST:PORT, [V6]:PORT, unix:PATH or fd://N; repeat
     /// for several. Ignored when systemd passes sockets (LISTEN_FDS)
     /// [default: 127.0.0.1:8000].
@@ -28,15 +57,16 @@ pub(crate) struct Cli {
     pub(crate) workers: Option<NonZeroUsize>,
 
     /// How workers start: exec (a fresh exec of this binary: picks up a
-    /// new build) or fork (no exec: state built before fork is shared).
-    #[arg(long, env = flags::SPAWN, value_enum, default_value_t = SpawnMode::Exec)]
-    pub(crate) spawn: SpawnMode,
+    /// new build) or fork (no exec: state built before fork is shared)
+    /// [default: exec].
+    #[arg(long, env = flags::SPAWN, value_enum)]
+    pub(crate) spawn: Option<SpawnMode>,
 
     /// Tokio threads per worker (one runtime thread per worker process
     /// measures fastest on small machines: the processes are the
-    /// parallelism).
-    #[arg(long, env = flags::THREADS, default_value_t = NonZeroUsize::MIN)]
-    pub(crate) threads: NonZeroUsize,
+    /// parallelism) [default: 1].
+    #[arg(long, env = flags::THREADS)]
+    pub(crate) threads: Option<NonZeroUsize>,
 
     /// Seconds connections get to finish after a stop before they are cut
     /// (0: cut at once, no grace).
@@ -144,12 +174,15 @@ pub(crate) struct ServerArgs {
     pub(crate) access_log: bool,
 }
 
-/// How the supervisor starts a worker.
+/// How the supervisor starts a worker (`--spawn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum SpawnMode {
-    /// fork, then exec this binary again.
+pub enum SpawnMode {
+    /// fork, then exec this binary again: every worker runs `main` from
+    /// the start (and picks up a new build on disk).
     Exec,
-    /// fork only.
+    /// fork only: a worker goes on from the supervisor's memory, so state
+    /// built before [`Drover::serve`](crate::Drover::serve) is shared
+    /// (copy-on-write).
     Fork,
 }
 
@@ -162,11 +195,44 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// Parses this process's command line and `DROVER_*` variables; on a bad
-/// value, exits 2 with clap's message, and names the variable when the
-/// value came from the environment rather than from a flag.
-pub(crate) fn parse() -> Cli {
-    Cli::try_parse().unwrap_or_else(|error| {
+/// drover's flags alone, as the `drover` binary (and [`Drover::parse`](crate::Drover::parse))
+/// parses them: named for the binary it runs in.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about, long_about = None, after_help = SIGNALS_HELP)]
+struct Cli {
+    #[command(flatten)]
+    args: Args,
+}
+
+/// Parses this process's command line and `DROVER_*` variables as drover's
+/// flags alone; on a bad value, exits 2 with clap's message, and names the
+/// variable when the value came from the environment rather than from a
+/// flag. `--help` and `--version` name the binary they run in; the version
+/// is drover's (an application with a version of its own flattens
+/// [`Args`] into its own parser).
+pub(crate) fn parse() -> Args {
+    use clap::{CommandFactory, FromArgMatches};
+    let binary = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            Some(
+                PathBuf::from(arg0)
+                    .file_name()?
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+        .unwrap_or_else(|| "drover".to_owned());
+    let version = if binary == "drover" {
+        env!("CARGO_PKG_VERSION").to_owned()
+    } else {
+        format!("(drover {})", env!("CARGO_PKG_VERSION"))
+    };
+    let command = Cli::command().name(binary).version(version);
+    let parsed = command
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    parsed.map(|cli| cli.args).unwrap_or_else(|error| {
         let from_env = error
             .get(clap::error::ContextKind::InvalidArg)
             .and_then(|arg| variable_behind(&arg.to_string()));
@@ -198,8 +264,9 @@ pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:8000";
 const WORKER_TIMEOUT: Duration = Duration::from_secs(30);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What `--help` says of signals, after the flags.
-const SIGNALS: &str = "\
+/// What drover's `--help` says of signals, after the flags: for an
+/// application's own parser (`#[command(after_help = drover::SIGNALS_HELP)]`).
+pub const SIGNALS_HELP: &str = "\
 Signals to the supervisor:
   TERM, INT   stop gracefully: listeners close, in-flight requests finish,
               stragglers are cut at --graceful-timeout; a second one at
