@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
+use crate::peer::Peer;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
 
@@ -35,6 +36,8 @@ pub(crate) struct ConnectionActivity {
     /// such a connection is closed with GOAWAY, never with a `connection:
     /// close` header.
     http2: AtomicBool,
+    /// Who the client is, for every request's extensions.
+    peer: Peer,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +50,7 @@ struct RequestCounts {
 }
 
 impl ConnectionActivity {
-    pub(crate) fn new(opened: Instant, core: Arc<ServerCore>) -> Self {
+    pub(crate) fn new(opened: Instant, core: Arc<ServerCore>, peer: Peer) -> Self {
         Self {
             state: Mutex::new(RequestCounts {
                 received: 0,
@@ -56,6 +59,7 @@ impl ConnectionActivity {
             }),
             core,
             http2: AtomicBool::new(false),
+            peer,
         }
     }
 
@@ -132,7 +136,8 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
     /// Counts the request, answers it at once if its head is over a limit,
     /// and otherwise calls the application with the body wrapped in a
     /// [`RequestBody`].
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        self.activity.peer.tell(request.extensions_mut());
         let http1 = request.version() < Version::HTTP_2;
         let core = &self.activity.core;
         core.counters.count_request();

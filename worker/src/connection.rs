@@ -73,6 +73,7 @@ use tokio::time::{Instant, Sleep};
 use crate::activity::{ConnectionActivity, ConnectionService};
 use crate::hyper_conn::HttpConnection;
 use crate::lifecycle::Lifecycle;
+use crate::peer::Peer;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
 use crate::stream::{peek, Stream};
@@ -203,7 +204,8 @@ pub(crate) async fn serve_connection<S: HttpService>(
     // For peeking at unread bytes; valid while hyper holds the stream,
     // which is as long as `connection` below runs.
     let fd = stream.as_raw_fd();
-    let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&core)));
+    let peer = Peer::of(&stream);
+    let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&core), peer));
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &core.connections;
     let connection = HttpConnection::new(stream, service, config);

@@ -61,6 +61,8 @@ mod counters;
 mod lifecycle;
 // One server: lifecycle, listeners, protocol, tasks, counters.
 mod server_core;
+// Who is on the other end of a connection.
+mod peer;
 // One connection's requests.
 mod activity;
 // One connection's HTTP: its version told from its first bytes, then hyper.
@@ -85,6 +87,7 @@ pub use builder::Builder;
 pub use drover_shared::{ListenAddr, Listener, ListenerSpec};
 pub use error::Error;
 pub use handle::{ListenerInfo, ServerHandle};
+pub use peer::{LocalAddr, PeerAddr, UnixPeer};
 pub use report::{CloseReport, ServerStats};
 pub use server::Server;
 pub use service::{BoxError, IntoHttpService};

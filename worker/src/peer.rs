@@ -1,0 +1,79 @@
+//! Who is on the other end of a connection, told to every request in its
+//! extensions.
+//!
+//! TCP: the client's address as axum's `ConnectInfo<SocketAddr>` (what
+//! `into_make_service_with_connect_info` would put there, so the extractor
+//! works unchanged) and, for any framework, as [`PeerAddr`], with the
+//! connection's own address as [`LocalAddr`]. Unix sockets: the client's
+//! credentials as [`UnixPeer`] (and `ConnectInfo<UnixPeer>`).
+
+use std::net::SocketAddr;
+
+use http::Extensions;
+
+use crate::stream::Stream;
+
+/// The client's address, in the extensions of every request that came over
+/// TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The server's own address of the connection (the address the client
+/// connected to: for a listener on `0.0.0.0`, the interface's), in the
+/// extensions of every request that came over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);
+
+/// The client of a Unix-socket connection, in the extensions of every
+/// request that came over one: its credentials as the kernel gave them at
+/// connect (`SO_PEERCRED`), `None` if they could not be read.
+#[derive(Debug, Clone, Copy)]
+pub struct UnixPeer {
+    /// The client process's pid, uid and gid.
+    pub credentials: Option<tokio::net::unix::UCred>,
+}
+
+/// One connection's ends, read once when it is accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Peer {
+    Tcp {
+        peer: SocketAddr,
+        local: SocketAddr,
+    },
+    Unix(UnixPeer),
+    /// A TCP socket whose addresses could not be read (it is already
+    /// reset): requests get nothing.
+    Unknown,
+}
+
+impl Peer {
+    pub(crate) fn of(stream: &Stream) -> Self {
+        match stream {
+            Stream::Tcp(tcp) => match (tcp.peer_addr(), tcp.local_addr()) {
+                (Ok(peer), Ok(local)) => Self::Tcp { peer, local },
+                _ => Self::Unknown,
+            },
+            Stream::Unix(unix) => Self::Unix(UnixPeer {
+                credentials: unix.peer_cred().ok(),
+            }),
+        }
+    }
+
+    /// Puts this connection's ends into a request's extensions.
+    pub(crate) fn tell(&self, extensions: &mut Extensions) {
+        match *self {
+            Self::Tcp { peer, local } => {
+                extensions.insert(PeerAddr(peer));
+                extensions.insert(LocalAddr(local));
+                #[cfg(feature = "axum")]
+                extensions.insert(axum::extract::ConnectInfo(peer));
+            }
+            Self::Unix(unix) => {
+                extensions.insert(unix);
+                #[cfg(feature = "axum")]
+                extensions.insert(axum::extract::ConnectInfo(unix));
+            }
+            Self::Unknown => {}
+        }
+    }
+}
