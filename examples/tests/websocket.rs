@@ -175,7 +175,10 @@ async fn expect_going_away(client: &mut Client, cause: &str) {
 /// among the supervisor's workers (`new`, as many as before).
 fn assert_all_gone(old: &HashSet<i32>, new: &HashSet<i32>) {
     assert_eq!(new.len(), old.len(), "as many workers as before: {new:?}");
-    assert!(new.is_disjoint(old), "every worker replaced: {old:?} → {new:?}");
+    assert!(
+        new.is_disjoint(old),
+        "every worker replaced: {old:?} → {new:?}"
+    );
     for &pid in old {
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
         assert_eq!(

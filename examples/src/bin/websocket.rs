@@ -50,7 +50,10 @@ const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 async fn app(worker: Worker) -> Result<Router, std::convert::Infallible> {
     Ok(Router::new()
         .route("/ws", get(upgrade))
-        .route("/pid", get(|| async { format!("{}\n", std::process::id()) }))
+        .route(
+            "/pid",
+            get(|| async { format!("{}\n", std::process::id()) }),
+        )
         .with_state(worker))
 }
 
