@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use drover_tests::{events, free_addr, Drover, WAIT};
+use drover_tests::{events, free_addr, get, Drover, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use tokio::net::TcpStream;
@@ -36,6 +36,13 @@ async fn a_rolling_restart_sends_going_away_and_the_client_reconnects_to_a_new_w
     let mut drover = start(addr);
     let old_workers = drover.worker_pids();
     assert_eq!(old_workers.len(), 2, "two workers: {old_workers:?}");
+    let (status, body) = get(addr, "/pid").expect("GET /pid");
+    let answered: i32 = body.trim().parse().expect("/pid answers a pid");
+    assert_eq!(status, 200);
+    assert!(
+        body.ends_with('\n') && old_workers.contains(&answered),
+        "/pid: {body:?}"
+    );
 
     let (mut client, first_pid) = connect(addr).await;
     assert!(
