@@ -28,7 +28,7 @@ use crate::worker_process::serve_as_worker;
 ///
 /// fn main() -> std::process::ExitCode {
 ///     Drover::parse()
-///         .default_workers(4)
+///         .default_workers(std::num::NonZeroUsize::new(4).expect("not zero"))
 ///         .default_bind("0.0.0.0:3000".parse().expect("an address"))
 ///         .serve(app)
 /// }
