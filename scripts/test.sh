@@ -5,6 +5,11 @@ cd "$(dirname "$0")/.."
 
 need_packages=()
 command -v systemd-socket-activate >/dev/null || need_packages+=(systemd)
+# PostgreSQL's server binaries (tests/src/postgres.rs): Debian keeps them
+# in /usr/lib/postgresql/N/bin, off PATH.
+if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    need_packages+=(postgresql)
+fi
 if [ ${#need_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

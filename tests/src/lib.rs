@@ -620,3 +620,4 @@ pub fn read_pid(path: &Path) -> i32 {
 }
 
 pub mod load;
+pub mod postgres;
