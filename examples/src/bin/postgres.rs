@@ -57,7 +57,8 @@ struct Cli {
     /// The database, as a libpq key-value string (`host=/tmp/sock
     /// user=postgres dbname=postgres`; a host that is a directory means
     /// the Unix socket in it) or a `postgresql://` URL.
-    #[arg(long, env = "DATABASE_URL", value_parser = database_config)]
+    /// Its value is not shown in `--help` (it may hold a password).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = database_config)]
     database_url: tokio_postgres::Config,
 
     /// Database connections per worker process.
@@ -70,7 +71,7 @@ struct Cli {
 
 fn database_config(text: &str) -> Result<tokio_postgres::Config, String> {
     text.parse()
-        .map_err(|error: tokio_postgres::Error| error.to_string())
+        .map_err(|error: tokio_postgres::Error| with_sources(&error))
 }
 
 /// How long a request waits for a pooled connection, and how long opening
@@ -105,7 +106,10 @@ async fn app(
     Ok(Router::new()
         .route("/notes", get(list_notes).post(add_note))
         .route("/healthz", get(healthz))
-        .route("/pid", get(|| async { format!("{}\n", std::process::id()) }))
+        .route(
+            "/pid",
+            get(|| async { format!("{}\n", std::process::id()) }),
+        )
         .layer(axum::middleware::map_response(tag_worker))
         .with_state(pool))
 }
@@ -136,7 +140,10 @@ type Failure = (StatusCode, String);
 /// No connection to be had (the database is down or every connection
 /// busy): 503, and why.
 fn unavailable(error: deadpool_postgres::PoolError) -> Failure {
-    (StatusCode::SERVICE_UNAVAILABLE, with_sources(&error))
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{}\n", with_sources(&error)),
+    )
 }
 
 /// A query that failed: 503 if the connection broke under it, else 500.
@@ -146,7 +153,7 @@ fn query_failed(error: tokio_postgres::Error) -> Failure {
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     };
-    (status, with_sources(&error))
+    (status, format!("{}\n", with_sources(&error)))
 }
 
 /// `GET /notes`: every note's body, oldest first, one per line.
@@ -164,10 +171,7 @@ async fn list_notes(State(pool): State<Pool>) -> Result<String, Failure> {
 }
 
 /// `POST /notes`: the request body is a new note; answers its id.
-async fn add_note(
-    State(pool): State<Pool>,
-    body: String,
-) -> Result<(StatusCode, String), Failure> {
+async fn add_note(State(pool): State<Pool>, body: String) -> Result<(StatusCode, String), Failure> {
     let client = pool.get().await.map_err(unavailable)?;
     let insert = client
         .prepare_cached("INSERT INTO notes (body) VALUES ($1) RETURNING id")
@@ -184,10 +188,10 @@ async fn add_note(
 /// 503 and why.
 async fn healthz(State(pool): State<Pool>) -> Result<&'static str, Failure> {
     let client = pool.get().await.map_err(unavailable)?;
-    client
-        .simple_query("SELECT 1")
-        .await
-        .map_err(|error| (StatusCode::SERVICE_UNAVAILABLE, with_sources(&error)))?;
+    client.simple_query("SELECT 1").await.map_err(|error| {
+        let why = format!("{}\n", with_sources(&error));
+        (StatusCode::SERVICE_UNAVAILABLE, why)
+    })?;
     Ok("ok")
 }
 
@@ -211,7 +215,6 @@ fn with_sources(error: &(dyn StdError + 'static)) -> String {
         }
         source = cause.source();
     }
-    text.push('\n');
     text
 }
 
