@@ -148,27 +148,8 @@ where
     S: IntoHttpService<K>,
     E: Into<BoxError>,
 {
-    let builder = config.server_builder().request_quota(request_quota(config));
-    let builder = builder.max_connections(connection_limit(config));
-    // The server first (its sockets taken, not yet accepting: connections
-    // wait in the backlog, or go to the other workers), then the
-    // application, which gets the server's handle in its context.
-    let started = match builder.from_env() {
-        Ok(server) => match start_app(factory, Worker::from_env(server.handle())).await {
-            Ok(app) => server.start_serving(app).await.map(|()| server),
-            Err(reason) => {
-                report(&control, &boot_failed(reason));
-                return ExitCode::FAILURE;
-            }
-        },
-        Err(error) => Err(error),
-    };
-    let server = match started {
-        Ok(server) => server,
-        Err(error) => {
-            report(&control, &boot_failed(error.to_string()));
-            return ExitCode::FAILURE;
-        }
+    let Some(server) = start(config, &control, factory).await else {
+        return ExitCode::FAILURE;
     };
     // Messages go out with a plain non-blocking send (the socket buffer
     // holds far more than a worker sends between the supervisor's reads);
@@ -241,6 +222,37 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the server (its sockets taken, not yet accepting: connections
+/// wait in the backlog, or go to the other workers), then the application
+/// with the server's handle in its context, and starts serving it. `None`
+/// once the reason it could not was reported to the supervisor.
+async fn start<F, Fut, S, E, K>(
+    config: &Config,
+    control: &ControlSocket,
+    factory: F,
+) -> Option<Server>
+where
+    F: FnOnce(Worker) -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    S: IntoHttpService<K>,
+    E: Into<BoxError>,
+{
+    let builder = config.server_builder().request_quota(request_quota(config));
+    let builder = builder.max_connections(connection_limit(config));
+    let reason = match builder.from_env() {
+        Ok(server) => match start_app(factory, Worker::from_env(server.handle())).await {
+            Ok(app) => match server.start_serving(app).await {
+                Ok(()) => return Some(server),
+                Err(error) => error.to_string(),
+            },
+            Err(reason) => reason,
+        },
+        Err(error) => error.to_string(),
+    };
+    report(control, &boot_failed(reason));
+    None
 }
 
 /// Follows the supervisor's messages until the server is told to close or
