@@ -6,8 +6,13 @@ For each server, median over RUNS fresh launches (loopback only, bounded):
 - kill -9 of a worker → a replacement answering
 - SIGTERM with 50 idle keep-alive connections → every process gone
 plus, for drover, the supervisor's RSS and its CPU ticks over 5 idle seconds.
+With DROVER_BEFORE=path/to/an/older/drover, that binary runs too, as
+"drover-before", interleaved with the others launch by launch, and the
+ratios of drover's figures to its are printed (a change's own cost, in one
+invocation).
 
     scripts/bench-fleet.py            # installs gunicorn/uvicorn with pip if missing
+    DROVER_BEFORE=/tmp/old/release/drover scripts/bench-fleet.py
 """
 import http.client
 import os
@@ -20,6 +25,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "7"))
+BEFORE = os.environ.get("DROVER_BEFORE")
 WORKERS = 4
 WAIT = 20.0  # bound on any single wait, seconds
 
@@ -65,6 +71,7 @@ def servers(port):
     app_dir = os.path.join(ROOT, "scripts")
     return {
         "drover": [drover, "-w", str(WORKERS), "-b", f"127.0.0.1:{port}"],
+        "drover-before": [BEFORE or drover, "-w", str(WORKERS), "-b", f"127.0.0.1:{port}"],
         "gunicorn": [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
                      "--chdir", app_dir, "bench_pyapps:wsgi"],
         "uvicorn": [sys.executable, "-m", "uvicorn", "--workers", str(WORKERS), "--port", str(port),
@@ -151,10 +158,13 @@ def main():
         import gunicorn, uvicorn  # noqa: F401
     except ImportError:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "gunicorn", "uvicorn"], check=True)
-    results = {}
-    for name in ("drover", "gunicorn", "uvicorn"):
-        runs = [one_run(name) for _ in range(RUNS)]
-        results[name] = [statistics.median(r[i] for r in runs) * 1000 for i in range(3)]
+    names = ["drover", "gunicorn", "uvicorn"] + (["drover-before"] if BEFORE else [])
+    runs = {name: [] for name in names}
+    for _ in range(RUNS):  # interleaved: a slow moment of the machine hits every server
+        for name in names:
+            runs[name].append(one_run(name))
+    results = {name: [statistics.median(r[i] for r in runs[name]) * 1000 for i in range(3)]
+               for name in names}
     print(f"median of {RUNS} launches each; {WORKERS} workers; loopback")
     print(f"{'figure (ms)':<44} {'drover':>9} {'gunicorn':>9} {'uvicorn':>9} {'vs gunicorn':>12} {'vs uvicorn':>11}")
     labels = ["launch → 4 distinct workers answering", "kill -9 of a worker → replacement answering",
@@ -163,6 +173,11 @@ def main():
         d, g, u = (results[n][i] for n in ("drover", "gunicorn", "uvicorn"))
         print(f"{label:<44} {d:9.1f} {g:9.1f} {u:9.1f} {g / d:11.1f}x {u / d:10.1f}x")
     print("ratios: baseline time ÷ drover time (above 1: drover is faster)")
+    if BEFORE:
+        print(f"drover-before: {BEFORE}")
+        for i, label in enumerate(labels):
+            d, b = results["drover"][i], results["drover-before"][i]
+            print(f"{label:<44} {d:9.1f} ms vs {b:6.1f} ms before: {d / b:5.2f}x")
     # RSS varies by a few pages with what the page cache holds: a median.
     footprints = [drover_footprint(measure_idle=(i == 0)) for i in range(RUNS)]
     rss_kb = statistics.median(rss for rss, _ in footprints)

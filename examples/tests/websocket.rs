@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use drover_tests::{events, free_addr, get, Drover, WAIT};
 use futures_util::{SinkExt, StreamExt};
@@ -75,33 +75,53 @@ async fn a_rolling_restart_sends_going_away_and_the_client_reconnects_to_a_new_w
     assert_eq!(drover.wait_exit(), 0, "{}", drover.log.join("\n"));
 }
 
+/// Many sockets, on workers with two runtime threads each: every one gets
+/// its goodbye before its worker exits (the worker waits for the sockets'
+/// tracked work), not only the ones a single-threaded runtime happens to
+/// run first.
+#[tokio::test(flavor = "current_thread")]
+async fn every_socket_of_a_multi_threaded_worker_gets_its_goodbye() {
+    let addr = free_addr();
+    let mut drover = start_with(addr, &["--threads", "2"]);
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        let (client, _pid) = connect(addr).await;
+        clients.push(client);
+    }
+    drover.signal(Signal::SIGTERM);
+    for (n, client) in clients.iter_mut().enumerate() {
+        expect_going_away(client, &format!("the stop (socket {n})")).await;
+    }
+    assert_eq!(drover.wait_exit(), 0, "{}", drover.log.join("\n"));
+}
+
 /// The example on `addr`, two workers, once it is ready.
 fn start(addr: SocketAddr) -> Drover {
+    start_with(addr, &[])
+}
+
+/// The example on `addr`, two workers and `args`, once it is ready.
+fn start_with(addr: SocketAddr, args: &[&str]) -> Drover {
     let mut command = Command::new(env!("CARGO_BIN_EXE_websocket"));
     let graceful = GRACEFUL_TIMEOUT.to_string();
     let bind = addr.to_string();
     command.args(["-w", "2", "-b", &bind, "--graceful-timeout", &graceful]);
+    command.args(args);
     let mut drover = Drover::spawn(command);
     drover.wait_for_event(events::READY);
     drover
 }
 
-/// Connects to `/ws` (retrying a failed connection until WAIT has
-/// passed) and reads the server's hello: the client and the pid of the
-/// worker it landed on.
+/// Connects to `/ws` and reads the server's hello: the client and the pid
+/// of the worker it landed on. No retry: the listening socket is open
+/// throughout a rolling restart, so a failed connect is a failure.
 async fn connect(addr: SocketAddr) -> (Client, i32) {
     let url = format!("ws://{addr}/ws");
-    let deadline = Instant::now() + WAIT;
-    let mut client = loop {
-        match tokio_tungstenite::connect_async(&url).await {
-            Ok((client, _response)) => break client,
-            Err(error) if Instant::now() < deadline => {
-                eprintln!("connecting to {url}: {error}; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await; // sleep-ok: retry interval
-            }
-            Err(error) => panic!("could not connect to {url} within {WAIT:?}: {error}"),
-        }
-    };
+    let (mut client, _response) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap_or_else(|_| panic!("no WebSocket handshake with {url} within {WAIT:?}"))
+            .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
     let hello = next_message(&mut client, "the hello").await;
     let Message::Text(hello) = hello else {
         panic!("the first message is not the hello text: {hello:?}");

@@ -49,6 +49,9 @@ pub const OWNED_SOCKETS: &str = "DROVER_OWNED_SOCKETS";
 /// In a new supervisor: how many workers the old one runs (TTIN/TTOU may
 /// have changed it since the command line).
 pub const UPGRADE_WORKERS: &str = "DROVER_UPGRADE_WORKERS";
+/// In a new supervisor: the restart generation its workers start in (one
+/// past the old supervisor's), so that generations only move on.
+pub const UPGRADE_GENERATION: &str = "DROVER_UPGRADE_GENERATION";
 
 // Read by the supervisor, for the end-to-end tests only.
 /// Test only: when set, an exec'd child skips `close_range`, as on a

@@ -14,6 +14,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use axum::extract::Path;
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
@@ -42,7 +43,12 @@ async fn app(worker: Worker, greeting_file: PathBuf) -> anyhow::Result<Router> {
     let greeting = text.lines().next().unwrap_or_default().to_owned();
     let index = worker.index();
     let generation = worker.generation();
+    let jobs = worker.clone();
     Ok(Router::new()
+        .route(
+            "/job/{ms}",
+            get(move |Path(ms): Path<u64>| async move { start_job(&jobs, ms) }),
+        )
         .route(
             "/",
             get(move || async move {
@@ -63,6 +69,21 @@ async fn app(worker: Worker, greeting_file: PathBuf) -> anyhow::Result<Router> {
                 )
             }),
         ))
+}
+
+/// `/job/{ms}`: a background job of `ms` milliseconds, spawned as the
+/// worker's tracked work (`Worker::spawn`): a worker that closes meanwhile
+/// lets it finish before its process exits, up to the graceful timeout.
+fn start_job(worker: &Worker, ms: u64) -> String {
+    worker.spawn(async move {
+        // sleep-ok: the job's own work, simulated
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        eprintln!(
+            "greeter: job of {ms} ms finished in worker {}",
+            std::process::id()
+        );
+    });
+    "started\n".to_owned()
 }
 
 fn main() -> std::process::ExitCode {

@@ -98,7 +98,7 @@ mod tests {
 
     async fn worker() -> Worker {
         let server = drover_worker::Server::bind("127.0.0.1:0").await.unwrap();
-        Worker::from_env(server.handle())
+        Worker::from_env(server.handle(), tokio_util::task::TaskTracker::new())
     }
 
     #[tokio::test]

@@ -214,24 +214,18 @@ pub(crate) fn parse() -> Args {
     use clap::{CommandFactory, FromArgMatches};
     let binary = std::env::args_os()
         .next()
-        .and_then(|arg0| {
-            Some(
-                PathBuf::from(arg0)
-                    .file_name()?
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        })
-        .unwrap_or_else(|| "drover".to_owned());
-    let version = if binary == "drover" {
-        env!("CARGO_PKG_VERSION").to_owned()
-    } else {
-        format!("(drover {})", env!("CARGO_PKG_VERSION"))
+        .and_then(|arg0| Some(PathBuf::from(arg0).file_name()?.to_owned()))
+        .filter(|name| name != "drover");
+    let parsed = match binary {
+        // The stock binary: the command as derived.
+        None => Cli::try_parse(),
+        // An application's binary: its name, drover's version said as such.
+        Some(name) => Cli::command()
+            .name(name.to_string_lossy().into_owned())
+            .version(format!("(drover {})", env!("CARGO_PKG_VERSION")))
+            .try_get_matches()
+            .and_then(|matches| Cli::from_arg_matches(&matches)),
     };
-    let command = Cli::command().name(binary).version(version);
-    let parsed = command
-        .try_get_matches()
-        .and_then(|matches| Cli::from_arg_matches(&matches));
     parsed.map(|cli| cli.args).unwrap_or_else(|error| {
         let from_env = error
             .get(clap::error::ContextKind::InvalidArg)

@@ -102,6 +102,13 @@ impl Drover {
     /// rolling restart (HUP) the restart stops and the old workers serve
     /// on. The boot timeout (`--boot-timeout`) bounds how long it may take.
     ///
+    /// Call it once, from a plain `fn main` (not `#[tokio::main]`: each
+    /// worker builds its own runtime; called inside one, it writes one
+    /// line and returns a failure). It installs drover's log subscriber as
+    /// the global `tracing` default (`--log-format`, `RUST_LOG`) unless
+    /// one was set before; an application that wants its own sets it
+    /// before `serve`, and then drover's events go through it.
+    ///
     /// What runs where: code in `main` before `serve` runs in the
     /// supervisor. With `--spawn fork`, workers are forks of it, so state
     /// built there (a loaded model, a parsed config) is built once and
@@ -117,6 +124,16 @@ impl Drover {
         S: IntoHttpService<K>,
         E: Into<BoxError>,
     {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Every worker builds its own runtime (and in fork mode the
+            // supervisor must have no other thread): from inside one, that
+            // would panic in every worker.
+            eprintln!(
+                "drover: Drover::serve (and drover::run) must be called outside a tokio \
+                 runtime: from a plain `fn main`, not `#[tokio::main]`"
+            );
+            return ExitCode::FAILURE;
+        }
         let config = Config::new(self.args, self.defaults);
         crate::init_logs(config.log_format);
         let worker = || match ControlSocket::from_env() {

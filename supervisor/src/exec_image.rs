@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use drover_shared::env::{
     CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START, LISTEN_PID, NOTIFY_SOCKET,
-    OWNED_SOCKETS, UPGRADE_FD, UPGRADE_WORKERS, WATCHDOG_PID, WATCHDOG_USEC, WORKER_GENERATION,
-    WORKER_INDEX,
+    OWNED_SOCKETS, UPGRADE_FD, UPGRADE_GENERATION, UPGRADE_WORKERS, WATCHDOG_PID, WATCHDOG_USEC,
+    WORKER_GENERATION, WORKER_INDEX,
 };
 
 /// What a child started by exec runs: this binary (as it is on disk now),
@@ -36,7 +36,7 @@ pub(crate) enum Role {
 /// Variables that belong to one process and are never passed on as they
 /// are: the sockets' and channels' (set afresh per child), systemd's
 /// watchdog pid.
-pub(crate) const OWN_VARS: [&str; 11] = [
+pub(crate) const OWN_VARS: [&str; 12] = [
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,
@@ -45,6 +45,7 @@ pub(crate) const OWN_VARS: [&str; 11] = [
     UPGRADE_FD,
     OWNED_SOCKETS,
     UPGRADE_WORKERS,
+    UPGRADE_GENERATION,
     WATCHDOG_PID,
     WORKER_INDEX,
     WORKER_GENERATION,
@@ -100,13 +101,18 @@ impl ExecImage {
     /// A new supervisor for a binary upgrade: the binary on disk now, the
     /// same arguments and environment (systemd's notification socket
     /// included: it is to tell systemd its pid), which inherited sockets'
-    /// files it will own, and how many workers to run.
+    /// files it will own, how many workers to run, and the generation they
+    /// start in.
     pub(crate) fn successor(
         binary: &Path,
         owned_sockets: &[usize],
         workers: usize,
+        generation: u64,
     ) -> io::Result<Self> {
-        let mut extra = vec![format!("{UPGRADE_WORKERS}={workers}")];
+        let mut extra = vec![
+            format!("{UPGRADE_WORKERS}={workers}"),
+            format!("{UPGRADE_GENERATION}={generation}"),
+        ];
         if !owned_sockets.is_empty() {
             let list: Vec<String> = owned_sockets.iter().map(ToString::to_string).collect();
             extra.push(format!("{OWNED_SOCKETS}={}", list.join(",")));

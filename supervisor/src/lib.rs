@@ -47,7 +47,9 @@ use crate::args::LogFormat;
 
 pub use crate::args::{Args, SpawnMode, SIGNALS_HELP};
 pub use crate::builder::Drover;
-pub use crate::worker_context::Worker;
+pub use crate::worker_context::{TrackedWork, Worker};
+pub use drover_shared::ListenerSpec;
+pub use drover_worker::{LocalAddr, PeerAddr, ServerHandle, UnixPeer};
 
 /// The simple case: parses drover's command line (exit code 2 with one
 /// line on a bad flag), then runs the supervisor, or, in a process the
@@ -62,7 +64,12 @@ where
     Drover::parse().serve(|_| std::future::ready(Ok::<_, Infallible>(app())))
 }
 
+/// Installs drover's log subscriber as the global default, unless the
+/// application set one of its own first.
 pub(crate) fn init_logs(format: LogFormat) {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
     let filter = log_filter(std::env::var(drover_shared::env::RUST_LOG).ok().as_deref());
     let _ = tracing::subscriber::set_global_default(log_subscriber(format, filter));
 }

@@ -347,7 +347,11 @@ unsafe fn fork_child(child: &ChildSetup<'_>, run: &dyn Fn() -> ExitCode) -> ! {
     // worker takes its copies at 3.. again.
     drover_shared::listen_fds::release_after_fork();
     std::env::set_var(LISTEN_PID, std::process::id().to_string());
-    let code = run();
+    // A panic must not unwind out of here: the frames above are the
+    // supervisor's (its `main`), whose destructors are not the worker's
+    // to run.
+    let code =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or(ExitCode::FAILURE);
     std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }
 

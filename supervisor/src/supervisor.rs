@@ -156,7 +156,7 @@ impl<'a> Supervisor<'a> {
             phase: Phase::Booting,
             wanted,
             next_id: 1,
-            generation: 0,
+            generation: takeover::inherited_generation(),
             rollout: Rollout::Idle,
             upgrade: Upgrade::Idle,
             predecessor,

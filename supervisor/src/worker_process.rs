@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::control::protocol::{SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
 use crate::control::ControlSocket;
 use tokio::net::UnixDatagram;
+use tokio_util::task::TaskTracker;
 
 use drover_worker::{BoxError, CloseReport, Error, IntoHttpService, Server, ServerHandle};
 
@@ -148,7 +149,8 @@ where
     S: IntoHttpService<K>,
     E: Into<BoxError>,
 {
-    let Some(server) = start(config, &control, factory).await else {
+    let work = TaskTracker::new();
+    let Some(server) = start(config, &control, factory, &work).await else {
         return ExitCode::FAILURE;
     };
     // Messages go out with a plain non-blocking send (the socket buffer
@@ -201,7 +203,9 @@ where
         deadline = follow_supervisor(&incoming, &handle) => deadline,
         () = handle.closing() => None,
     };
+    let cut_at = tokio::time::Instant::now() + deadline.unwrap_or(config.graceful_timeout);
     let result = wait_closed_within(&server, deadline).await;
+    finish_tracked_work(&work, cut_at).await;
     for task in heartbeats.into_iter().chain(recycle) {
         task.abort();
     }
@@ -226,12 +230,14 @@ where
 
 /// Builds the server (its sockets taken, not yet accepting: connections
 /// wait in the backlog, or go to the other workers), then the application
-/// with the server's handle in its context, and starts serving it. `None`
+/// with the server's handle and `work` (what the process waits for before
+/// it exits) in its context, and starts serving it. `None`
 /// once the reason it could not was reported to the supervisor.
 async fn start<F, Fut, S, E, K>(
     config: &Config,
     control: &ControlSocket,
     factory: F,
+    work: &TaskTracker,
 ) -> Option<Server>
 where
     F: FnOnce(Worker) -> Fut,
@@ -242,13 +248,15 @@ where
     let builder = config.server_builder().request_quota(request_quota(config));
     let builder = builder.max_connections(connection_limit(config));
     let reason = match builder.from_env() {
-        Ok(server) => match start_app(factory, Worker::from_env(server.handle())).await {
-            Ok(app) => match server.start_serving(app).await {
-                Ok(()) => return Some(server),
-                Err(error) => error.to_string(),
-            },
-            Err(reason) => reason,
-        },
+        Ok(server) => {
+            match start_app(factory, Worker::from_env(server.handle(), work.clone())).await {
+                Ok(app) => match server.start_serving(app).await {
+                    Ok(()) => return Some(server),
+                    Err(error) => error.to_string(),
+                },
+                Err(reason) => reason,
+            }
+        }
         Err(error) => error.to_string(),
     };
     report(control, &boot_failed(reason));
@@ -306,6 +314,19 @@ async fn wait_closed_within(
             server.handle().abort();
             closed.await
         }
+    }
+}
+
+/// Waits, until `cut_at`, for the application's tracked work
+/// (`Worker::track`, `Worker::spawn`) to end; what is left then is cut
+/// when the process exits.
+async fn finish_tracked_work(work: &TaskTracker, cut_at: tokio::time::Instant) {
+    work.close();
+    if tokio::time::timeout_at(cut_at, work.wait()).await.is_err() {
+        tracing::warn!(
+            tracked = work.len(),
+            "tracked work still running at the graceful deadline: cut"
+        );
     }
 }
 

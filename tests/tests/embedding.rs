@@ -30,22 +30,27 @@ fn service(greeting: &Path, addr: SocketAddr, args: &[&str]) -> Drover {
 
 /// `pid=… index=… generation=… env_index=…` from `/identity`, by pid.
 fn identities(addr: SocketAddr, workers: usize) -> HashMap<i32, HashMap<String, String>> {
-    let pids = distinct_pids(addr, workers);
     let deadline = Instant::now() + WAIT;
     let mut seen = HashMap::new();
-    while seen.len() < pids.len() {
+    while seen.len() < workers {
         assert!(
             Instant::now() < deadline,
             "only {seen:?} answered /identity"
         );
-        let (status, body) = get(addr, "/identity").unwrap();
-        assert_eq!(status, 200);
-        let fields: HashMap<String, String> = body
-            .split_whitespace()
-            .filter_map(|f| f.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        // Concurrent connections wake every worker waiting in accept.
+        let batch: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(move || get(addr, "/identity").unwrap()))
             .collect();
-        seen.insert(fields["pid"].parse().unwrap(), fields);
+        for answer in batch {
+            let (status, body) = answer.join().unwrap();
+            assert_eq!(status, 200);
+            let fields: HashMap<String, String> = body
+                .split_whitespace()
+                .filter_map(|f| f.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            seen.insert(fields["pid"].parse().unwrap(), fields);
+        }
     }
     seen
 }
@@ -88,8 +93,9 @@ fn the_drover_binarys_own_version_is_drovers() {
 fn an_async_factory_builds_every_worker_with_its_index_and_the_code_default_worker_count() {
     let addr = free_addr();
     let file = greeting("embed-async", "bonjour");
-    // No -w: the service's code default, 2.
+    // No -w: the service's code default, 2 (not the CPU count).
     let mut drover = service(&file, addr, &[]);
+    assert_eq!(drover.wait_for_event(events::STARTING).number("workers"), 2);
     drover.wait_for_event(events::READY);
     let workers = identities(addr, 2);
     let indices: BTreeSet<&str> = workers.values().map(|w| w["index"].as_str()).collect();
@@ -216,4 +222,40 @@ fn forked_workers_get_their_index_in_their_environment_too() {
     assert_eq!(indices, BTreeSet::from(["0", "1"]), "{workers:?}");
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_closing_worker_lets_its_tracked_work_finish_before_it_exits() {
+    let addr = free_addr();
+    let file = greeting("embed-job", "hi");
+    let mut drover = service(&file, addr, &["-w", "1"]);
+    drover.wait_for_event(events::READY);
+    assert_eq!(get(addr, "/job/300").unwrap(), (200, "started\n".into()));
+    drover.signal(Signal::SIGTERM);
+    // The server has nothing in flight: without the wait, the worker
+    // would exit at once and the job would never finish.
+    let finished = drover.wait_for_line("greeter: job of 300 ms finished");
+    let stopped = drover.wait_for_event(events::WORKER_STOPPED);
+    assert!(
+        drover.log.iter().position(|l| *l == finished)
+            < drover.log.iter().position(|l| *l == stopped.line),
+        "the job finished before the worker exited"
+    );
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn tracked_work_still_running_at_the_graceful_deadline_is_cut() {
+    let addr = free_addr();
+    let file = greeting("embed-job-cut", "hi");
+    let mut drover = service(&file, addr, &["-w", "1", "--graceful-timeout", "1"]);
+    drover.wait_for_event(events::READY);
+    assert_eq!(get(addr, "/job/600000").unwrap().0, 200);
+    drover.signal(Signal::SIGTERM);
+    drover.wait_for_line("tracked work still running at the graceful deadline");
+    assert_eq!(drover.wait_exit(), 0);
+    assert!(!drover
+        .log
+        .iter()
+        .any(|l| l.contains("job of 600000 ms finished")));
 }

@@ -173,7 +173,7 @@ fn hup_in_fork_mode_replaces_every_worker() {
 }
 
 #[test]
-fn ttin_adds_a_worker_and_ttou_closes_the_newest_never_below_one() {
+fn ttin_adds_a_worker_and_ttou_closes_the_highest_index_never_below_one() {
     let addr = free_addr();
     let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string()]);
     let first = drover.worker_pids();
@@ -186,7 +186,10 @@ fn ttin_adds_a_worker_and_ttou_closes_the_newest_never_below_one() {
 
     drover.signal(Signal::SIGTTOU);
     let closing = drover.wait_for_event(events::WORKER_CLOSING);
-    assert!(closing.is_of_worker(2), "the newest goes: {closing:?}");
+    assert!(
+        closing.is_of_worker(2),
+        "the highest index (the newest here) goes: {closing:?}"
+    );
     drover.wait_for_worker_event(events::WORKER_LEFT, 2);
     assert_eq!(drover.worker_pids(), first);
 

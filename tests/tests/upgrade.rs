@@ -30,10 +30,19 @@ fn usr2_hands_the_sockets_to_a_new_supervisor_running_the_binary_on_disk() {
     assert_eq!(read_pid(&pid_file), old.pid());
 
     deploy(example_bin("axum"), &binary);
+    let since = old.log.len();
     old.signal(Signal::SIGUSR2);
     let new_pid = old.wait_for_successor();
     let _guard = KillOnDrop(new_pid);
     old.wait_for_event(events::UPGRADE_COMPLETE);
+    // The new supervisor's workers are a generation on from the old ones.
+    let started: Vec<i64> = old.log[since..]
+        .iter()
+        .filter_map(|line| drover_tests::Event::parse(line))
+        .filter(|e| e.name() == events::WORKER_STARTED)
+        .map(|e| e.number("generation"))
+        .collect();
+    assert_eq!(started, vec![1, 1, 1], "the new supervisor's workers");
     // The old supervisor leaves once its workers have closed.
     assert_eq!(old.wait_exit_keeping_log(), 0);
     assert!(

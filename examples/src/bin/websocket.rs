@@ -57,9 +57,15 @@ async fn app(worker: Worker) -> Result<Router, std::convert::Infallible> {
         .with_state(worker))
 }
 
-/// `/ws`: upgrades the connection and runs [`echo`] on it.
+/// `/ws`: upgrades the connection and runs [`echo`] on it, tracked by the
+/// worker (`Worker::track`): its process does not exit before the socket
+/// has said goodbye (bounded by the graceful timeout).
 async fn upgrade(State(worker): State<Worker>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| echo(socket, worker.closing()))
+    let tracked = worker.track();
+    upgrade.on_upgrade(move |socket| async move {
+        echo(socket, worker.closing()).await;
+        drop(tracked);
+    })
 }
 
 /// One socket: says which worker answers, echoes every text and binary

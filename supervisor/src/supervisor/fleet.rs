@@ -61,19 +61,20 @@ pub(super) fn missing(workers: &[Worker], wanted: usize) -> usize {
     wanted.saturating_sub(slots(workers))
 }
 
-/// The workers to close while there are more than `wanted`: the newest
-/// first. A worker whose replacement is under way is left to it (a later
+/// The workers to close while there are more than `wanted`: the highest
+/// index first, the newest among equals. A worker whose replacement is under way is left to it (a later
 /// turn sees the pair done).
 pub(super) fn to_shed(workers: &[Worker], wanted: usize) -> Vec<u64> {
     let excess = slots(workers).saturating_sub(wanted);
-    let mut candidates: Vec<u64> = workers
+    let mut candidates: Vec<&Worker> = workers
         .iter()
         .filter(|w| fills_a_slot(workers, w) && !has_successor(workers, w.id))
-        .map(|w| w.id)
         .collect();
-    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    // The highest index first (the indices stay 0..wanted), the newest
+    // among equals.
+    candidates.sort_unstable_by_key(|w| std::cmp::Reverse((w.index, w.id)));
     candidates.truncate(excess);
-    candidates
+    candidates.iter().map(|w| w.id).collect()
 }
 
 /// What a rolling restart to generation `to` does next.
@@ -177,6 +178,18 @@ mod tests {
             at(1, record(2, 0, booting(None))),
         ];
         assert_eq!(free_index(&full), 2, "scaling up: the next one");
+    }
+
+    #[test]
+    fn a_scale_down_retires_the_highest_index_first() {
+        // Worker 4 replaced a crashed index 0: newest, but not the one to go.
+        let workers = vec![
+            at(0, record(4, 0, ready())),
+            at(1, record(2, 0, ready())),
+            at(2, record(3, 0, ready())),
+        ];
+        assert_eq!(to_shed(&workers, 2), vec![3]);
+        assert_eq!(to_shed(&workers, 1), vec![3, 2]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! Until it has taken over, it does not speak for the service: its
 //! failure must not read to systemd as the service stopping.
 
-use drover_shared::env::UPGRADE_WORKERS;
+use drover_shared::env::{UPGRADE_GENERATION, UPGRADE_WORKERS};
 use drover_shared::events;
 
 use super::{Phase, Supervisor};
@@ -22,6 +22,15 @@ pub(super) fn inherited_worker_count() -> Option<usize> {
         .parse()
         .ok()
         .filter(|n| *n > 0)
+}
+
+/// The generation this supervisor's workers start in: one past the
+/// replaced supervisor's, as it said; 0 at a plain start.
+pub(super) fn inherited_generation() -> u64 {
+    std::env::var(UPGRADE_GENERATION)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Supervisor<'_> {

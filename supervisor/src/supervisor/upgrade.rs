@@ -109,7 +109,12 @@ impl Supervisor<'_> {
     }
 
     fn start_successor(&mut self) -> io::Result<Pid> {
-        let image = ExecImage::successor(&self.binary, &self.sockets.owned_files(), self.wanted)?;
+        let image = ExecImage::successor(
+            &self.binary,
+            &self.sockets.owned_files(),
+            self.wanted,
+            self.generation + 1,
+        )?;
         let (ours, theirs) = ControlSocket::pair()?;
         let pid = spawn_child(
             &self.sockets.fds(),
