@@ -49,7 +49,7 @@ pub use crate::args::{Args, SpawnMode, SIGNALS_HELP};
 pub use crate::builder::Drover;
 pub use crate::worker_context::{TrackedWork, Worker};
 pub use drover_shared::ListenerSpec;
-pub use drover_worker::{LocalAddr, PeerAddr, ServerHandle, UnixPeer};
+pub use drover_worker::{ConnectInfo, LocalAddr, ServerHandle, UnixPeer};
 
 /// The simple case: parses drover's command line (exit code 2 with one
 /// line on a bad flag), then runs the supervisor, or, in a process the

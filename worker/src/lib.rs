@@ -87,7 +87,7 @@ pub use builder::Builder;
 pub use drover_shared::{ListenAddr, Listener, ListenerSpec};
 pub use error::Error;
 pub use handle::{ListenerInfo, ServerHandle};
-pub use peer::{LocalAddr, PeerAddr, UnixPeer};
+pub use peer::{ConnectInfo, LocalAddr, UnixPeer};
 pub use report::{CloseReport, ServerStats};
 pub use server::Server;
 pub use service::{BoxError, IntoHttpService};

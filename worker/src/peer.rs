@@ -1,11 +1,15 @@
 //! Who is on the other end of a connection, told to every request in its
 //! extensions.
 //!
-//! TCP: the client's address as axum's `ConnectInfo<SocketAddr>` (what
-//! `into_make_service_with_connect_info` would put there, so the extractor
-//! works unchanged) and, for any framework, as [`PeerAddr`], with the
-//! connection's own address as [`LocalAddr`]. Unix sockets: the client's
-//! credentials as [`UnixPeer`] (and `ConnectInfo<UnixPeer>`).
+//! TCP: the client's address as [`ConnectInfo`]`<SocketAddr>` (axum's own
+//! type, what `into_make_service_with_connect_info` would put there, so
+//! axum's extractor works unchanged; any other framework reads the same
+//! value from the extensions), and the connection's own address as
+//! [`LocalAddr`]. Unix sockets: the client's credentials as
+//! `ConnectInfo<`[`UnixPeer`]`>`.
+//!
+//! Each value in a request's extensions is an allocation (and the first
+//! one the map's), on every request: two for TCP, one for Unix sockets.
 
 use std::net::SocketAddr;
 
@@ -13,10 +17,19 @@ use http::Extensions;
 
 use crate::stream::Stream;
 
-/// The client's address, in the extensions of every request that came over
-/// TCP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
+/// Who the client is, in the extensions of every request:
+/// `ConnectInfo<SocketAddr>` over TCP, `ConnectInfo<UnixPeer>` over a
+/// Unix socket. With the `axum` feature (on by default) this is axum's
+/// own `axum::extract::ConnectInfo`, so its extractor finds it.
+#[cfg(feature = "axum")]
+pub use axum::extract::ConnectInfo;
+
+/// Who the client is, in the extensions of every request:
+/// `ConnectInfo<SocketAddr>` over TCP, `ConnectInfo<UnixPeer>` over a
+/// Unix socket. (With the `axum` feature, axum's own type.)
+#[cfg(not(feature = "axum"))]
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectInfo<T>(pub T);
 
 /// The server's own address of the connection (the address the client
 /// connected to: for a listener on `0.0.0.0`, the interface's), in the
@@ -63,15 +76,11 @@ impl Peer {
     pub(crate) fn tell(&self, extensions: &mut Extensions) {
         match *self {
             Self::Tcp { peer, local } => {
-                extensions.insert(PeerAddr(peer));
+                extensions.insert(ConnectInfo(peer));
                 extensions.insert(LocalAddr(local));
-                #[cfg(feature = "axum")]
-                extensions.insert(axum::extract::ConnectInfo(peer));
             }
             Self::Unix(unix) => {
-                extensions.insert(unix);
-                #[cfg(feature = "axum")]
-                extensions.insert(axum::extract::ConnectInfo(unix));
+                extensions.insert(ConnectInfo(unix));
             }
             Self::Unknown => {}
         }

@@ -1,13 +1,13 @@
 //! Who the client is, in every request: axum's own `ConnectInfo` extractor
-//! works with no `into_make_service_with_connect_info`, and drover's
-//! `PeerAddr`/`LocalAddr`/`UnixPeer` carry the same for any framework.
+//! works with no `into_make_service_with_connect_info`, and the same
+//! values (with `LocalAddr`) are there for any framework.
 
 use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::{Extension, Router};
-use drover_worker::{LocalAddr, PeerAddr, Server, UnixPeer};
+use drover_worker::{LocalAddr, Server, UnixPeer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends one `GET path` with `connection: close` on `stream`; the body.
@@ -33,7 +33,9 @@ async fn axums_connect_info_extractor_gets_the_clients_address() {
         .route(
             "/ends",
             get(
-                |Extension(PeerAddr(peer)): Extension<PeerAddr>,
+                |Extension(drover_worker::ConnectInfo(peer)): Extension<
+                    drover_worker::ConnectInfo<SocketAddr>,
+                >,
                  Extension(LocalAddr(local)): Extension<LocalAddr>| async move {
                     format!("{peer} {local}")
                 },
