@@ -4,6 +4,10 @@
 //! what drover's own end-to-end tests wait for; the message text around
 //! them may be reworded.
 //!
+//! Fields are plain values, never a Rust `Debug` rendering: durations in
+//! milliseconds as numbers, named `*_ms` ([`millis`]); addresses as the
+//! strings `--bind` takes, joined by ", " ([`addrs`]); signals by name.
+//!
 //! Every name is listed in [`ALL`], and README's "Log events" table says
 //! what each means (`tests/tests/docs.rs` checks that it lists them all).
 
@@ -124,6 +128,20 @@ pub const ALL: [&str; 34] = [
     ACCEPT_BACKOFF,
     FD_LIMITS,
 ];
+
+/// A duration as a log field: milliseconds, as a number (fractions kept).
+pub fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Addresses as a log field: each as `--bind` spells it, joined by ", ".
+pub fn addrs(addrs: &[crate::ListenAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 #[cfg(test)]
 mod tests {

@@ -186,6 +186,16 @@ pub enum SpawnMode {
     Fork,
 }
 
+impl SpawnMode {
+    /// Its name, as `--spawn` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Fork => "fork",
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {

@@ -170,8 +170,8 @@ impl<'a> Supervisor<'a> {
             event = events::STARTING,
             pid = std::process::id(),
             workers = wanted,
-            spawn = ?config.spawn,
-            addrs = ?supervisor.sockets.addrs(),
+            spawn = config.spawn.name(),
+            addrs = %events::addrs(&supervisor.sockets.addrs()),
             "starting"
         );
         for _ in 0..wanted {

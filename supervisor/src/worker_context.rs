@@ -37,15 +37,33 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-impl Worker {
-    /// This worker's context from what its supervisor set in its
-    /// environment (both modes set it: an exec'd worker reads what it was
-    /// started with, a forked one what was set after the fork).
-    pub(crate) fn from_env(server: ServerHandle, work: TaskTracker) -> Self {
+/// Who this worker is in its fleet, from what its supervisor set in its
+/// environment (both modes set it: an exec'd worker reads what it was
+/// started with, a forked one what was set after the fork); 0 and 0 when
+/// it is not there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Identity {
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+}
+
+impl Identity {
+    pub(crate) fn from_env() -> Self {
         let number = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
         Self {
             index: number(WORKER_INDEX).unwrap_or(0) as usize,
             generation: number(WORKER_GENERATION).unwrap_or(0),
+        }
+    }
+}
+
+impl Worker {
+    /// This worker's context: its identity from its environment.
+    pub(crate) fn from_env(server: ServerHandle, work: TaskTracker) -> Self {
+        let identity = Identity::from_env();
+        Self {
+            index: identity.index,
+            generation: identity.generation,
             server,
             work,
         }

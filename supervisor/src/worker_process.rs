@@ -114,16 +114,13 @@ where
     if let Err(error) = crate::signals::ignore_in_worker() {
         tracing::warn!(%error, "cannot install the worker's signal handlers");
     }
-    let runtime = if config.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads)
-            .enable_all()
-            .build()
-    };
+    // Every line this process logs says which worker it is: the span is
+    // entered on every thread of its runtime (and on this one, which runs
+    // a current-thread runtime's tasks), and tasks run inside it.
+    let identity = crate::worker_context::Identity::from_env();
+    let span = tracing::info_span!("worker", index = identity.index, pid = std::process::id());
+    let _entered = span.clone().entered();
+    let runtime = runtime(config.threads, span);
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -140,6 +137,30 @@ where
     // all once its supervisor is gone.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     code
+}
+
+thread_local! {
+    /// The worker's span, entered for the life of each runtime thread.
+    static IN_WORKER_SPAN: std::cell::RefCell<Option<tracing::span::EnteredSpan>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The worker's runtime: one thread (a current-thread runtime) or
+/// `threads`, each in `span` for its whole life.
+fn runtime(threads: usize, span: tracing::Span) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .on_thread_start(move || {
+            IN_WORKER_SPAN.with(|entered| *entered.borrow_mut() = Some(span.clone().entered()));
+        })
+        .on_thread_stop(|| IN_WORKER_SPAN.with(|entered| drop(entered.borrow_mut().take())))
+        .build()
 }
 
 async fn serve<F, Fut, S, E, K>(config: &Config, control: ControlSocket, factory: F) -> ExitCode

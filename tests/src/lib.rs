@@ -58,6 +58,12 @@ impl Event {
         }
     }
 
+    /// The whole log line as JSON (its `span`, with a worker's `index` and
+    /// `pid`, beside its `fields`).
+    pub fn line_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.line).expect("an event's line is JSON")
+    }
+
     /// Whether the event is about worker `id`.
     pub fn is_of_worker(&self, id: u64) -> bool {
         self.fields["worker"].as_u64() == Some(id)

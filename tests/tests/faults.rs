@@ -108,19 +108,13 @@ fn a_handler_that_blocks_its_runtime_gets_its_worker_replaced_and_the_others_ser
     assert_eq!(drover.wait_exit(), 0);
 }
 
-/// The `delay` of a backoff event, in milliseconds.
+/// The `delay_ms` of a backoff event (a number of milliseconds).
 fn delay_ms(event: &Event) -> f64 {
     let line = &event.line;
-    let value = event.text("delay").unwrap_or_else(|| panic!("{line}"));
-    let value = value.as_str();
-    let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
-        (ms, 1.0)
-    } else if let Some(s) = value.strip_suffix('s') {
-        (s, 1000.0)
-    } else {
-        panic!("{line}")
-    };
-    number.parse::<f64>().unwrap() * scale
+    event
+        .text("delay_ms")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no delay_ms number in {line}"))
 }
 
 #[test]

@@ -362,14 +362,43 @@ fn access_log_and_json_logs() {
         &addr.to_string(),
     ]);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("\"message\":\"ready\"");
-    assert_eq!(get(addr, "/healthz").unwrap(), (200, "ok\n".into()));
-    let line = drover.wait_for_line("\"uri\":\"/healthz\"");
-    assert!(
-        line.starts_with('{') && line.contains("\"status\":200"),
-        "{line}"
+    let starting = drover.wait_for_event(events::STARTING);
+    // Plain values, not Rust's Debug renderings.
+    assert_eq!(
+        starting.text("addrs").as_deref(),
+        Some(addr.to_string().as_str())
     );
+    assert_eq!(starting.text("spawn").as_deref(), Some("exec"));
+    let serving = drover.wait_for_event(events::SERVING);
+    drover.wait_for_event(events::READY);
+    let worker_pid = serving.line_json()["span"]["pid"].as_i64();
+    assert!(worker_pid.is_some(), "the worker's span: {}", serving.line);
+    assert_eq!(serving.line_json()["span"]["index"].as_i64(), Some(0));
+
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let response = drover_tests::keep_alive_request(&mut client, "/healthz");
+    assert!(response.ends_with("ok\n"), "{response}");
+    let line = drover.wait_for_line("\"path\":\"/healthz\"");
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    let fields = &entry["fields"];
+    assert_eq!(fields["remote"], client_addr.to_string(), "{line}");
+    assert_eq!(fields["method"], "GET", "{line}");
+    assert_eq!(fields["status"], 200, "{line}");
+    assert_eq!(fields["bytes"], 3, "the body, ok\\n: {line}");
+    assert!(fields["duration_ms"].is_number(), "{line}");
+    assert_eq!(
+        entry["span"]["pid"].as_i64(),
+        worker_pid,
+        "which worker: {line}"
+    );
+    drop(client);
+
     drover.signal(Signal::SIGTERM);
+    let stopping = drover.wait_for_event(events::STOPPING);
+    assert_eq!(stopping.text("signal").as_deref(), Some("SIGTERM"));
+    let closed = drover.wait_for_event(events::CLOSED);
+    assert_eq!(closed.number("requests_served"), 1, "{}", closed.line);
     assert_eq!(drover.wait_exit(), 0);
 }
 

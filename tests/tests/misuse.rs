@@ -119,7 +119,7 @@ fn boolean_variables_take_the_usual_spellings_and_a_bad_value_names_its_variable
         let mut drover = Drover::spawn(command);
         drover.wait_for_event(events::READY);
         assert_eq!(get(addr, "/healthz").unwrap(), (200, "ok\n".into()));
-        drover.wait_for_line("\"uri\":\"/healthz\"");
+        drover.wait_for_line("\"path\":\"/healthz\"");
         drover.signal(Signal::SIGTERM);
         assert_eq!(drover.wait_exit(), 0, "{yes}");
     }

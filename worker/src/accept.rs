@@ -138,7 +138,7 @@ async fn accept_until_closed<S: HttpService>(
                 continue;
             }
             AcceptFailure::Connection | AcceptFailure::Resources => {
-                tracing::warn!(event = events::ACCEPT_BACKOFF, %listener, %error, retry_in = ?backoff, "accept failed; backing off");
+                tracing::warn!(event = events::ACCEPT_BACKOFF, %listener, %error, retry_in_ms = events::millis(backoff), "accept failed; backing off");
             }
             AcceptFailure::Fatal => {
                 core.fail(Error::Accept {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
+use bytes::Buf;
 use http::header::{HeaderValue, CONNECTION};
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -143,10 +144,13 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
         core.counters.count_request();
         let access = core.connections.access_log.then(|| {
             Box::new(AccessEntry {
+                remote: self.activity.peer,
                 method: request.method().clone(),
                 target: request.uri().to_string(),
                 version: request.version(),
                 received: Instant::now(),
+                status: None,
+                bytes: 0,
             })
         });
         let limits = &core.connections.limits;
@@ -262,23 +266,35 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// A request as the access log records it.
+/// A request as the access log records it: one line once its response
+/// has been sent, or has ended early (the client left, the body failed),
+/// with the response bytes sent so far. The worker (its index and pid)
+/// is the span every line of a worker is in.
 struct AccessEntry {
+    remote: Peer,
     method: http::Method,
     target: String,
     version: Version,
     received: Instant,
+    /// Set when the response head is ready: a request without one (the
+    /// application failed) is not logged here (hyper ends its connection).
+    status: Option<http::StatusCode>,
+    /// The response body's bytes, as its frames went to hyper.
+    bytes: u64,
 }
 
-impl AccessEntry {
-    fn log(&self, status: http::StatusCode) {
+impl Drop for AccessEntry {
+    fn drop(&mut self) {
+        let Some(status) = self.status else { return };
         tracing::info!(
             target: "drover::access",
+            remote = %self.remote,
             method = %self.method,
-            uri = %self.target,
+            path = %self.target,
             version = ?self.version,
             status = status.as_u16(),
-            micros = self.received.elapsed().as_micros() as u64,
+            bytes = self.bytes,
+            duration_ms = drover_shared::events::millis(self.received.elapsed()),
             "request"
         );
     }
@@ -304,11 +320,16 @@ where
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(access) = this.access.take() {
-            access.log(response.status());
+        let mut access = this.access.take();
+        if let Some(access) = &mut access {
+            access.status = Some(response.status());
         }
         let guard = this.guard.take();
-        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })))
+        Poll::Ready(Ok(response.map(|inner| TrackedBody {
+            inner,
+            guard,
+            access,
+        })))
     }
 }
 
@@ -319,6 +340,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         guard: Option<RequestGuard>,
+        // With the access log on: logged when the body ends or is dropped.
+        access: Option<Box<AccessEntry>>,
     }
 }
 
@@ -332,8 +355,17 @@ impl<B: Body> Body for TrackedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
-            this.guard.take();
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(access), Some(data)) = (this.access.as_mut(), frame.data_ref()) {
+                    access.bytes += data.remaining() as u64;
+                }
+            }
+            // The end: the request is over, and its line is logged now.
+            _ => {
+                this.guard.take();
+                this.access.take();
+            }
         }
         Poll::Ready(frame)
     }

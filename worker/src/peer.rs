@@ -59,6 +59,24 @@ pub(crate) enum Peer {
     Unknown,
 }
 
+/// The client as the access log names it: its address, or `unix` (with
+/// its uid and pid when known), or `-`.
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp { peer, .. } => write!(f, "{peer}"),
+            Self::Unix(UnixPeer {
+                credentials: Some(credentials),
+            }) => match credentials.pid() {
+                Some(pid) => write!(f, "unix:uid={},pid={pid}", credentials.uid()),
+                None => write!(f, "unix:uid={}", credentials.uid()),
+            },
+            Self::Unix(UnixPeer { credentials: None }) => f.write_str("unix"),
+            Self::Unknown => f.write_str("-"),
+        }
+    }
+}
+
 impl Peer {
     pub(crate) fn of(stream: &Stream) -> Self {
         match stream {

@@ -115,8 +115,8 @@ impl Server {
         if tracing::enabled!(tracing::Level::INFO) {
             tracing::info!(
                 event = events::SERVING,
-                addrs = %display_addrs(&self.local_addrs()),
-                took = ?begun.elapsed(),
+                addrs = %events::addrs(&self.local_addrs()),
+                took_ms = events::millis(begun.elapsed()),
                 "serving"
             );
         }
@@ -204,14 +204,6 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Server").field(&self.handle).finish()
     }
-}
-
-fn display_addrs(addrs: &[ListenAddr]) -> String {
-    addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Closes the server when dropped (the scoped form's guard).

@@ -46,5 +46,12 @@ pub(crate) async fn drive_close(
     }
     guard.disarm();
     core.finish();
-    tracing::info!(event = events::CLOSED, took = ?begun.elapsed(), stats = ?core.counters.stats(), "closed");
+    let stats = core.counters.stats();
+    tracing::info!(
+        event = events::CLOSED,
+        took_ms = events::millis(begun.elapsed()),
+        requests_served = stats.requests_served,
+        open_connections = stats.open_connections,
+        "closed"
+    );
 }

@@ -264,17 +264,23 @@ async fn accept_backs_off_when_out_of_descriptors_and_recovers() {
     assert!(!served.is_empty());
     // While out of descriptors the loop pauses, longer each time, instead
     // of retrying at once (which would spin a core).
-    let pauses: Vec<String> = {
+    let pauses: Vec<f64> = {
         let mut pauses = Vec::new();
         while pauses.len() < 3 {
             let line = child.stderr_line("backing off").await;
-            pauses.push(line.split("retry_in=").nth(1).unwrap_or("").to_owned());
+            let ms = line
+                .split("retry_in_ms=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("no retry_in_ms number in {line}"));
+            pauses.push(ms);
         }
         pauses
     };
     assert_eq!(
         pauses,
-        ["10ms", "20ms", "40ms"],
+        [10.0, 20.0, 40.0],
         "the accept backoff doubles (5 ms was the first pause)"
     );
 

@@ -36,6 +36,26 @@ pub(super) enum Command {
     Reap,
 }
 
+impl Command {
+    /// Its name in log lines.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::StopNow => "stop_now",
+            Self::Restart => "restart",
+            Self::Upgrade => "upgrade",
+            Self::ScaleUp => "scale_up",
+            Self::ScaleDown => "scale_down",
+            Self::Reap => "reap",
+        }
+    }
+}
+
+/// A signal's name for log lines (`SIGTERM`), from its number.
+pub(super) fn signal_name(signal: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(signal).map_or("unknown", |s| s.as_str())
+}
+
 /// Who asked for a command, and so whom to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Requester {
@@ -124,12 +144,16 @@ impl Supervisor<'_> {
             Action::ScaleDown => self.scale_down(),
             Action::SameStop => tracing::info!(
                 event = drover_shared::events::STOP_REPEATED,
-                command = ?request.command,
+                command = request.command.name(),
                 "a second stop signal within {SAME_STOP:?} of the first: the same stop"
             ),
             Action::Ignore(why) => match request.from {
                 Requester::Signal(signal) => {
-                    tracing::warn!(signal, command = ?request.command, "ignored: {why}");
+                    tracing::warn!(
+                        signal = signal_name(signal),
+                        command = request.command.name(),
+                        "ignored: {why}"
+                    );
                 }
             },
         }

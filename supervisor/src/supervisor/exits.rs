@@ -105,7 +105,7 @@ impl Supervisor<'_> {
         } else {
             tracing::warn!(
                 event = events::BACKOFF,
-                ?delay,
+                delay_ms = events::millis(delay),
                 "workers keep dying: waiting before the next one"
             );
             self.respawn_at = Some(Instant::now() + delay);

@@ -9,7 +9,7 @@ use drover_shared::events;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 
-use super::command::Requester;
+use super::command::{signal_name, Requester};
 use super::{Phase, Rollout, Supervisor};
 use crate::notify;
 use crate::pid_file;
@@ -81,7 +81,10 @@ impl Supervisor<'_> {
         // taken over: a stop then only hands over.
         if how.stops_the_service() && self.finish_pending_upgrade() {
             if let Leave::Gracefully(Requester::Signal(signal)) = how {
-                tracing::info!(signal, "the new supervisor was ready: leaving to it");
+                tracing::info!(
+                    signal = signal_name(signal),
+                    "the new supervisor was ready: leaving to it"
+                );
                 return;
             }
         }
@@ -115,8 +118,8 @@ impl Supervisor<'_> {
         match how {
             Leave::Gracefully(Requester::Signal(signal)) => tracing::info!(
                 event = events::STOPPING,
-                signal,
-                graceful_timeout = ?self.config.graceful_timeout,
+                signal = signal_name(signal),
+                graceful_timeout_ms = events::millis(self.config.graceful_timeout),
                 "stopping gracefully"
             ),
             Leave::Now(why) => tracing::warn!(event = events::STOPPING_NOW, why, "stopping now"),

@@ -83,7 +83,12 @@ impl Supervisor<'_> {
                 }
             }
             RolloutStep::Done => {
-                tracing::info!(event = events::RESTART_COMPLETE, took = ?began.elapsed(), workers = fleet::slots(&self.workers), "rolling restart complete");
+                tracing::info!(
+                    event = events::RESTART_COMPLETE,
+                    took_ms = events::millis(began.elapsed()),
+                    workers = fleet::slots(&self.workers),
+                    "rolling restart complete"
+                );
                 self.rollout = Rollout::Idle;
                 notify::ready(&self.status(), false);
             }

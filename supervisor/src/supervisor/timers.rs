@@ -123,7 +123,13 @@ impl Supervisor<'_> {
                 worker.kill_for_fault(reason);
             }
             WorkerTimer::Silence => {
-                tracing::error!(event = events::WORKER_KILLED, worker = id, pid, silent_for = ?silence.unwrap_or_default(), "worker missed its heartbeats: killing it");
+                tracing::error!(
+                    event = events::WORKER_KILLED,
+                    worker = id,
+                    pid,
+                    silent_for_ms = events::millis(silence.unwrap_or_default()),
+                    "worker missed its heartbeats: killing it"
+                );
                 worker.kill_for_fault("missed its heartbeats".to_owned());
             }
             WorkerTimer::Straggler => {
