@@ -31,6 +31,7 @@ pub mod demo;
 mod exec_image;
 mod notify;
 mod pid_file;
+mod process_title;
 mod signals;
 mod sockets;
 mod spawn;

@@ -118,6 +118,7 @@ where
     // entered on every thread of its runtime (and on this one, which runs
     // a current-thread runtime's tasks), and tasks run inside it.
     let identity = crate::worker_context::Identity::from_env();
+    crate::process_title::set_worker(identity.index, identity.generation);
     let span = tracing::info_span!("worker", index = identity.index, pid = std::process::id());
     let _entered = span.clone().entered();
     let runtime = runtime(config.threads, span);

@@ -574,3 +574,36 @@ fn systemd_hears_ready_with_a_status_and_then_stopping() {
     assert_eq!(drover.wait_exit(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The kernel's name of process `pid` (`ps -o comm`).
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
+}
+
+#[test]
+fn ps_tells_the_workers_by_index_and_generation_from_the_supervisor() {
+    let addr = free_addr();
+    let mut drover = Drover::start(&["-w", "2", "-b", &addr.to_string()]);
+    assert_eq!(
+        comm(drover.pid()),
+        "drover",
+        "the supervisor keeps its name"
+    );
+    let titles = |drover: &Drover| -> std::collections::BTreeSet<String> {
+        drover.worker_pids().into_iter().map(comm).collect()
+    };
+    let expected = |generation: u32| -> std::collections::BTreeSet<String> {
+        (0..2)
+            .map(|i| format!("drover w{i} g{generation}"))
+            .collect()
+    };
+    assert_eq!(titles(&drover), expected(0));
+    let old: Vec<u64> = vec![1, 2];
+    drover.restart(&old);
+    assert_eq!(titles(&drover), expected(1));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
