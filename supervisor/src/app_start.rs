@@ -37,8 +37,10 @@ where
 }
 
 /// `error: its source: that one's source...`, leaving out a source whose
-/// text the message already includes (many errors repeat their cause).
-fn with_sources(error: &(dyn StdError + 'static)) -> String {
+/// text the message already includes (many errors repeat their cause):
+/// how drover reports an application's boot failure, for an application
+/// that reports its own errors the same way (an `/healthz` answer, say).
+pub fn with_sources(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -46,6 +46,7 @@ use drover_worker::IntoHttpService;
 
 use crate::args::LogFormat;
 
+pub use crate::app_start::with_sources;
 pub use crate::args::{Args, SpawnMode, SIGNALS_HELP};
 pub use crate::builder::Drover;
 pub use crate::worker_context::{TrackedWork, Worker};

@@ -35,7 +35,6 @@
 //! [deadpool-postgres]: https://docs.rs/deadpool-postgres
 //! [tokio-postgres]: https://docs.rs/tokio-postgres
 
-use std::error::Error as StdError;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -47,7 +46,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use drover::{Drover, Worker};
+use drover::{with_sources, Drover, Worker};
 use tokio_postgres::NoTls;
 
 /// A notes service on PostgreSQL, served by drover.
@@ -201,21 +200,6 @@ async fn tag_worker(mut response: Response) -> Response {
         .headers_mut()
         .insert(WORKER_PID, HeaderValue::from(std::process::id()));
     response
-}
-
-/// `error: its cause: ...`, each cause once (many errors repeat theirs).
-fn with_sources(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn main() -> std::process::ExitCode {
