@@ -37,7 +37,8 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
+
+from benchlib import WAIT, children, free_port, until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -45,7 +46,6 @@ CONNS = int(os.environ.get("CONNS", "5000"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 SUBJECTS = os.environ.get("SUBJECTS", "drover-hyper-app,hyper-http1,drover,hyper-auto").split(",")
 DROVERS = ("drover-hyper-app", "drover")
-WAIT = 20.0  # bound on any single wait, seconds
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 TARGET_RATIO = 1.10
 
@@ -59,12 +59,6 @@ def raise_nofile():
         if hard != resource.RLIM_INFINITY and hard < need:
             raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is below {need}: lower CONNS")
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def command(name, port):
@@ -103,16 +97,6 @@ def connect(port):
     return sock
 
 
-def until(what, check):
-    """Calls check() until it returns something truthy, bounded by WAIT."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def answers(port):
     try:
         with connect(port) as sock:
@@ -120,14 +104,6 @@ def answers(port):
         return True
     except OSError:
         return False
-
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 def rss_kib(pid):

@@ -17,23 +17,17 @@ invocation).
 import http.client
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
+from benchlib import WAIT, children, free_port, until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "7"))
 BEFORE = os.environ.get("DROVER_BEFORE")
 WORKERS = 4
-WAIT = 20.0  # bound on any single wait, seconds
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pid_answer(port):
@@ -46,24 +40,6 @@ def pid_answer(port):
         return int(body)
     except (OSError, ValueError, http.client.HTTPException):
         return None
-
-
-def until(what, check):
-    """Calls check() until it returns something truthy, bounded by WAIT."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return {int(p) for p in f.read().split()}
-    except OSError:
-        return set()
 
 
 def servers(port):

@@ -100,7 +100,15 @@ mod tests {
 
     async fn worker() -> Worker {
         let server = drover_worker::Server::bind("127.0.0.1:0").await.unwrap();
-        Worker::from_env(server.handle(), tokio_util::task::TaskTracker::new())
+        let identity = crate::worker_context::WorkerIdentity {
+            index: 0,
+            generation: 0,
+        };
+        Worker::new(
+            identity,
+            server.handle(),
+            tokio_util::task::TaskTracker::new(),
+        )
     }
 
     #[tokio::test]

@@ -12,14 +12,16 @@
 
 use std::ffi::CString;
 
+use crate::worker_context::WorkerIdentity;
+
 /// The kernel keeps this many bytes of a process name.
 const NAME_MAX: usize = 15;
 
-/// Names this process as worker `index` of generation `generation`.
-/// Best effort: a name that cannot be set leaves the program's.
-pub(crate) fn set_worker(index: usize, generation: u64) {
+/// Names this process as the worker `identity` says. Best effort: a name
+/// that cannot be set leaves the program's.
+pub(crate) fn set_worker(identity: WorkerIdentity) {
     let program = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
-    let title = worker_title(program.trim_end(), index, generation);
+    let title = worker_title(program.trim_end(), identity.index, identity.generation);
     if let Ok(title) = CString::new(title) {
         let _ = nix::sys::prctl::set_name(&title);
     }

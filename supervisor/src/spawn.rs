@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use drover_shared::env::{
     CONTROL_FD, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_FDS_START as START_VAR, LISTEN_PID,
-    TEST_NO_CLOSE_RANGE, WORKER_GENERATION, WORKER_INDEX,
+    TEST_NO_CLOSE_RANGE,
 };
 use drover_shared::listen_fds::LISTEN_FDS_START;
 
@@ -26,6 +26,7 @@ use crate::control::ControlSocket;
 use crate::credentials::Credentials;
 use crate::exec_image::{ExecImage, Role, OWN_VARS, SUPERVISOR_ONLY_VARS};
 use crate::signals::{SUPERVISOR_SIGNALS, WORKER_IGNORED};
+use crate::worker_context::WorkerIdentity;
 use nix::libc;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{fork, ForkResult, Pid};
@@ -97,25 +98,6 @@ pub(crate) fn spawn_child(
             (Launch::Fork(run), _) => unsafe { fork_child(&child, run) },
             (Launch::Exec(_), None) => unsafe { libc::_exit(127) },
         },
-    }
-}
-
-/// Who a worker is in its fleet, told to it in its environment
-/// (`DROVER_WORKER_INDEX`, `DROVER_WORKER_GENERATION`; `drover::Worker`
-/// reads them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WorkerIdentity {
-    pub(crate) index: usize,
-    pub(crate) generation: u64,
-}
-
-impl WorkerIdentity {
-    fn vars(self) -> [CString; 2] {
-        let var = |text: String| CString::new(text).expect("no NUL in a number");
-        [
-            var(format!("{WORKER_INDEX}={}", self.index)),
-            var(format!("{WORKER_GENERATION}={}", self.generation)),
-        ]
     }
 }
 

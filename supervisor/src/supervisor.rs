@@ -59,7 +59,8 @@ use crate::exec_image::ExecImage;
 use crate::pid_file;
 use crate::signals::SignalPipe;
 use crate::sockets::Sockets;
-use crate::spawn::{cloexec_inherited, spawn_child, Launch, WorkerIdentity};
+use crate::spawn::{cloexec_inherited, spawn_child, Launch};
+use crate::worker_context::WorkerIdentity;
 
 /// Runs the supervisor until it stops; the exit code is the process's.
 /// `fork_entry` is what a worker runs in a forked child (`--spawn fork`).

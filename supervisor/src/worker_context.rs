@@ -1,6 +1,7 @@
 //! [`Worker`]: what a worker process knows of itself, handed to the
 //! application's factory.
 
+use std::ffi::CString;
 use std::future::Future;
 
 use drover_shared::env::{WORKER_GENERATION, WORKER_INDEX};
@@ -13,8 +14,7 @@ use tokio_util::task::TaskTracker;
 /// handlers and background tasks.
 #[derive(Clone)]
 pub struct Worker {
-    index: usize,
-    generation: u64,
+    identity: WorkerIdentity,
     server: ServerHandle,
     /// The application's work the process waits for before it exits.
     work: TaskTracker,
@@ -31,23 +31,34 @@ pub struct TrackedWork {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("index", &self.index)
-            .field("generation", &self.generation)
+            .field("index", &self.identity.index)
+            .field("generation", &self.identity.generation)
             .finish_non_exhaustive()
     }
 }
 
-/// Who this worker is in its fleet, from what its supervisor set in its
-/// environment (both modes set it: an exec'd worker reads what it was
-/// started with, a forked one what was set after the fork); 0 and 0 when
-/// it is not there.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Identity {
+/// Who a worker is in its fleet: the supervisor tells it in the child's
+/// environment (`vars`, `DROVER_WORKER_INDEX` and
+/// `DROVER_WORKER_GENERATION`), the worker reads it back once
+/// (`from_env`): an exec'd worker what it was started with, a forked one
+/// what was set after the fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WorkerIdentity {
     pub(crate) index: usize,
     pub(crate) generation: u64,
 }
 
-impl Identity {
+impl WorkerIdentity {
+    /// The variables that tell a child who it is.
+    pub(crate) fn vars(self) -> [CString; 2] {
+        let var = |text: String| CString::new(text).expect("no NUL in a number");
+        [
+            var(format!("{WORKER_INDEX}={}", self.index)),
+            var(format!("{WORKER_GENERATION}={}", self.generation)),
+        ]
+    }
+
+    /// This process's identity; 0 and 0 when the variables are not there.
     pub(crate) fn from_env() -> Self {
         let number = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
         Self {
@@ -58,12 +69,10 @@ impl Identity {
 }
 
 impl Worker {
-    /// This worker's context: its identity from its environment.
-    pub(crate) fn from_env(server: ServerHandle, work: TaskTracker) -> Self {
-        let identity = Identity::from_env();
+    /// This worker's context.
+    pub(crate) fn new(identity: WorkerIdentity, server: ServerHandle, work: TaskTracker) -> Self {
         Self {
-            index: identity.index,
-            generation: identity.generation,
+            identity,
             server,
             work,
         }
@@ -80,7 +89,7 @@ impl Worker {
     /// supervisor's workers count from 0 again). Also in the environment
     /// as `DROVER_WORKER_INDEX`.
     pub fn index(&self) -> usize {
-        self.index
+        self.identity.index
     }
 
     /// Its restart generation: 0 for the workers of the first start, one
@@ -88,7 +97,7 @@ impl Worker {
     /// crashed one is in the generation current then. Also in the
     /// environment as `DROVER_WORKER_GENERATION`.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.identity.generation
     }
 
     /// Resolves once this worker starts to close (it is being replaced,

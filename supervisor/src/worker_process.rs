@@ -27,7 +27,7 @@ use drover_shared::events;
 
 use crate::app_start::start_app;
 use crate::config::Config;
-use crate::worker_context::Worker;
+use crate::worker_context::{Worker, WorkerIdentity};
 
 /// The drain window of a worker whose supervisor is gone: its clients
 /// get a moment to send the request they are writing (no one replaces
@@ -117,8 +117,8 @@ where
     // Every line this process logs says which worker it is: the span is
     // entered on every thread of its runtime (and on this one, which runs
     // a current-thread runtime's tasks), and tasks run inside it.
-    let identity = crate::worker_context::Identity::from_env();
-    crate::process_title::set_worker(identity.index, identity.generation);
+    let identity = WorkerIdentity::from_env();
+    crate::process_title::set_worker(identity);
     let span = tracing::info_span!("worker", index = identity.index, pid = std::process::id());
     let _entered = span.clone().entered();
     let runtime = runtime(config.threads, span);
@@ -132,7 +132,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(config, control, factory));
+    let code = runtime.block_on(serve(config, control, identity, factory));
     // Tasks still running once the server has closed (a `spawn_blocking`
     // that never ends) must not keep the process alive for ever, least of
     // all once its supervisor is gone.
@@ -164,7 +164,12 @@ fn runtime(threads: usize, span: tracing::Span) -> std::io::Result<tokio::runtim
         .build()
 }
 
-async fn serve<F, Fut, S, E, K>(config: &Config, control: ControlSocket, factory: F) -> ExitCode
+async fn serve<F, Fut, S, E, K>(
+    config: &Config,
+    control: ControlSocket,
+    identity: WorkerIdentity,
+    factory: F,
+) -> ExitCode
 where
     F: FnOnce(Worker) -> Fut,
     Fut: Future<Output = Result<S, E>>,
@@ -172,7 +177,7 @@ where
     E: Into<BoxError>,
 {
     let work = TaskTracker::new();
-    let Some(server) = start(config, &control, factory, &work).await else {
+    let Some(server) = start(config, &control, factory, identity, &work).await else {
         return ExitCode::FAILURE;
     };
     // Messages go out with a plain non-blocking send (the socket buffer
@@ -259,6 +264,7 @@ async fn start<F, Fut, S, E, K>(
     config: &Config,
     control: &ControlSocket,
     factory: F,
+    identity: WorkerIdentity,
     work: &TaskTracker,
 ) -> Option<Server>
 where
@@ -271,7 +277,12 @@ where
     let builder = builder.max_connections(connection_limit(config));
     let reason = match builder.from_env() {
         Ok(server) => {
-            match start_app(factory, Worker::from_env(server.handle(), work.clone())).await {
+            match start_app(
+                factory,
+                Worker::new(identity, server.handle(), work.clone()),
+            )
+            .await
+            {
                 Ok(app) => match server.start_serving(app).await {
                     Ok(()) => return Some(server),
                     Err(error) => error.to_string(),

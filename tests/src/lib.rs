@@ -144,6 +144,22 @@ fn build_all() -> HashMap<(String, String), PathBuf> {
         .collect()
 }
 
+/// The lines `child` writes on its (piped) stderr, as they come, read by a
+/// thread of their own; the channel ends when the pipe does.
+pub fn stderr_lines(child: &mut Child) -> Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (send, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// A free TCP port on 127.0.0.1 (the OS picks it; released for drover).
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -164,16 +180,7 @@ impl Drover {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start drover");
-        let stderr = child.stderr.take().unwrap();
-        let (send, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stderr_lines(&mut child);
         Self {
             child,
             lines,

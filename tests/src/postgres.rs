@@ -8,7 +8,6 @@
 //! `initdb` and `postgres` refuse to run as root: as root, every command
 //! runs as the `postgres` system user that package creates.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -94,16 +93,7 @@ impl Postgres {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("start {}/postgres: {e}", self.bin.display()));
-        let stderr = child.stderr.take().unwrap();
-        let (send, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::stderr_lines(&mut child);
         self.server = Some(Server { child, lines });
         self.wait_until_ready();
     }

@@ -12,10 +12,9 @@ use tokio::sync::Semaphore;
 
 use crate::connection::serve_connection;
 use crate::error::Error;
-use crate::listeners::ListenerSlot;
+use crate::listeners::{Accepted, ListenerSlot};
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
-use crate::stream::Stream;
 
 /// How an accept error is handled.
 enum AcceptFailure {
@@ -77,8 +76,9 @@ pub(crate) async fn accept_loop<S: HttpService>(
     // `&mut`: Send whenever S is, which `&S` is only for a Sync service.
     accept_until_closed(&core, &mut service, limit).await;
     for listener in &core.listeners {
-        for stream in listener.take_swept() {
-            let connection = serve_connection(stream, service.clone(), Arc::clone(&core), None);
+        for (stream, peer) in listener.take_swept() {
+            let connection =
+                serve_connection(stream, peer, service.clone(), Arc::clone(&core), None);
             core.tasks.spawn(connection);
         }
     }
@@ -111,11 +111,11 @@ async fn accept_until_closed<S: HttpService>(
             accepted = std::future::poll_fn(|cx| poll_any(listeners, &mut next, cx)) => accepted,
         };
         let error = match accepted {
-            Ok(Some(stream)) => {
+            Ok(Some((stream, peer))) => {
                 errors_in_a_row = 0;
                 backoff = BACKOFF_MIN;
                 let connection =
-                    serve_connection(stream, service.clone(), Arc::clone(core), permit);
+                    serve_connection(stream, peer, service.clone(), Arc::clone(core), permit);
                 core.tasks.spawn(connection);
                 // One connection per turn when processes may share the
                 // socket: a burst of connects is spread over the workers
@@ -165,7 +165,7 @@ fn poll_any(
     listeners: &[ListenerSlot],
     next: &mut usize,
     cx: &mut Context<'_>,
-) -> Poll<(usize, io::Result<Option<Stream>>)> {
+) -> Poll<(usize, io::Result<Option<Accepted>>)> {
     let count = listeners.len();
     for offset in 0..count {
         let index = (*next + offset) % count;

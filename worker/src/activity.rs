@@ -138,7 +138,6 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
     /// and otherwise calls the application with the body wrapped in a
     /// [`RequestBody`].
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        self.activity.peer.tell(request.extensions_mut());
         let http1 = request.version() < Version::HTTP_2;
         let core = &self.activity.core;
         core.counters.count_request();
@@ -159,11 +158,15 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
                 tracing::debug!(status = status.as_u16(), "request head over a limit");
                 Call::Rejected { status, http1 }
             }
-            None => Call::App {
-                future: self
-                    .inner
-                    .call(request.map(|body| RequestBody::new(body, limits.body_read_timeout))),
-            },
+            None => {
+                // Only a request the application sees is told who sent it.
+                self.activity.peer.tell(request.extensions_mut());
+                Call::App {
+                    future: self
+                        .inner
+                        .call(request.map(|body| RequestBody::new(body, limits.body_read_timeout))),
+                }
+            }
         };
         TrackedResponse {
             access,

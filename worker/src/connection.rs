@@ -195,6 +195,7 @@ impl Phase {
 /// rules above, or the server aborts connections.
 pub(crate) async fn serve_connection<S: HttpService>(
     stream: Stream,
+    peer: Peer,
     service: S,
     core: Arc<ServerCore>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -204,7 +205,6 @@ pub(crate) async fn serve_connection<S: HttpService>(
     // For peeking at unread bytes; valid while hyper holds the stream,
     // which is as long as `connection` below runs.
     let fd = stream.as_raw_fd();
-    let peer = Peer::of(&stream);
     let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&core), peer));
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &core.connections;

@@ -9,6 +9,7 @@ use drover_shared::{ListenAddr, Listener, SocketFile};
 use socket2::{SockRef, Socket};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use crate::peer::Peer;
 use crate::stream::Stream;
 
 /// One listening socket of a server. `close()` drops the descriptor under
@@ -38,6 +39,9 @@ pub(crate) enum Origin {
     /// close.
     Inherited,
 }
+
+/// A connection accepted, with who is at each end.
+pub(crate) type Accepted = (Stream, Peer);
 
 /// At most this many queued connections are taken at close.
 const SWEEP_LIMIT: usize = 4096;
@@ -175,8 +179,9 @@ impl ListenerSlot {
     }
 
     /// The connections taken from the queue at close, registered with the
-    /// current runtime; each is taken once.
-    pub(crate) fn take_swept(&self) -> Vec<Stream> {
+    /// current runtime, with their ends (asked of each socket: a rare path);
+    /// each is taken once.
+    pub(crate) fn take_swept(&self) -> Vec<Accepted> {
         let swept = std::mem::take(&mut *self.swept.lock().unwrap_or_else(|e| e.into_inner()));
         swept
             .into_iter()
@@ -186,6 +191,10 @@ impl ListenerSlot {
                     ListenAddr::Unix(_) => UnixStream::from_std(socket.into()).map(Stream::Unix),
                 };
                 registered
+                    .map(|stream| {
+                        let peer = Peer::of(&stream);
+                        (stream, peer)
+                    })
                     .map_err(|error| tracing::debug!(%error, "cannot register a swept connection"))
                     .ok()
             })
@@ -193,22 +202,25 @@ impl ListenerSlot {
     }
 
     /// `Ready(Ok(None))` once the slot is closed.
-    pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Stream>>> {
+    pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Accepted>>> {
         let socket = self.lock();
         let accepted = match &*socket {
             SlotSocket::Accepting(AcceptListener::Tcp(l), _) => {
-                l.poll_accept(cx).map_ok(|(stream, _)| {
+                l.poll_accept(cx).map_ok(|(stream, peer)| {
                     // Small writes must not wait for Nagle and delayed ACKs.
                     let _ = stream.set_nodelay(true);
-                    Stream::Tcp(stream)
+                    (Stream::Tcp(stream), Some(peer))
                 })
             }
-            SlotSocket::Accepting(AcceptListener::Unix(l), _) => {
-                l.poll_accept(cx).map_ok(|(stream, _)| Stream::Unix(stream))
-            }
+            SlotSocket::Accepting(AcceptListener::Unix(l), _) => l
+                .poll_accept(cx)
+                .map_ok(|(stream, _)| (Stream::Unix(stream), None)),
             SlotSocket::Pending(_) | SlotSocket::Closed => return Poll::Ready(Ok(None)),
         };
-        accepted.map_ok(Some)
+        accepted.map_ok(|(stream, peer)| {
+            let peer = Peer::accepted(&stream, peer, &self.addr);
+            Some((stream, peer))
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotSocket> {

@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 
+use drover_shared::ListenAddr;
 use http::Extensions;
 
 use crate::stream::Stream;
@@ -78,6 +79,29 @@ impl std::fmt::Display for Peer {
 }
 
 impl Peer {
+    /// A connection just accepted on `listener`: the client's address as
+    /// accept gave it; the local one is the listener's when that names one
+    /// interface, and only a wildcard listener's connection (`0.0.0.0`,
+    /// `[::]`) asks its socket which interface it came in on.
+    pub(crate) fn accepted(
+        stream: &Stream,
+        peer: Option<SocketAddr>,
+        listener: &ListenAddr,
+    ) -> Self {
+        match (stream, peer, listener) {
+            (Stream::Tcp(tcp), Some(peer), ListenAddr::Tcp(local)) => {
+                let local = if local.ip().is_unspecified() {
+                    tcp.local_addr().unwrap_or(*local)
+                } else {
+                    *local
+                };
+                Self::Tcp { peer, local }
+            }
+            _ => Self::of(stream),
+        }
+    }
+
+    /// A connection's ends, asked of its socket.
     pub(crate) fn of(stream: &Stream) -> Self {
         match stream {
             Stream::Tcp(tcp) => match (tcp.peer_addr(), tcp.local_addr()) {
