@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::Pid;
 
 mod command;
 mod exits;
@@ -107,6 +108,9 @@ struct Supervisor<'a> {
     stop_began: Option<Instant>,
     /// FAILURE after a failed first boot, or a stop that cut running workers.
     exit_code: ExitCode,
+    /// Children killed and not reaped yet (a new supervisor given up on):
+    /// waited for on the way out, so none is left to init as a zombie.
+    killed: Vec<Pid>,
 }
 
 /// What woke the loop.
@@ -166,6 +170,7 @@ impl<'a> Supervisor<'a> {
             respawn_at: None,
             stop_began: None,
             exit_code: ExitCode::SUCCESS,
+            killed: Vec::new(),
         };
         tracing::info!(
             event = events::STARTING,

@@ -33,6 +33,10 @@ impl Supervisor<'_> {
                     return;
                 }
             };
+            if let Some(at) = self.killed.iter().position(|&killed| killed == pid) {
+                self.killed.swap_remove(at);
+                continue;
+            }
             if self.upgrade.is_successor(pid) {
                 self.successor_exited(&how);
                 continue;

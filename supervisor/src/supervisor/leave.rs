@@ -164,6 +164,10 @@ impl Supervisor<'_> {
     }
 
     pub(super) fn finish(&mut self) -> ExitCode {
+        // SIGKILLed: each wait is as short as the kernel's cleanup.
+        for pid in self.killed.drain(..) {
+            let _ = waitpid(pid, None);
+        }
         self.sockets.remove_files();
         if let Some(path) = &self.config.pid_file {
             pid_file::remove_if_ours(path);

@@ -176,7 +176,7 @@ impl Supervisor<'_> {
         };
         // Not reaped yet (timeout, garbage): its booting workers die with it.
         if still_running {
-            let _ = kill(pid, Signal::SIGKILL);
+            self.kill_successor(pid);
         }
         // The new one may have told systemd `MAINPID=` already (it does
         // just before it says Ready here): systemd must follow this one
@@ -214,7 +214,14 @@ impl Supervisor<'_> {
                 new_supervisor = pid.as_raw(),
                 "abandoning the binary upgrade"
             );
-            let _ = kill(pid, Signal::SIGKILL);
+            self.kill_successor(pid);
+        }
+    }
+
+    /// Kills a new supervisor given up on; `reap` or the way out waits for it.
+    fn kill_successor(&mut self, pid: Pid) {
+        if kill(pid, Signal::SIGKILL).is_ok() {
+            self.killed.push(pid);
         }
     }
 
