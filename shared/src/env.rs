@@ -105,6 +105,12 @@ pub mod flags {
     pub const GROUP: &str = "DROVER_GROUP";
     /// `--backlog`
     pub const BACKLOG: &str = "DROVER_BACKLOG";
+    /// `--control-socket` (the supervisor's, and `drover ctl`'s)
+    pub const CONTROL_SOCKET: &str = "DROVER_CONTROL_SOCKET";
+    /// `--control-socket-mode`
+    pub const CONTROL_SOCKET_MODE: &str = "DROVER_CONTROL_SOCKET_MODE";
+    /// `--metrics`
+    pub const METRICS: &str = "DROVER_METRICS";
     /// `--pid-file`
     pub const PID_FILE: &str = "DROVER_PID_FILE";
     /// `--uds-mode`

@@ -89,6 +89,17 @@ impl SocketFile {
         &self.path
     }
 
+    /// Renames the file to `to`, over whatever is there: atomically, so a
+    /// client connecting by that path finds the socket that was there or
+    /// this one, never none. Returns the file at its new place.
+    pub fn move_to(self, to: &Path) -> io::Result<Self> {
+        std::fs::rename(&self.path, to)?;
+        Ok(Self {
+            path: to.to_owned(),
+            ..self
+        })
+    }
+
     /// Removes the file if it is still the one this process created.
     pub fn remove(&self) -> io::Result<()> {
         match std::fs::symlink_metadata(&self.path) {
@@ -126,6 +137,19 @@ impl Listener {
         match self {
             Self::Tcp(l) => l.set_nonblocking(nonblocking),
             Self::Unix(l, _) => l.set_nonblocking(nonblocking),
+        }
+    }
+
+    /// The same socket, its file renamed to `to` over whatever is there
+    /// (see [`SocketFile::move_to`]); a socket without a file of its own
+    /// is an error.
+    pub fn move_socket_file(self, to: &Path) -> io::Result<Self> {
+        match self {
+            Self::Unix(listener, Some(file)) => Ok(Self::Unix(listener, Some(file.move_to(to)?))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a socket file this process created",
+            )),
         }
     }
 
@@ -308,5 +332,28 @@ mod tests {
             .unwrap();
         let listener = Listener::Tcp(socket.into());
         assert!(listener.check_listening().is_err());
+    }
+
+    #[test]
+    fn a_moved_socket_file_replaces_what_was_there_and_is_removed_at_its_new_place() {
+        let dir = std::env::temp_dir().join(format!("drover-move-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new) = (dir.join("old.sock"), dir.join("new.sock"));
+        let first = crate::ListenerSpec::Unix(old.clone()).open(8).unwrap();
+        let second = crate::ListenerSpec::Unix(new.clone()).open(8).unwrap();
+        let moved = second.move_socket_file(&old).unwrap();
+        assert!(!new.exists());
+        assert_eq!(moved.socket_file().unwrap().path(), old);
+        // The first one's file is gone from the path: it leaves it alone.
+        first.remove_socket_file().unwrap();
+        assert!(old.exists(), "the file at the path is the moved one");
+        assert!(std::os::unix::net::UnixStream::connect(&old).is_ok());
+        moved.remove_socket_file().unwrap();
+        assert!(!old.exists());
+        let tcp = crate::ListenerSpec::Tcp("127.0.0.1:0".into())
+            .open(8)
+            .unwrap();
+        assert!(tcp.move_socket_file(&old).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

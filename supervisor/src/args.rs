@@ -14,6 +14,8 @@ use drover_shared::env::flags;
 use drover_shared::ListenerSpec;
 use drover_worker::defaults;
 
+use crate::operator::{ControlMode, CtlArgs};
+
 /// drover's whole command line (every flag, each also read from its
 /// `DROVER_<FLAG>` variable), as a `clap::Args` group.
 ///
@@ -123,6 +125,35 @@ pub struct Args {
     /// Log format (the level comes from RUST_LOG, default info).
     #[arg(long, env = flags::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+
+    /// Open the operator's control socket here (a Unix socket file, mode
+    /// 0600: root and this user only), which `drover ctl` talks to. Off
+    /// unless given.
+    #[arg(long = "control-socket", env = flags::CONTROL_SOCKET, value_name = "PATH")]
+    pub(crate) control_socket: Option<PathBuf>,
+
+    /// What the control socket allows: every command, or status and
+    /// metrics only.
+    #[arg(long, env = flags::CONTROL_SOCKET_MODE, value_enum, default_value_t = ControlMode::ReadWrite)]
+    pub(crate) control_socket_mode: ControlMode,
+
+    /// Serve Prometheus metrics at GET /metrics on HOST:PORT or
+    /// unix:PATH (off unless given; bind it to loopback or a private
+    /// network: it is not authenticated).
+    #[arg(long, env = flags::METRICS, value_name = "ADDR")]
+    pub(crate) metrics: Option<ListenerSpec>,
+
+    /// A subcommand instead of serving (`ctl`).
+    #[command(subcommand)]
+    pub(crate) command: Option<DroverCommand>,
+}
+
+/// What drover's command line runs instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DroverCommand {
+    /// Talk to a running drover through its control socket: status,
+    /// reload, upgrade, scale, recycle, stop.
+    Ctl(CtlArgs),
 }
 
 /// The flags that become options of every worker's HTTP server (see

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use drover_shared::ListenerSpec;
 use drover_worker::{BoxError, IntoHttpService};
 
-use crate::args::{Args, SpawnMode};
+use crate::args::{Args, DroverCommand, SpawnMode};
 use crate::config::{CodeDefaults, Config};
 use crate::control::ControlSocket;
 use crate::worker_context::Worker;
@@ -124,6 +124,9 @@ impl Drover {
         S: IntoHttpService<K>,
         E: Into<BoxError>,
     {
+        if let Some(DroverCommand::Ctl(ctl)) = &self.args.command {
+            return crate::operator::ctl::run(ctl, self.args.control_socket.as_deref());
+        }
         if tokio::runtime::Handle::try_current().is_ok() {
             // Every worker builds its own runtime (and in fork mode the
             // supervisor must have no other thread): from inside one, that

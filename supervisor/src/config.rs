@@ -15,6 +15,7 @@ use std::time::Duration;
 use drover_shared::ListenerSpec;
 
 use crate::args::{Args, LogFormat, ServerArgs, SpawnMode, DEFAULT_BIND};
+use crate::operator::ControlMode;
 
 /// What an application says in code for the flags its users leave out
 /// (`Drover::default_workers` and the like); a flag, or its `DROVER_*`
@@ -65,6 +66,11 @@ pub(crate) struct Config {
     pub(crate) group: Option<String>,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) log_format: LogFormat,
+    /// The operator's control socket, and what it allows.
+    pub(crate) control_socket: Option<PathBuf>,
+    pub(crate) control_socket_mode: ControlMode,
+    /// Where the metrics are served.
+    pub(crate) metrics: Option<ListenerSpec>,
     /// The flags every worker's server is built with.
     server: ServerArgs,
 }
@@ -107,6 +113,9 @@ impl Config {
             group: cli.group,
             pid_file: cli.pid_file,
             log_format: cli.log_format,
+            control_socket: cli.control_socket,
+            control_socket_mode: cli.control_socket_mode,
+            metrics: cli.metrics,
             server: cli.server,
         }
     }

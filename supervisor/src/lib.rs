@@ -30,6 +30,7 @@ mod credentials;
 pub mod demo;
 mod exec_image;
 mod notify;
+mod operator;
 mod pid_file;
 mod process_title;
 mod signals;
@@ -47,8 +48,9 @@ use drover_worker::IntoHttpService;
 use crate::args::LogFormat;
 
 pub use crate::app_start::with_sources;
-pub use crate::args::{Args, SpawnMode, SIGNALS_HELP};
+pub use crate::args::{Args, DroverCommand, SpawnMode, SIGNALS_HELP};
 pub use crate::builder::Drover;
+pub use crate::operator::{ControlMode, CtlArgs};
 pub use crate::worker_context::{TrackedWork, Worker};
 pub use drover_shared::ListenerSpec;
 pub use drover_worker::{ConnectInfo, LocalAddr, ServerHandle, UnixPeer};

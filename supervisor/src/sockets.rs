@@ -16,6 +16,8 @@ use nix::sys::stat::{umask, Mode};
 
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::operator::figures::ListenerFigures;
+use crate::operator::kernel::accept_queue;
 
 /// The sockets every worker gets.
 pub(crate) struct Sockets {
@@ -165,6 +167,24 @@ impl Sockets {
         self.listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Every listener with its accept queue, as the kernel tells it now.
+    pub(crate) fn queue_figures(&self) -> Vec<ListenerFigures> {
+        self.listeners
+            .iter()
+            .map(|listener| {
+                let queue = accept_queue(listener.as_fd());
+                ListenerFigures {
+                    addr: listener
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    queue_depth: queue.map(|(depth, _)| depth),
+                    queue_limit: queue.map(|(_, limit)| limit),
+                }
+            })
             .collect()
     }
 

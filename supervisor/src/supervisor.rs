@@ -17,7 +17,10 @@
 //!   TTOU);
 //! - `upgrade` and `takeover`: the binary upgrade, the old supervisor's
 //!   side and the new one's;
-//! - `leave`: the ways out.
+//! - `leave`: the ways out;
+//! - `operator` and `status`: the operator's requests (the control
+//!   socket, metrics scrapes) answered once done, and the fleet's figures
+//!   they show; `exit_reason`: why workers left, counted.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -29,13 +32,16 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
 mod command;
+mod exit_reason;
 mod exits;
 mod fleet;
 mod leave;
 mod log_budget;
 mod messages;
+mod operator;
 mod phase;
 mod rollout;
+mod status;
 mod takeover;
 mod timers;
 mod upgrade;
@@ -46,7 +52,7 @@ use messages::Batch;
 use phase::Phase;
 use rollout::Rollout;
 use upgrade::Upgrade;
-use worker::Worker;
+use worker::{Replacing, Worker};
 
 use drover_shared::events;
 
@@ -55,6 +61,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::control::ControlSocket;
 use crate::credentials::{self, Credentials};
+use crate::operator::desk::{Desk, Source};
 
 use crate::exec_image::ExecImage;
 use crate::pid_file;
@@ -111,6 +118,11 @@ struct Supervisor<'a> {
     /// Children killed and not reaped yet (a new supervisor given up on):
     /// waited for on the way out, so none is left to init as a zombie.
     killed: Vec<Pid>,
+    /// The operator's endpoints, clients and the requests they wait on.
+    operator: operator::Operator,
+    /// What is counted over this supervisor's life, for its operator.
+    tally: status::Tally,
+    started: Instant,
 }
 
 /// What woke the loop.
@@ -118,6 +130,7 @@ struct Woken {
     signals: bool,
     workers: Vec<u64>,
     successor: bool,
+    operator: Vec<Source>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -143,6 +156,13 @@ impl<'a> Supervisor<'a> {
             ),
             SpawnMode::Fork => None,
         };
+        // A new supervisor of a binary upgrade opens its own once it has
+        // taken over: until then the old one answers.
+        let (control, metrics) = match &predecessor {
+            None => operator::open_endpoints(config, false)?,
+            Some(_) => (None, None),
+        };
+        let desk = Desk::new(control, metrics);
         let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor
@@ -171,13 +191,19 @@ impl<'a> Supervisor<'a> {
             stop_began: None,
             exit_code: ExitCode::SUCCESS,
             killed: Vec::new(),
+            operator: operator::Operator::new(desk),
+            tally: status::Tally::default(),
+            started: Instant::now(),
         };
+        let (control_socket, metrics) = supervisor.operator.desk.addrs();
         tracing::info!(
             event = events::STARTING,
             pid = std::process::id(),
             workers = wanted,
             spawn = config.spawn.name(),
             addrs = %events::addrs(&supervisor.sockets.addrs()),
+            control_socket,
+            metrics,
             "starting"
         );
         for _ in 0..wanted {
@@ -220,6 +246,9 @@ impl<'a> Supervisor<'a> {
             for id in woken.workers {
                 self.read_control(id, Batch::Turn);
             }
+            if !woken.operator.is_empty() {
+                self.serve_operator(woken.operator);
+            }
             self.on_timers(Instant::now());
             self.reconcile();
         }
@@ -241,6 +270,9 @@ impl<'a> Supervisor<'a> {
         if let Some(channel) = successor {
             fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
         }
+        let operator_at = fds.len();
+        let desk = self.operator.desk.poll_set();
+        fds.extend(desk.iter().map(|(_, fd, flags)| PollFd::new(*fd, *flags)));
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {
@@ -248,6 +280,7 @@ impl<'a> Supervisor<'a> {
                     signals: true,
                     workers: Vec::new(),
                     successor: false,
+                    operator: Vec::new(),
                 })
             }
             Err(errno) => return Err(errno.into()),
@@ -259,19 +292,26 @@ impl<'a> Supervisor<'a> {
             .filter(|(_, fd)| has_events(fd))
             .map(|((id, _), _)| *id)
             .collect();
+        let operator = desk
+            .iter()
+            .zip(&fds[operator_at..])
+            .filter(|(_, fd)| has_events(fd))
+            .map(|((source, _, _), _)| *source)
+            .collect();
         Ok(Woken {
             signals: has_events(&fds[0]),
             workers,
-            successor: successor.is_some() && fds.last().is_some_and(has_events),
+            successor: successor.is_some() && fds[..operator_at].last().is_some_and(has_events),
+            operator,
         })
     }
 
     /// Starts a worker (to replace worker `replaces` once ready, if given);
     /// returns its id.
-    fn spawn(&mut self, replaces: Option<u64>) -> io::Result<u64> {
+    fn spawn(&mut self, replaces: Option<Replacing>) -> io::Result<u64> {
         let (ours, theirs) = ControlSocket::pair()?;
         let identity = WorkerIdentity {
-            index: fleet::index_for(&self.workers, replaces),
+            index: fleet::index_for(&self.workers, replaces.map(|r| r.id)),
             generation: self.generation,
         };
         let launch = match &self.image {
@@ -296,7 +336,7 @@ impl<'a> Supervisor<'a> {
             pid = pid.as_raw(),
             index = identity.index,
             generation = identity.generation,
-            replaces,
+            replaces = replaces.map(|r| r.id),
             "worker started"
         );
         self.workers.push(Worker::booting(
@@ -319,10 +359,14 @@ impl<'a> Supervisor<'a> {
         let controls = self.workers.iter().filter_map(|w| w.control.as_ref());
         let channels = [self.upgrade.channel(), self.predecessor.as_ref()];
         let sockets = controls.chain(channels.into_iter().flatten());
+        // The operator's endpoints and clients too: a forked worker must
+        // not hold them (a client would wait for ever on a dead socket).
+        let operator = self.operator.desk.poll_set();
         self.signals
             .fds()
             .into_iter()
             .chain(std::iter::once(ours).chain(sockets).map(|c| c.as_raw_fd()))
+            .chain(operator.iter().map(|(_, fd, _)| fd.as_raw_fd()))
             .collect()
     }
 

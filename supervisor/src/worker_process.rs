@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::protocol::{SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
+use crate::control::protocol::{SupervisorMessage, WorkerCounters, WorkerMessage, MAX_DATAGRAM};
 use crate::control::ControlSocket;
 use tokio::net::UnixDatagram;
 use tokio_util::task::TaskTracker;
@@ -227,11 +227,15 @@ where
     });
 
     let deadline = tokio::select! {
-        deadline = follow_supervisor(&incoming, &handle) => deadline,
+        deadline = follow_supervisor(&incoming, &handle, &control) => deadline,
         () = handle.closing() => None,
     };
     let cut_at = tokio::time::Instant::now() + deadline.unwrap_or(config.graceful_timeout);
-    let result = wait_closed_within(&server, deadline).await;
+    // A closing worker still counts for the operator's status.
+    let result = tokio::select! {
+        result = wait_closed_within(&server, deadline) => result,
+        never = keep_reporting(&incoming, &handle, &control) => match never {},
+    };
     finish_tracked_work(&work, cut_at).await;
     for task in heartbeats.into_iter().chain(recycle) {
         task.abort();
@@ -299,10 +303,14 @@ where
 /// Follows the supervisor's messages until the server is told to close or
 /// the supervisor is gone. Returns the supervisor's graceful deadline for
 /// the close, if it gave one.
-async fn follow_supervisor(control: &UnixDatagram, server: &ServerHandle) -> Option<Duration> {
+async fn follow_supervisor(
+    incoming: &UnixDatagram,
+    server: &ServerHandle,
+    control: &ControlSocket,
+) -> Option<Duration> {
     let mut buffer = [0u8; MAX_DATAGRAM];
     loop {
-        match control.recv(&mut buffer).await {
+        match incoming.recv(&mut buffer).await {
             Ok(len @ 1..) => match SupervisorMessage::decode(&buffer[..len]) {
                 Ok(SupervisorMessage::Close {
                     drain_ms,
@@ -310,6 +318,12 @@ async fn follow_supervisor(control: &UnixDatagram, server: &ServerHandle) -> Opt
                 }) => {
                     server.close_draining(Duration::from_millis(drain_ms));
                     return Some(Duration::from_millis(graceful_ms));
+                }
+                // Answered from this task, on the runtime: a blocked
+                // runtime answers late, and the supervisor says so.
+                Ok(SupervisorMessage::Report { query }) => {
+                    let counters = counters(server);
+                    let _ = send_now(control, &WorkerMessage::Report { query, counters });
                 }
                 Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
             },
@@ -325,6 +339,30 @@ async fn follow_supervisor(control: &UnixDatagram, server: &ServerHandle) -> Opt
                 server.close_draining(ORPHAN_DRAIN);
                 return None;
             }
+        }
+    }
+}
+
+/// Once the server is closing: answers the supervisor's `Report` queries
+/// (a closing worker still serves its last requests). Never returns; once
+/// the supervisor is gone there is nothing to answer.
+async fn keep_reporting(
+    incoming: &UnixDatagram,
+    server: &ServerHandle,
+    control: &ControlSocket,
+) -> std::convert::Infallible {
+    let mut buffer = [0u8; MAX_DATAGRAM];
+    loop {
+        match incoming.recv(&mut buffer).await {
+            Ok(len @ 1..) => {
+                if let Ok(SupervisorMessage::Report { query }) =
+                    SupervisorMessage::decode(&buffer[..len])
+                {
+                    let counters = counters(server);
+                    let _ = send_now(control, &WorkerMessage::Report { query, counters });
+                }
+            }
+            Ok(_) | Err(_) => std::future::pending().await,
         }
     }
 }
@@ -370,17 +408,29 @@ async fn heartbeat(server: ServerHandle, every: Duration, control: Arc<ControlSo
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let stats = server.stats();
-        let beat = WorkerMessage::Heartbeat {
-            requests: stats.requests_served,
-            connections: stats.open_connections,
-        };
-        match control.send(&beat.encode()) {
-            // A full buffer (a stalled supervisor): skip this beat, not all.
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-            Ok(()) => {}
+        let beat = WorkerMessage::Heartbeat(counters(&server));
+        if send_now(&control, &beat).is_err() {
+            return;
         }
+    }
+}
+
+fn counters(server: &ServerHandle) -> WorkerCounters {
+    let stats = server.stats();
+    WorkerCounters {
+        requests: stats.requests_served,
+        in_flight: stats.requests_in_flight,
+        connections: stats.open_connections,
+    }
+}
+
+/// Sends a message that is worth nothing late: a full buffer (a stalled
+/// supervisor) skips it. Err once the supervisor is gone.
+fn send_now(control: &ControlSocket, message: &WorkerMessage) -> Result<(), ()> {
+    match control.send(&message.encode()) {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(_) => Err(()),
+        Ok(()) => Ok(()),
     }
 }
 

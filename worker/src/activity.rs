@@ -84,6 +84,7 @@ impl ConnectionActivity {
         counts.received += 1;
         counts.in_flight += 1;
         drop(counts);
+        self.core.counters.request_began();
         RequestGuard(Arc::clone(self))
     }
 
@@ -99,6 +100,7 @@ struct RequestGuard(Arc<ConnectionActivity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        self.0.core.counters.request_ended();
         let mut counts = self.0.lock();
         counts.in_flight -= 1;
         if counts.in_flight == 0 {

@@ -15,6 +15,9 @@ pub(crate) struct Counters {
     request_quota: u64,
     quota_signal: Latch,
     open_connections: AtomicU64,
+    /// Requests handed to the application whose responses have not been
+    /// sent in full (nor dropped) yet.
+    in_flight: AtomicU64,
     drained: AtomicU64,
     aborted: AtomicU64,
 }
@@ -27,6 +30,7 @@ impl Counters {
             request_quota: request_quota.unwrap_or(u64::MAX),
             quota_signal: Latch::default(),
             open_connections: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             drained: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
         }
@@ -38,6 +42,15 @@ impl Counters {
         if self.requests.fetch_add(1, Ordering::Relaxed) + 1 == self.request_quota {
             self.quota_signal.fire();
         }
+    }
+
+    /// A request is in flight until [`request_ended`](Self::request_ended).
+    pub(crate) fn request_began(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Resolves once the request quota is reached (never without one).
@@ -65,6 +78,7 @@ impl Counters {
         ServerStats {
             requests_served: self.requests.load(Ordering::Relaxed),
             open_connections: self.open_connections.load(Ordering::Relaxed),
+            requests_in_flight: self.in_flight.load(Ordering::Relaxed),
         }
     }
 
@@ -125,6 +139,10 @@ mod tests {
         drop(first);
         assert_eq!(counters.stats().open_connections, 1);
         drop(second);
+        counters.request_began();
+        counters.request_began();
+        counters.request_ended();
+        assert_eq!(counters.stats().requests_in_flight, 1);
         counters.count_drained();
         counters.count_aborted();
         counters.count_aborted();

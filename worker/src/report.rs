@@ -23,4 +23,7 @@ pub struct ServerStats {
     pub requests_served: u64,
     /// Connections open now.
     pub open_connections: u64,
+    /// Requests handed to the application whose responses are not sent in
+    /// full yet (an upgraded connection's request ends with its 101).
+    pub requests_in_flight: u64,
 }

@@ -3,7 +3,9 @@
 //! encodes the other decodes unchanged. A bounded number of cases, so the
 //! time CI spends here is fixed.
 
-use super::protocol::{DecodeError, SupervisorMessage, WorkerMessage, MAX_DATAGRAM};
+use super::protocol::{
+    DecodeError, SupervisorMessage, WorkerCounters, WorkerMessage, MAX_DATAGRAM,
+};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -38,15 +40,22 @@ fn datagram() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+fn counters() -> impl Strategy<Value = WorkerCounters> {
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(requests, in_flight, connections)| {
+        WorkerCounters {
+            requests,
+            in_flight,
+            connections,
+        }
+    })
+}
+
 fn worker_message() -> impl Strategy<Value = WorkerMessage> {
     prop_oneof![
         Just(WorkerMessage::Ready),
-        (any::<u64>(), any::<u64>()).prop_map(|(requests, connections)| {
-            WorkerMessage::Heartbeat {
-                requests,
-                connections,
-            }
-        }),
+        counters().prop_map(WorkerMessage::Heartbeat),
+        (any::<u64>(), counters())
+            .prop_map(|(query, counters)| WorkerMessage::Report { query, counters }),
         // At most 800 bytes: longer reasons are cut (a unit test covers that).
         ".{0,200}".prop_map(|reason| WorkerMessage::BootFailed { reason }),
         any::<u64>().prop_map(|requests| WorkerMessage::Recycle { requests }),

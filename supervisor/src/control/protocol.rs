@@ -20,17 +20,29 @@ pub(crate) const MAX_DATAGRAM: usize = 1024;
 /// The longest `BootFailed` reason sent (longer ones are cut).
 const MAX_REASON: usize = MAX_DATAGRAM - 8;
 
+/// A worker's live counters, as its server keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct WorkerCounters {
+    /// Requests handed to the application so far.
+    pub(crate) requests: u64,
+    /// Requests whose responses are not sent in full yet.
+    pub(crate) in_flight: u64,
+    /// Connections open now.
+    pub(crate) connections: u64,
+}
+
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WorkerMessage {
     /// `start_serving` returned: the worker accepts connections.
     Ready,
     /// Sent every heartbeat interval from the worker's runtime.
-    Heartbeat {
-        /// Requests handed to the application so far.
-        requests: u64,
-        /// Connections open now.
-        connections: u64,
+    Heartbeat(WorkerCounters),
+    /// The answer to [`SupervisorMessage::Report`]: the counters now.
+    Report {
+        /// The query it answers.
+        query: u64,
+        counters: WorkerCounters,
     },
     /// The worker could not start serving; it exits next.
     BootFailed {
@@ -65,6 +77,12 @@ pub(crate) enum SupervisorMessage {
         drain_ms: u64,
         /// The graceful deadline, in milliseconds.
         graceful_ms: u64,
+    },
+    /// Send your counters now ([`WorkerMessage::Report`]), for an
+    /// operator's `status` or a metrics scrape.
+    Report {
+        /// Echoed in the answer.
+        query: u64,
     },
 }
 
@@ -102,7 +120,9 @@ const HEARTBEAT: u8 = 2;
 const BOOT_FAILED: u8 = 3;
 const CLOSED: u8 = 4;
 const RECYCLE: u8 = 5;
+const REPORT: u8 = 6;
 const CLOSE: u8 = 64;
+const ASK_REPORT: u8 = 65;
 
 impl WorkerMessage {
     /// The datagram for this message.
@@ -110,10 +130,8 @@ impl WorkerMessage {
         let mut out = Writer::new();
         match self {
             Self::Ready => out.tag(READY),
-            Self::Heartbeat {
-                requests,
-                connections,
-            } => out.tag(HEARTBEAT).u64(*requests).u64(*connections),
+            Self::Heartbeat(counters) => out.tag(HEARTBEAT).counters(counters),
+            Self::Report { query, counters } => out.tag(REPORT).u64(*query).counters(counters),
             Self::BootFailed { reason } => out.tag(BOOT_FAILED).str(reason),
             Self::Recycle { requests } => out.tag(RECYCLE).u64(*requests),
             Self::Closed {
@@ -130,9 +148,10 @@ impl WorkerMessage {
         let (tag, mut fields) = Reader::open(datagram)?;
         let message = match tag {
             READY => Self::Ready,
-            HEARTBEAT => Self::Heartbeat {
-                requests: fields.u64()?,
-                connections: fields.u64()?,
+            HEARTBEAT => Self::Heartbeat(fields.counters()?),
+            REPORT => Self::Report {
+                query: fields.u64()?,
+                counters: fields.counters()?,
             },
             BOOT_FAILED => Self::BootFailed {
                 reason: fields.str()?,
@@ -161,6 +180,7 @@ impl SupervisorMessage {
                 drain_ms,
                 graceful_ms,
             } => out.tag(CLOSE).u64(*drain_ms).u64(*graceful_ms),
+            Self::Report { query } => out.tag(ASK_REPORT).u64(*query),
         };
         out.0
     }
@@ -172,6 +192,9 @@ impl SupervisorMessage {
             CLOSE => Self::Close {
                 drain_ms: fields.u64()?,
                 graceful_ms: fields.u64()?,
+            },
+            ASK_REPORT => Self::Report {
+                query: fields.u64()?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -195,6 +218,12 @@ impl Writer {
     fn u64(&mut self, value: u64) -> &mut Self {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
+    }
+
+    fn counters(&mut self, counters: &WorkerCounters) -> &mut Self {
+        self.u64(counters.requests)
+            .u64(counters.in_flight)
+            .u64(counters.connections)
     }
 
     fn str(&mut self, value: &str) -> &mut Self {
@@ -240,6 +269,14 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    fn counters(&mut self) -> Result<WorkerCounters, DecodeError> {
+        Ok(WorkerCounters {
+            requests: self.u64()?,
+            in_flight: self.u64()?,
+            connections: self.u64()?,
+        })
+    }
+
     fn str(&mut self) -> Result<String, DecodeError> {
         let len = self.take(2)?;
         let len = u16::from_le_bytes([len[0], len[1]]) as usize;
@@ -264,9 +301,18 @@ mod tests {
     fn every_message_round_trips() {
         let worker = [
             WorkerMessage::Ready,
-            WorkerMessage::Heartbeat {
+            WorkerMessage::Heartbeat(WorkerCounters {
                 requests: u64::MAX,
+                in_flight: 3,
                 connections: 7,
+            }),
+            WorkerMessage::Report {
+                query: 9,
+                counters: WorkerCounters {
+                    requests: 1,
+                    in_flight: 0,
+                    connections: 2,
+                },
             },
             WorkerMessage::BootFailed {
                 reason: "port 80: permission denied ✗".into(),
@@ -281,11 +327,16 @@ mod tests {
         for message in worker {
             assert_eq!(WorkerMessage::decode(&message.encode()), Ok(message));
         }
-        let close = SupervisorMessage::Close {
-            drain_ms: 500,
-            graceful_ms: 30_000,
-        };
-        assert_eq!(SupervisorMessage::decode(&close.encode()), Ok(close));
+        let supervisor = [
+            SupervisorMessage::Close {
+                drain_ms: 500,
+                graceful_ms: 30_000,
+            },
+            SupervisorMessage::Report { query: u64::MAX },
+        ];
+        for message in supervisor {
+            assert_eq!(SupervisorMessage::decode(&message.encode()), Ok(message));
+        }
     }
 
     #[test]

@@ -137,16 +137,17 @@ impl From<ControlSocket> for OwnedFd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::WorkerMessage;
+    use crate::control::protocol::{WorkerCounters, WorkerMessage};
 
     #[test]
     fn one_message_per_datagram_and_eof_when_the_peer_goes() {
         let (supervisor, worker) = ControlSocket::pair().unwrap();
         worker.send(&WorkerMessage::Ready.encode()).unwrap();
-        let beat = WorkerMessage::Heartbeat {
+        let beat = WorkerMessage::Heartbeat(WorkerCounters {
             requests: 1,
+            in_flight: 0,
             connections: 2,
-        };
+        });
         worker.send(&beat.encode()).unwrap();
         let mut buffer = [0u8; MAX_DATAGRAM];
         let len = supervisor.recv(&mut buffer).unwrap().unwrap();

@@ -1,16 +1,19 @@
 //! What the supervisor is asked to do, and what that does in each phase.
 //!
-//! Every signal becomes a [`Request`]: a [`Command`] and who asked. One
-//! table, [`decide`], says what a command does in each [`Phase`]; the
-//! supervisor then carries it out in [`Supervisor::handle`]. A control
-//! socket (to come) sends the same commands, with a requester it answers.
+//! Every signal, and every request on the operator's control socket,
+//! becomes a [`Request`]: a [`Command`] and who asked. One table,
+//! [`decide`], says what a command does in each [`Phase`]; the supervisor
+//! then carries it out in [`Supervisor::handle`], and an operator who
+//! asked is answered once it is done (see `operator`).
 
 use std::time::Duration;
 
 use nix::libc::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
 
 use super::leave::Leave;
+use super::operator::{Awaiting, FiguresFor};
 use super::{Phase, Supervisor};
+use crate::operator::wire::{Order, ScaleTo};
 
 /// A second stop signal sooner than this after the first is the same stop,
 /// not a "stop now": GNU `timeout` and some container runtimes send TERM to
@@ -32,6 +35,12 @@ pub(super) enum Command {
     ScaleUp,
     /// One worker fewer (TTOU).
     ScaleDown,
+    /// Run this many workers (`scale`).
+    ScaleTo(ScaleTo),
+    /// Replace this worker, ready-gated (`recycle`).
+    Recycle(u64),
+    /// The fleet's figures (`status`, `metrics`).
+    Report(FiguresFor),
     /// Children have exited (CHLD).
     Reap,
 }
@@ -46,7 +55,24 @@ impl Command {
             Self::Upgrade => "upgrade",
             Self::ScaleUp => "scale_up",
             Self::ScaleDown => "scale_down",
+            Self::ScaleTo(_) => "scale",
+            Self::Recycle(_) => "recycle",
+            Self::Report(_) => "report",
             Self::Reap => "reap",
+        }
+    }
+
+    /// The command an operator's order is.
+    pub(super) fn from_order(order: Order) -> Self {
+        match order {
+            Order::Status => Self::Report(FiguresFor::Status),
+            Order::Metrics => Self::Report(FiguresFor::Metrics),
+            Order::Reload => Self::Restart,
+            Order::Upgrade => Self::Upgrade,
+            Order::Scale(to) => Self::ScaleTo(to),
+            Order::Recycle { worker } => Self::Recycle(worker),
+            Order::Stop { now: false } => Self::Stop,
+            Order::Stop { now: true } => Self::StopNow,
         }
     }
 }
@@ -61,6 +87,9 @@ pub(super) fn signal_name(signal: i32) -> &'static str {
 pub(super) enum Requester {
     /// A signal: there is nobody to answer; the log says what happened.
     Signal(i32),
+    /// An operator's request on the control socket: answered through
+    /// this ticket once done.
+    Operator(u64),
 }
 
 /// A command and who asked for it.
@@ -103,7 +132,11 @@ pub(super) enum Action {
     Upgrade,
     ScaleUp,
     ScaleDown,
-    /// A second stop signal within [`SAME_STOP`] of the first: nothing.
+    ScaleTo(ScaleTo),
+    Recycle(u64),
+    Report(FiguresFor),
+    /// A second stop signal within [`SAME_STOP`] of the first, or an
+    /// operator's stop during one: nothing more.
     SameStop,
     /// Nothing, for this reason.
     Ignore(&'static str),
@@ -115,17 +148,24 @@ pub(super) fn decide(phase: Phase, request: Request, stopping_for: Option<Durati
     use Command::*;
     use Phase::*;
     let same_stop = stopping_for.is_some_and(|d| d < SAME_STOP);
+    let operator = matches!(request.from, Requester::Operator(_));
     match (phase, request.command) {
         (_, Reap) => Action::Reap,
-        (Stopping, Stop) if same_stop => Action::SameStop,
+        (_, Report(what)) => Action::Report(what),
+        // An operator's `stop` waits for the stop under way; `stop --now`
+        // is how to hurry it.
+        (Stopping, Stop) if same_stop || operator => Action::SameStop,
         (Stopping, Stop) => Action::Leave(Leave::Now("second stop signal")),
         (HandedOver, Stop) => Action::Ignore("leaving already, the new supervisor serves"),
         (Booting | Running, Stop) => Action::Leave(Leave::Gracefully(request.from)),
+        (_, StopNow) if operator => Action::Leave(Leave::Now("stop --now")),
         (_, StopNow) => Action::Leave(Leave::Now("SIGQUIT")),
         (Running, Restart) => Action::Restart,
         (Running, Upgrade) => Action::Upgrade,
         (Running, ScaleUp) => Action::ScaleUp,
         (Running, ScaleDown) => Action::ScaleDown,
+        (Running, ScaleTo(to)) => Action::ScaleTo(to),
+        (Running, Recycle(worker)) => Action::Recycle(worker),
         (Booting, _) => Action::Ignore("still starting"),
         (Stopping | HandedOver, _) => Action::Ignore("stopping"),
     }
@@ -135,19 +175,40 @@ impl Supervisor<'_> {
     /// Carries out what [`decide`] says `request` does now.
     pub(super) fn handle(&mut self, request: Request) {
         let stopping_for = self.stop_began.map(|began| began.elapsed());
+        let from = request.from;
         match decide(self.phase, request, stopping_for) {
             Action::Reap => self.reap(),
-            Action::Leave(how) => self.leave(how),
-            Action::Restart => self.restart(),
-            Action::Upgrade => self.upgrade(),
+            Action::Leave(how) => {
+                if how.stops_the_service() {
+                    self.expect(from, Awaiting::Stop);
+                }
+                self.leave(how);
+            }
+            Action::Restart => {
+                self.expect(from, Awaiting::Reload);
+                self.restart();
+            }
+            Action::Upgrade => {
+                self.expect(from, Awaiting::Upgrade);
+                self.upgrade();
+            }
             Action::ScaleUp => self.scale_up(),
             Action::ScaleDown => self.scale_down(),
-            Action::SameStop => tracing::info!(
-                event = drover_shared::events::STOP_REPEATED,
-                command = request.command.name(),
-                "a second stop signal within {SAME_STOP:?} of the first: the same stop"
-            ),
-            Action::Ignore(why) => match request.from {
+            Action::ScaleTo(to) => {
+                self.expect(from, Awaiting::Scale);
+                self.scale_to(to.from(self.wanted));
+            }
+            Action::Recycle(worker) => self.recycle_worker(worker, from),
+            Action::Report(what) => self.ask_figures(what, from),
+            Action::SameStop => {
+                self.expect(from, Awaiting::Stop);
+                tracing::info!(
+                    event = drover_shared::events::STOP_REPEATED,
+                    command = request.command.name(),
+                    "a second stop within {SAME_STOP:?} of the first, or an operator's: the same stop"
+                );
+            }
+            Action::Ignore(why) => match from {
                 Requester::Signal(signal) => {
                     tracing::warn!(
                         signal = signal_name(signal),
@@ -155,6 +216,7 @@ impl Supervisor<'_> {
                         "ignored: {why}"
                     );
                 }
+                Requester::Operator(_) => self.answer(from, Err(format!("not now: {why}"))),
             },
         }
     }
@@ -262,5 +324,71 @@ mod tests {
             ));
             assert_eq!(decide(phase, asked(Command::Reap), None), Action::Reap);
         }
+    }
+
+    fn by_operator(command: Command) -> Request {
+        Request {
+            command,
+            from: Requester::Operator(1),
+        }
+    }
+
+    #[test]
+    fn every_order_is_a_command_and_reports_are_answered_in_every_phase() {
+        assert_eq!(Command::from_order(Order::Reload), Command::Restart);
+        assert_eq!(
+            Command::from_order(Order::Stop { now: true }),
+            Command::StopNow
+        );
+        assert_eq!(
+            Command::from_order(Order::Recycle { worker: 4 }),
+            Command::Recycle(4)
+        );
+        let report = Command::Report(FiguresFor::Status);
+        for phase in [
+            Phase::Booting,
+            Phase::Running,
+            Phase::Stopping,
+            Phase::HandedOver,
+        ] {
+            assert_eq!(
+                decide(phase, by_operator(report), None),
+                Action::Report(FiguresFor::Status)
+            );
+        }
+    }
+
+    #[test]
+    fn scale_and_recycle_happen_only_while_running() {
+        let scale = Command::ScaleTo(ScaleTo::Exactly(3));
+        assert_eq!(
+            decide(Phase::Running, by_operator(scale), None),
+            Action::ScaleTo(ScaleTo::Exactly(3))
+        );
+        assert_eq!(
+            decide(Phase::Running, by_operator(Command::Recycle(2)), None),
+            Action::Recycle(2)
+        );
+        for phase in [Phase::Booting, Phase::Stopping, Phase::HandedOver] {
+            for command in [scale, Command::Recycle(2)] {
+                assert!(matches!(
+                    decide(phase, by_operator(command), None),
+                    Action::Ignore(_)
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn an_operators_stop_during_a_stop_waits_for_it_instead_of_hurrying_it() {
+        let stop = by_operator(Command::Stop);
+        assert_eq!(
+            decide(Phase::Stopping, stop, Some(SAME_STOP * 10)),
+            Action::SameStop
+        );
+        assert!(matches!(
+            decide(Phase::Stopping, by_operator(Command::StopNow), None),
+            Action::Leave(Leave::Now(_))
+        ));
     }
 }

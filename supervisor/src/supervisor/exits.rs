@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use super::leave::Leave;
 use super::messages::Batch;
+use super::operator::Awaiting;
 use super::worker::{ExitKind, Worker};
 use super::{Phase, Supervisor};
 
@@ -50,6 +51,7 @@ impl Supervisor<'_> {
                 continue;
             };
             let worker = self.workers.swap_remove(index);
+            self.tally.worker_left(&worker);
             self.on_exit(worker, how);
         }
     }
@@ -84,6 +86,14 @@ impl Supervisor<'_> {
             }
             (Phase::Running, ExitKind::Died { ready_since }) => {
                 tracing::warn!(event = events::WORKER_DIED, worker = id, pid, exited = %how, "worker died; replacing it");
+                if ready_since.is_none() {
+                    // A `scale` up waits for workers like this one.
+                    let why = format!(
+                        "a new worker failed to boot: {}; drover keeps trying",
+                        worker.failure(&how)
+                    );
+                    self.settle(|a| a == Awaiting::Scale, Err(why));
+                }
                 self.replace_dead(ready_since);
             }
             (Phase::Stopping | Phase::HandedOver, _) => {

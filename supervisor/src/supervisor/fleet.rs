@@ -148,15 +148,27 @@ pub(super) fn all_ready(workers: &[Worker], wanted: usize) -> bool {
     workers.len() == wanted && workers.iter().all(Worker::is_ready)
 }
 
+/// Whether the fleet is what was asked for: `wanted` slots, every worker
+/// that counts serving, no replacement under way (what a `scale` waits
+/// for).
+pub(super) fn settled(workers: &[Worker], wanted: usize) -> bool {
+    let active: Vec<&Worker> = workers.iter().filter(|w| w.is_active()).collect();
+    active.len() == wanted && active.iter().all(|w| w.is_ready())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::exit_reason::ExitReason;
     use crate::supervisor::worker::tests::{booting, ready, record};
     use crate::supervisor::worker::WorkerState;
     use std::time::Duration;
 
     fn retiring() -> WorkerState {
-        WorkerState::Retiring { kill_at: None }
+        WorkerState::Retiring {
+            kill_at: None,
+            why: ExitReason::Stop,
+        }
     }
 
     fn at(index: usize, mut worker: Worker) -> Worker {
@@ -216,6 +228,7 @@ mod tests {
     fn killed(replaces: Option<u64>) -> WorkerState {
         WorkerState::Killed {
             reason: "boot timeout".into(),
+            cause: ExitReason::BootFailed,
             replaces,
             ready_since: None,
         }
@@ -322,5 +335,17 @@ mod tests {
         workers[1].state = ready();
         assert!(all_ready(&workers, 2));
         assert!(!all_ready(&workers, 3));
+    }
+
+    #[test]
+    fn the_fleet_is_settled_once_exactly_the_wanted_workers_serve() {
+        let two = [record(1, 0, ready()), record(2, 0, ready())];
+        assert!(settled(&two, 2));
+        assert!(!settled(&two, 3), "one more is wanted");
+        assert!(!settled(&two, 1), "one is still to close");
+        let leaving = [record(1, 0, ready()), record(2, 0, retiring())];
+        assert!(settled(&leaving, 1), "a retiring worker does not count");
+        let replacing = [record(1, 0, ready()), record(2, 0, booting(Some(1)))];
+        assert!(!settled(&replacing, 1), "a replacement is under way");
     }
 }

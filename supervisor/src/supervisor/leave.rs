@@ -10,6 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 
 use super::command::{signal_name, Requester};
+use super::exit_reason::ExitReason;
 use super::{Phase, Rollout, Supervisor};
 use crate::notify;
 use crate::pid_file;
@@ -65,7 +66,7 @@ impl Leave {
 
     /// Whether this is the service stopping, for systemd (not an upgrade
     /// moving on, in either direction).
-    fn stops_the_service(self) -> bool {
+    pub(super) fn stops_the_service(self) -> bool {
         matches!(self, Self::Gracefully(_) | Self::Now(_))
     }
 }
@@ -93,6 +94,7 @@ impl Supervisor<'_> {
         }
         if let Leave::HandOver { .. } = how {
             self.sockets.hand_over();
+            self.hand_over_endpoints();
         }
         self.sockets.close();
         self.log_leaving(how);
@@ -122,6 +124,12 @@ impl Supervisor<'_> {
                 graceful_timeout_ms = events::millis(self.config.graceful_timeout),
                 "stopping gracefully"
             ),
+            Leave::Gracefully(Requester::Operator(_)) => tracing::info!(
+                event = events::STOPPING,
+                by = "control socket",
+                graceful_timeout_ms = events::millis(self.config.graceful_timeout),
+                "stopping gracefully"
+            ),
             Leave::Now(why) => tracing::warn!(event = events::STOPPING_NOW, why, "stopping now"),
             Leave::GiveUpTakeover => tracing::error!(
                 event = events::TAKEOVER_ABANDONED,
@@ -141,7 +149,7 @@ impl Supervisor<'_> {
     pub(super) fn close_workers(&mut self, drain: Duration) {
         let graceful = self.config.graceful_timeout;
         for worker in self.workers.iter_mut().filter(|w| w.is_active()) {
-            worker.close(drain, graceful);
+            worker.close(drain, graceful, ExitReason::Stop);
         }
     }
 
@@ -151,6 +159,7 @@ impl Supervisor<'_> {
         self.rollout = Rollout::Idle;
         self.respawn_at = None;
         self.cancel_upgrade();
+        self.refuse_changes("drover is stopping");
     }
 
     /// Gives up during start: kills and reaps the workers already started,
@@ -161,6 +170,7 @@ impl Supervisor<'_> {
             let _ = waitpid(worker.pid, None);
         }
         self.sockets.remove_files();
+        self.close_operator();
     }
 
     pub(super) fn finish(&mut self) -> ExitCode {
@@ -169,6 +179,7 @@ impl Supervisor<'_> {
             let _ = waitpid(pid, None);
         }
         self.sockets.remove_files();
+        self.close_operator();
         if let Some(path) = &self.config.pid_file {
             pid_file::remove_if_ours(path);
         }

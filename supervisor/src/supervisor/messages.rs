@@ -6,11 +6,14 @@ use std::time::Instant;
 
 use drover_shared::events;
 
+use super::exit_reason::ExitReason;
 use super::log_budget::Verdict;
+use super::operator::Awaiting;
 use super::{fleet, Phase, Supervisor};
 use crate::control::protocol::{DecodeError, WorkerMessage, MAX_DATAGRAM};
 use crate::notify;
 use crate::pid_file;
+use serde_json::json;
 
 /// At most this many messages are read from one worker per loop turn.
 const MESSAGES_PER_TURN: usize = 64;
@@ -82,17 +85,28 @@ impl Supervisor<'_> {
                         "worker ready"
                     );
                     if let Some(old) = replaces {
-                        self.retire(old, "replaced");
+                        self.retire(old.id, old.why);
+                        self.settle(
+                            |a| a == Awaiting::Recycle { replacement: id },
+                            Ok(json!({
+                                "message": format!("worker {} replaced by worker {id} (pid {pid})", old.id),
+                                "replaced": old.id,
+                                "worker": id,
+                                "pid": pid,
+                            })),
+                        );
                     }
                 }
                 self.check_ready();
             }
             Ok(WorkerMessage::Recycle { requests }) => self.recycle(id, requests),
-            Ok(WorkerMessage::Heartbeat {
-                requests,
-                connections,
-            }) => {
-                tracing::trace!(worker = id, requests, connections, "heartbeat");
+            Ok(WorkerMessage::Heartbeat(counters)) => {
+                tracing::trace!(worker = id, ?counters, "heartbeat");
+                worker.told(counters, now);
+            }
+            Ok(WorkerMessage::Report { query, counters }) => {
+                worker.told(counters, now);
+                self.reported(id, query);
             }
             Ok(WorkerMessage::BootFailed { reason }) => {
                 if may_log(worker.log_budget.spend(now), id) {
@@ -111,6 +125,8 @@ impl Supervisor<'_> {
                 aborted,
                 requests,
             }) => {
+                // Its last word on what it served: counted once it is reaped.
+                worker.counters.requests = worker.counters.requests.max(requests);
                 if may_log(worker.log_budget.spend(now), id) {
                     tracing::info!(
                         event = events::WORKER_CLOSED,
@@ -128,12 +144,12 @@ impl Supervisor<'_> {
                 match batch {
                     Batch::Turn => {
                         tracing::error!(event = events::WORKER_KILLED, worker = id, pid, %error, "worker sent a malformed control message: replacing it");
-                        worker.kill_for_fault(reason);
+                        worker.kill_for_fault(reason, ExitReason::Crash);
                     }
                     // Reaped already: its pid may be another process's now.
                     Batch::LastWords => {
                         tracing::error!(worker = id, pid, %error, "worker sent a malformed control message before it exited");
-                        worker.mark_faulty(reason);
+                        worker.mark_faulty(reason, ExitReason::Crash);
                     }
                 }
             }

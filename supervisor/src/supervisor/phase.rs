@@ -53,7 +53,7 @@ impl Phase {
             )
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Booting => "booting",
             Self::Running => "running",

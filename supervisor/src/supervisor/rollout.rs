@@ -20,10 +20,14 @@ use std::time::{Duration, Instant};
 
 use drover_shared::events;
 
+use super::command::Requester;
+use super::exit_reason::ExitReason;
 use super::fleet::{self, RolloutStep};
-use super::worker::Worker;
+use super::operator::Awaiting;
+use super::worker::{Replacing, Worker};
 use super::{Phase, Supervisor};
 use crate::notify;
+use serde_json::json;
 
 /// Where the rolling restart is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +51,13 @@ impl Supervisor<'_> {
         self.recycle_due();
         self.shed_excess();
         self.advance_rollout();
+        if fleet::settled(&self.workers, self.wanted) {
+            let workers = self.wanted;
+            self.settle(
+                |a| a == Awaiting::Scale,
+                Ok(json!({ "message": format!("{workers} workers serving"), "workers": workers })),
+            );
+        }
     }
 
     /// HUP: replace every worker, one at a time; in exec mode the new ones
@@ -78,19 +89,28 @@ impl Supervisor<'_> {
         };
         match fleet::rollout_step(&self.workers, to) {
             RolloutStep::Replace(old) => {
-                if let Err(error) = self.spawn(Some(old)) {
+                let why = ExitReason::Reload;
+                if let Err(error) = self.spawn(Some(Replacing { id: old, why })) {
                     self.halt_rollout(&format!("cannot start a worker: {error}"));
                 }
             }
             RolloutStep::Done => {
+                let (took_ms, workers) =
+                    (events::millis(began.elapsed()), fleet::slots(&self.workers));
                 tracing::info!(
                     event = events::RESTART_COMPLETE,
-                    took_ms = events::millis(began.elapsed()),
-                    workers = fleet::slots(&self.workers),
+                    took_ms,
+                    workers,
                     "rolling restart complete"
                 );
                 self.rollout = Rollout::Idle;
                 notify::ready(&self.status(), false);
+                self.tally.reloads_completed += 1;
+                let message = format!("reload complete: {workers} workers of generation {to} serving, in {took_ms:.0} ms");
+                self.settle(
+                    |a| a == Awaiting::Reload,
+                    Ok(json!({ "message": message, "generation": to, "workers": workers, "took_ms": took_ms })),
+                );
             }
             RolloutStep::Wait => {}
         }
@@ -121,6 +141,16 @@ impl Supervisor<'_> {
                 self.retry_recycling(old);
             }
         }
+        self.settle(
+            |a| {
+                a == Awaiting::Recycle {
+                    replacement: new.id,
+                }
+            },
+            Err(format!(
+                "the replacement failed to boot: {reason}; worker {old} serves on"
+            )),
+        );
         // If the worker it was to replace is gone meanwhile, its slot is
         // empty now.
         self.fill_slots();
@@ -138,6 +168,13 @@ impl Supervisor<'_> {
         );
         self.rollout = Rollout::Idle;
         notify::ready(&format!("restart failed: {reason}"), false);
+        self.tally.reloads_stopped += 1;
+        self.settle(
+            |a| a == Awaiting::Reload,
+            Err(format!(
+                "reload stopped: {reason}; the workers already serving keep serving"
+            )),
+        );
     }
 
     /// A worker reached its request quota: it is replaced as soon as it
@@ -161,7 +198,8 @@ impl Supervisor<'_> {
                 requests,
                 "request quota reached: replacing the worker"
             );
-            if let Err(error) = self.spawn(Some(id)) {
+            let why = ExitReason::MaxRequests;
+            if let Err(error) = self.spawn(Some(Replacing { id, why })) {
                 tracing::error!(worker = id, %error, "cannot start a replacement: the worker keeps serving");
                 self.retry_recycling(id);
             }
@@ -214,6 +252,45 @@ impl Supervisor<'_> {
         self.shed_excess();
     }
 
+    /// `scale`: run `wanted` workers (at least one); the newest close
+    /// first, draining.
+    pub(super) fn scale_to(&mut self, wanted: usize) {
+        self.warn_if_upgrading("scale");
+        self.wanted = wanted.max(1);
+        tracing::info!(event = events::SCALED, workers = self.wanted, "scale");
+        self.fill_slots();
+        self.shed_excess();
+    }
+
+    /// `recycle`: replace serving worker `id` (its replacement ready before
+    /// it closes); the operator is answered once that is done.
+    pub(super) fn recycle_worker(&mut self, id: u64, from: Requester) {
+        let refusal = match self.workers.iter().find(|w| w.id == id) {
+            None => Some(format!("no worker {id} (status lists their ids)")),
+            Some(w) if !w.is_ready() => Some(format!(
+                "worker {id} is {}: only a serving worker is recycled",
+                w.state_name()
+            )),
+            Some(_) if fleet::has_successor(&self.workers, id) => {
+                Some(format!("worker {id} is being replaced already"))
+            }
+            Some(_) => None,
+        };
+        if let Some(refusal) = refusal {
+            return self.answer(from, Err(refusal));
+        }
+        tracing::info!(
+            event = events::RECYCLING,
+            worker = id,
+            "recycle: replacing the worker"
+        );
+        let why = ExitReason::Recycle;
+        match self.spawn(Some(Replacing { id, why })) {
+            Ok(replacement) => self.expect(from, Awaiting::Recycle { replacement }),
+            Err(error) => self.answer(from, Err(format!("cannot start a replacement: {error}"))),
+        }
+    }
+
     /// A new supervisor being started took the worker count at its start:
     /// a change now is this one's alone, and is lost if the upgrade
     /// completes. Said, so that the operator sends it again.
@@ -230,23 +307,23 @@ impl Supervisor<'_> {
     /// Closes the newest workers while there are more than wanted.
     fn shed_excess(&mut self) {
         for id in fleet::to_shed(&self.workers, self.wanted) {
-            self.retire(id, "scaled down");
+            self.retire(id, ExitReason::ScaleDown);
         }
     }
 
     /// Closes worker `id` draining, if it is still active.
-    pub(super) fn retire(&mut self, id: u64, why: &str) {
+    pub(super) fn retire(&mut self, id: u64, why: ExitReason) {
         let (drain, graceful) = (self.config.drain_window, self.config.graceful_timeout);
         if let Some(worker) = self.worker_mut(id).filter(|w| w.is_active()) {
             tracing::info!(
                 event = events::WORKER_CLOSING,
                 worker = id,
                 pid = worker.pid.as_raw(),
-                why,
-                ?drain,
+                why = why.label(),
+                drain_ms = events::millis(drain),
                 "closing worker"
             );
-            worker.close(drain, graceful);
+            worker.close(drain, graceful, why);
         }
     }
 

@@ -41,6 +41,7 @@ impl Supervisor<'_> {
             tracing::warn!(%error, "cannot outlive the previous supervisor");
         }
         self.sockets.take_over();
+        self.open_endpoints_after_takeover();
         tracing::info!(
             event = events::TOOK_OVER,
             "took over from the previous supervisor"

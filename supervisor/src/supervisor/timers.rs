@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use drover_shared::events;
 use nix::poll::PollTimeout;
 
+use super::exit_reason::ExitReason;
 use super::fleet;
 use super::worker::WorkerTimer;
 use super::{Phase, Supervisor};
@@ -25,6 +26,9 @@ pub(super) enum Timer {
     RecycleRetry,
     /// Time to ping systemd's watchdog.
     Watchdog,
+    /// An operator's client stalls, or a query for the workers' counters
+    /// reaches its bound.
+    Operator,
 }
 
 /// When to ping systemd's watchdog.
@@ -68,6 +72,9 @@ impl Supervisor<'_> {
             self.upgrade.deadline().map(|at| (at, Timer::Upgrade)),
             fleet::next_recycle_retry(&self.workers, now).map(|at| (at, Timer::RecycleRetry)),
             self.watchdog.as_ref().map(|w| (w.next, Timer::Watchdog)),
+            self.operator
+                .next_deadline()
+                .map(|at| (at, Timer::Operator)),
         ];
         workers.chain(others.into_iter().flatten())
     }
@@ -95,6 +102,7 @@ impl Supervisor<'_> {
                         self.upgrade_timed_out();
                     }
                 }
+                Timer::Operator => self.on_operator_timer(now),
                 Timer::Watchdog => {
                     notify::watchdog();
                     if let Some(watchdog) = self.watchdog.as_mut() {
@@ -120,7 +128,7 @@ impl Supervisor<'_> {
                 let within = boot_timeout.unwrap_or_default();
                 let reason = format!("not ready within {within:?} (--boot-timeout)");
                 tracing::error!(event = events::WORKER_KILLED, worker = id, pid, %reason, "killing worker");
-                worker.kill_for_fault(reason);
+                worker.kill_for_fault(reason, ExitReason::BootFailed);
             }
             WorkerTimer::Silence => {
                 tracing::error!(
@@ -130,7 +138,7 @@ impl Supervisor<'_> {
                     silent_for_ms = events::millis(silence.unwrap_or_default()),
                     "worker missed its heartbeats: killing it"
                 );
-                worker.kill_for_fault("missed its heartbeats".to_owned());
+                worker.kill_for_fault("missed its heartbeats".to_owned(), ExitReason::Timeout);
             }
             WorkerTimer::Straggler => {
                 tracing::warn!(

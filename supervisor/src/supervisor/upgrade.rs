@@ -33,11 +33,13 @@ use nix::unistd::Pid;
 use drover_shared::events;
 
 use super::leave::Leave;
+use super::operator::Awaiting;
 use super::{Phase, Supervisor};
 use crate::exec_image::ExecImage;
 use crate::notify;
 use crate::pid_file;
 use crate::spawn::{spawn_child, Launch};
+use serde_json::json;
 
 /// The new supervisor gets its workers' boot timeout plus this for its own
 /// start before the old one gives up on it.
@@ -88,6 +90,7 @@ impl Supervisor<'_> {
     /// USR2: start the new supervisor.
     pub(super) fn upgrade(&mut self) {
         if let Upgrade::Starting { pid, .. } = self.upgrade {
+            // An operator asking meanwhile hears how that one ends.
             tracing::warn!(
                 new_supervisor = pid.as_raw(),
                 "USR2 ignored: an upgrade is under way"
@@ -104,6 +107,12 @@ impl Supervisor<'_> {
             }
             Err(error) => {
                 tracing::error!(event = events::UPGRADE_FAILED, %error, "binary upgrade failed: cannot start a new supervisor; this one keeps serving");
+                self.settle(
+                    |a| a == Awaiting::Upgrade,
+                    Err(format!(
+                        "upgrade failed: cannot start a new supervisor: {error}"
+                    )),
+                );
             }
         }
     }
@@ -197,6 +206,12 @@ impl Supervisor<'_> {
             why,
             "binary upgrade failed: this supervisor keeps serving; USR2 again to retry"
         );
+        self.settle(
+            |a| a == Awaiting::Upgrade,
+            Err(format!(
+                "upgrade failed: {why}; this supervisor keeps serving"
+            )),
+        );
     }
 
     /// At a stop: if the new supervisor has said it is ready (in this same
@@ -233,8 +248,14 @@ impl Supervisor<'_> {
         else {
             return;
         };
-        self.leave(Leave::HandOver {
-            successor: pid.as_raw(),
-        });
+        let successor = pid.as_raw();
+        self.settle(
+            |a| a == Awaiting::Upgrade,
+            Ok(json!({
+                "message": format!("upgraded: the new supervisor (pid {successor}) serves"),
+                "new_supervisor": successor,
+            })),
+        );
+        self.leave(Leave::HandOver { successor });
     }
 }

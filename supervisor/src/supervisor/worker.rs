@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::exit_reason::ExitReason;
 use super::log_budget::LogBudget;
-use crate::control::protocol::SupervisorMessage;
+use crate::control::protocol::{SupervisorMessage, WorkerCounters};
 use crate::control::ControlSocket;
 
 pub(super) struct Worker {
@@ -38,6 +39,20 @@ pub(super) struct Worker {
     pub(super) index: usize,
     /// How much more of what it says may be logged.
     pub(super) log_budget: LogBudget,
+    /// When it was started.
+    pub(super) started: Instant,
+    /// Its counters as it last told them (a heartbeat or a report), and
+    /// when.
+    pub(super) counters: WorkerCounters,
+    pub(super) counters_at: Option<Instant>,
+}
+
+/// What a booting replacement is for: the worker it replaces, closed
+/// once it is ready, and why that one goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replacing {
+    pub(super) id: u64,
+    pub(super) why: ExitReason,
 }
 
 /// A worker's pending replacement for `--max-requests`.
@@ -56,7 +71,7 @@ pub(super) enum WorkerState {
     Booting {
         deadline: Option<Instant>,
         /// The worker it replaces once it is ready.
-        replaces: Option<u64>,
+        replaces: Option<Replacing>,
         /// Why it cannot start, once it said so (`BootFailed`).
         failure: Option<String>,
     },
@@ -67,10 +82,15 @@ pub(super) enum WorkerState {
     },
     /// Told to close (replaced, scaled down, stopping); killed if still
     /// running at `kill_at` (`None` once it was, or at a stop that kills).
-    Retiring { kill_at: Option<Instant> },
+    Retiring {
+        kill_at: Option<Instant>,
+        why: ExitReason,
+    },
     /// Killed for a fault (boot timeout, silence, garbage); to be reaped.
     Killed {
         reason: String,
+        /// How its exit counts.
+        cause: ExitReason,
         /// What it was to replace, if it was a replacement still booting:
         /// until it is reaped, that replacement is still under way.
         replaces: Option<u64>,
@@ -111,7 +131,7 @@ impl Worker {
         generation: u64,
         index: usize,
         boot_timeout: Option<Duration>,
-        replaces: Option<u64>,
+        replaces: Option<Replacing>,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -127,6 +147,9 @@ impl Worker {
             generation,
             index,
             log_budget: LogBudget::new(now),
+            started: now,
+            counters: WorkerCounters::default(),
+            counters_at: None,
         }
     }
 
@@ -146,14 +169,55 @@ impl Worker {
         matches!(self.state, WorkerState::Ready { .. })
     }
 
+    pub(super) fn is_retiring(&self) -> bool {
+        matches!(self.state, WorkerState::Retiring { .. })
+    }
+
     /// The worker this one is to replace, while that replacement is under
     /// way (booting, or killed at boot and not reaped yet).
     pub(super) fn replaces(&self) -> Option<u64> {
         match self.state {
-            WorkerState::Booting { replaces, .. } | WorkerState::Killed { replaces, .. } => {
-                replaces
-            }
+            WorkerState::Booting { replaces, .. } => replaces.map(|r| r.id),
+            WorkerState::Killed { replaces, .. } => replaces,
             _ => None,
+        }
+    }
+
+    /// Its state's name, for the operator.
+    pub(super) fn state_name(&self) -> &'static str {
+        match self.state {
+            WorkerState::Booting { .. } => "booting",
+            WorkerState::Ready { .. } => "ready",
+            WorkerState::Retiring { .. } => "retiring",
+            WorkerState::Killed { .. } => "killed",
+        }
+    }
+
+    /// How long it took to get ready, once it did.
+    pub(super) fn time_to_ready(&self) -> Option<Duration> {
+        match self.state {
+            WorkerState::Ready { since, .. } => Some(since.duration_since(self.started)),
+            WorkerState::Killed {
+                ready_since: Some(since),
+                ..
+            } => Some(since.duration_since(self.started)),
+            _ => None,
+        }
+    }
+
+    /// Records counters it told.
+    pub(super) fn told(&mut self, counters: WorkerCounters, now: Instant) {
+        self.counters = counters;
+        self.counters_at = Some(now);
+    }
+
+    /// How its exit counts, from the state it exited in.
+    pub(super) fn exit_reason(&self) -> ExitReason {
+        match self.state {
+            WorkerState::Booting { .. } => ExitReason::BootFailed,
+            WorkerState::Ready { .. } => ExitReason::Crash,
+            WorkerState::Retiring { why, .. } => why,
+            WorkerState::Killed { cause, .. } => cause,
         }
     }
 
@@ -167,7 +231,7 @@ impl Worker {
 
     /// Booting → Ready. Returns the worker it replaces, if any; `None`
     /// and no change in any other state.
-    pub(super) fn became_ready(&mut self, now: Instant) -> Option<u64> {
+    pub(super) fn became_ready(&mut self, now: Instant) -> Option<Replacing> {
         let WorkerState::Booting { replaces, .. } = self.state else {
             return None;
         };
@@ -225,7 +289,7 @@ impl Worker {
             WorkerState::Ready { .. } => {
                 heartbeat.map(|timeout| (self.last_heard + timeout, WorkerTimer::Silence))
             }
-            WorkerState::Retiring { kill_at } => kill_at.map(|at| (at, WorkerTimer::Straggler)),
+            WorkerState::Retiring { kill_at, .. } => kill_at.map(|at| (at, WorkerTimer::Straggler)),
             WorkerState::Killed { .. } => None,
         }
     }
@@ -233,16 +297,11 @@ impl Worker {
     /// What its exit means; a booting worker's failure reason (or how it
     /// exited) for the log.
     pub(super) fn exit_kind(&self) -> ExitKind {
+        if let Some(replaces) = self.replaces() {
+            return ExitKind::ReplacementFailed { replaces };
+        }
         match self.state {
             WorkerState::Retiring { .. } => ExitKind::Retired,
-            WorkerState::Booting {
-                replaces: Some(replaces),
-                ..
-            }
-            | WorkerState::Killed {
-                replaces: Some(replaces),
-                ..
-            } => ExitKind::ReplacementFailed { replaces },
             WorkerState::Ready { since, .. } => ExitKind::Died {
                 ready_since: Some(since),
             },
@@ -268,7 +327,7 @@ impl Worker {
     /// request, connections still open after `graceful` are aborted, and a
     /// second after that the process is killed if it is still there. A
     /// replacement closed before it was ready no longer replaces anything.
-    pub(super) fn close(&mut self, drain: Duration, graceful: Duration) {
+    pub(super) fn close(&mut self, drain: Duration, graceful: Duration, why: ExitReason) {
         let close = SupervisorMessage::Close {
             drain_ms: drain.as_millis() as u64,
             graceful_ms: graceful.as_millis() as u64,
@@ -280,38 +339,51 @@ impl Worker {
         }
         self.state = WorkerState::Retiring {
             kill_at: Some(Instant::now() + graceful + Duration::from_secs(1)),
+            why,
         };
     }
 
     /// SIGKILL, for a stop that cannot wait, or a straggler past its
     /// deadline: it is reaped on SIGCHLD, with nothing left to time.
+    /// A worker retiring already keeps why it goes; any other counts as
+    /// stopped.
     pub(super) fn kill_now(&mut self) {
         let _ = kill(self.pid, Signal::SIGKILL);
-        self.state = WorkerState::Retiring { kill_at: None };
+        let why = match self.state {
+            WorkerState::Retiring { why, .. } => why,
+            _ => ExitReason::Stop,
+        };
+        self.state = WorkerState::Retiring { kill_at: None, why };
     }
 
     /// SIGKILL, for a fault: it is replaced once reaped (one already
     /// retiring just leaves sooner).
-    pub(super) fn kill_for_fault(&mut self, reason: String) {
+    pub(super) fn kill_for_fault(&mut self, reason: String, cause: ExitReason) {
         if let WorkerState::Retiring { .. } = self.state {
             return self.kill_now();
         }
         let _ = kill(self.pid, Signal::SIGKILL);
-        self.mark_faulty(reason);
+        self.mark_faulty(reason, cause);
     }
 
     /// Records a fault without a signal: for a worker already reaped,
     /// whose pid may be another process's now.
     /// A worker killed already keeps what it was (the first reason, when it
     /// had been ready).
-    pub(super) fn mark_faulty(&mut self, reason: String) {
+    pub(super) fn mark_faulty(&mut self, reason: String, cause: ExitReason) {
         let ready_since = match self.state {
             WorkerState::Retiring { .. } | WorkerState::Killed { .. } => return,
             WorkerState::Ready { since, .. } => Some(since),
             WorkerState::Booting { .. } => None,
         };
+        // One killed before it was ready never got ready, whatever the fault.
+        let cause = match ready_since {
+            None => ExitReason::BootFailed,
+            Some(_) => cause,
+        };
         self.state = WorkerState::Killed {
             reason,
+            cause,
             replaces: self.replaces(),
             ready_since,
         };
@@ -334,13 +406,19 @@ pub(super) mod tests {
             generation,
             index: usize::try_from(id).unwrap_or(0),
             log_budget: LogBudget::new(Instant::now()),
+            started: Instant::now(),
+            counters: WorkerCounters::default(),
+            counters_at: None,
         }
     }
 
     pub(in crate::supervisor) fn booting(replaces: Option<u64>) -> WorkerState {
         WorkerState::Booting {
             deadline: Some(Instant::now() + Duration::from_secs(30)),
-            replaces,
+            replaces: replaces.map(|id| Replacing {
+                id,
+                why: ExitReason::Reload,
+            }),
             failure: None,
         }
     }
@@ -355,7 +433,7 @@ pub(super) mod tests {
     #[test]
     fn booting_to_ready_hands_back_what_it_replaces_once() {
         let mut worker = record(2, 0, booting(Some(1)));
-        assert_eq!(worker.became_ready(Instant::now()), Some(1));
+        assert_eq!(worker.became_ready(Instant::now()).map(|r| r.id), Some(1));
         assert!(worker.is_ready());
         assert_eq!(worker.replaces(), None);
         assert_eq!(
@@ -385,6 +463,7 @@ pub(super) mod tests {
         let mut worker = record(3, 1, booting(Some(1)));
         worker.state = WorkerState::Killed {
             reason: "boot timeout".into(),
+            cause: ExitReason::BootFailed,
             replaces: worker.replaces(),
             ready_since: None,
         };
@@ -400,8 +479,9 @@ pub(super) mod tests {
     #[test]
     fn a_second_fault_keeps_what_the_first_recorded() {
         let mut worker = record(1, 0, ready());
-        worker.mark_faulty("missed its heartbeats".into());
-        worker.mark_faulty("malformed control message".into());
+        worker.mark_faulty("missed its heartbeats".into(), ExitReason::Timeout);
+        worker.mark_faulty("malformed control message".into(), ExitReason::Crash);
+        assert_eq!(worker.exit_reason(), ExitReason::Timeout);
         assert_eq!(worker.failure("signal SIGKILL"), "missed its heartbeats");
         assert!(matches!(
             worker.exit_kind(),
@@ -410,15 +490,24 @@ pub(super) mod tests {
             }
         ));
         let mut booting = record(2, 0, booting(None));
-        booting.mark_faulty("not ready within 1s".into());
+        booting.mark_faulty("not ready within 1s".into(), ExitReason::Crash);
+        assert_eq!(booting.exit_reason(), ExitReason::BootFailed);
         booting.failed_to_boot("no database".into());
         assert_eq!(booting.failure("signal SIGKILL"), "no database");
     }
 
     #[test]
     fn the_exit_kind_follows_the_state() {
-        let retiring = record(1, 0, WorkerState::Retiring { kill_at: None });
+        let retiring = record(
+            1,
+            0,
+            WorkerState::Retiring {
+                kill_at: None,
+                why: ExitReason::ScaleDown,
+            },
+        );
         assert_eq!(retiring.exit_kind(), ExitKind::Retired);
+        assert_eq!(retiring.exit_reason(), ExitReason::ScaleDown);
         let serving = record(2, 0, ready());
         assert!(matches!(
             serving.exit_kind(),
@@ -426,8 +515,10 @@ pub(super) mod tests {
                 ready_since: Some(_)
             }
         ));
+        assert_eq!(serving.exit_reason(), ExitReason::Crash);
         let first_boot = record(3, 0, booting(None));
         assert_eq!(first_boot.exit_kind(), ExitKind::Died { ready_since: None });
+        assert_eq!(first_boot.exit_reason(), ExitReason::BootFailed);
     }
 
     #[test]
@@ -441,10 +532,54 @@ pub(super) mod tests {
         assert_eq!(at, serving.last_heard + Duration::from_secs(4));
         assert_eq!(serving.timer(None), None, "no worker timeout");
         let at = Instant::now();
-        let retiring = record(3, 0, WorkerState::Retiring { kill_at: Some(at) });
+        let why = ExitReason::Stop;
+        let retiring = record(
+            3,
+            0,
+            WorkerState::Retiring {
+                kill_at: Some(at),
+                why,
+            },
+        );
         assert_eq!(retiring.timer(None), Some((at, WorkerTimer::Straggler)));
-        let cut = record(4, 0, WorkerState::Retiring { kill_at: None });
+        let cut = record(4, 0, WorkerState::Retiring { kill_at: None, why });
         assert_eq!(cut.timer(heartbeat), None);
+    }
+
+    #[test]
+    fn a_retiring_worker_killed_keeps_why_it_goes_and_a_serving_one_counts_as_stopped() {
+        let mut retiring = record(
+            1,
+            0,
+            WorkerState::Retiring {
+                kill_at: Some(Instant::now()),
+                why: ExitReason::Reload,
+            },
+        );
+        retiring.pid = Pid::from_raw(i32::MAX); // no such process
+        retiring.kill_now();
+        assert_eq!(retiring.exit_reason(), ExitReason::Reload);
+        let mut serving = record(2, 0, ready());
+        serving.pid = Pid::from_raw(i32::MAX);
+        serving.kill_now();
+        assert_eq!(serving.exit_reason(), ExitReason::Stop);
+    }
+
+    #[test]
+    fn counters_told_are_kept_with_their_time_and_time_to_ready_is_measured_from_start() {
+        let mut worker = record(1, 0, booting(None));
+        assert_eq!(worker.time_to_ready(), None);
+        let now = Instant::now();
+        let counters = WorkerCounters {
+            requests: 5,
+            in_flight: 1,
+            connections: 2,
+        };
+        worker.told(counters, now);
+        assert_eq!((worker.counters, worker.counters_at), (counters, Some(now)));
+        worker.became_ready(worker.started + Duration::from_millis(30));
+        assert_eq!(worker.time_to_ready(), Some(Duration::from_millis(30)));
+        assert_eq!(worker.state_name(), "ready");
     }
 
     #[test]
