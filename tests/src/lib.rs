@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 pub use drover_shared::events;
 
+pub mod operator;
+
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(15);
 

@@ -202,7 +202,22 @@ fn workers_hold_only_their_own_descriptors(spawn: &str) {
         .display()
         .to_string();
     let addr = free_addr();
-    let mut drover = Drover::start(&["-w", "2", "--spawn", spawn, "-b", &addr.to_string()]);
+    // The operator's endpoints are the supervisor's alone too.
+    let dir = drover_tests::test_dir(&format!("fds-{spawn}"));
+    let control = dir.join("ctl.sock");
+    let metrics = free_addr().to_string();
+    let mut drover = Drover::start(&[
+        "-w",
+        "2",
+        "--spawn",
+        spawn,
+        "-b",
+        &addr.to_string(),
+        "--control-socket",
+        control.to_str().unwrap(),
+        "--metrics",
+        &metrics,
+    ]);
     drop((stray, stray_writer));
     let supervisor = socket_inodes(drover.pid());
     for worker in drover.worker_pids() {

@@ -151,16 +151,18 @@ impl Session {
     fn ask(&mut self, order: Order) -> Result<(String, Reply), String> {
         let id = self.next_id;
         self.next_id += 1;
-        self.writer
-            .write_all(order.request_line(id).as_bytes())
-            .map_err(|e| format!("cannot send: {e}"))?;
+        // A supervisor that refuses us says why and closes, perhaps before
+        // it read our request: its line is read even when sending failed.
+        let sent = self.writer.write_all(order.request_line(id).as_bytes());
         let mut line = String::new();
-        let read = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|e| format!("no reply: {e}"))?;
-        if read == 0 {
-            return Err("the supervisor closed the connection without a reply".into());
+        let read = self.reader.read_line(&mut line);
+        match (read, sent) {
+            (Ok(1..), _) => {}
+            (_, Err(error)) => return Err(format!("cannot send: {error}")),
+            (Err(error), Ok(())) => return Err(format!("no reply: {error}")),
+            (Ok(_), Ok(())) => {
+                return Err("the supervisor closed the connection without a reply".into())
+            }
         }
         let reply: Reply =
             serde_json::from_str(&line).map_err(|e| format!("a reply that is not one: {e}"))?;

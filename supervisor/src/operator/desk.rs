@@ -21,6 +21,10 @@ use super::{http, wire};
 /// or is refused if every one waits for an answer.
 const MAX_CLIENTS: usize = 64;
 
+/// At most this many requests of one client wait for their answers at
+/// once; more are answered with an error at once.
+pub(crate) const MAX_PENDING: usize = 16;
+
 /// Which endpoint a client came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -280,6 +284,8 @@ impl Desk {
         if !entry.client.send(bytes) || entry.client.flush(now).is_err() {
             entry.cut();
         }
+        // One that was only waiting for this goes now, not at its deadline.
+        self.sweep(now);
     }
 
     /// One more (or one fewer, `false`) request of client `id` waits for
@@ -292,6 +298,14 @@ impl Desk {
                 entry.pending.saturating_sub(1)
             };
         }
+    }
+
+    /// How many requests of client `id` wait for their answers.
+    pub(crate) fn pending(&self, id: u64) -> usize {
+        self.clients
+            .iter()
+            .find(|e| e.id == id)
+            .map_or(0, |e| e.pending)
     }
 
     /// Writes what client `id`'s socket takes now.

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::command::{Command, Request, Requester};
 use super::Supervisor;
 use crate::control::protocol::SupervisorMessage;
-use crate::operator::desk::{Asked, Desk, Source};
+use crate::operator::desk::{Asked, Desk, Source, MAX_PENDING};
 use crate::operator::endpoint::{ControlMode, Endpoint};
 use crate::operator::{http, prometheus, wire};
 
@@ -163,6 +163,10 @@ impl Supervisor<'_> {
                 "`{}`: this control socket is read-only (status, metrics)",
                 order.name()
             );
+            return self.reply(client, &wire::error_line(&incoming.id, &error));
+        }
+        if self.operator.desk.pending(client) >= MAX_PENDING {
+            let error = format!("more than {MAX_PENDING} requests waiting on this connection");
             return self.reply(client, &wire::error_line(&incoming.id, &error));
         }
         let no = self.operator.next_ticket;
