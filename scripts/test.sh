@@ -20,6 +20,25 @@ if [ ${#need_packages[@]} -gt 0 ]; then
     fi
 fi
 
+# Python's prometheus_client, whose parser reads the metrics in
+# tests/tests/metrics.rs: into a venv of the tests' own (PyPI's package).
+venv=target/test-venv
+if ! "$venv/bin/python3" -c 'import prometheus_client' 2>/dev/null; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+        else
+            echo "scripts/test.sh: please install: python3 python3-venv" >&2
+            exit 1
+        fi
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q prometheus-client
+fi
+export DROVER_TESTS_PYTHON="$PWD/$venv/bin/python3"
+
 # The end-to-end tests ask cargo for the binaries they run, with the same
 # arguments: the same features, so nothing is built twice.
 export DROVER_TESTS_CARGO_ARGS="--workspace --all-targets $*"

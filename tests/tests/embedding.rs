@@ -259,3 +259,32 @@ fn tracked_work_still_running_at_the_graceful_deadline_is_cut() {
         .iter()
         .any(|l| l.contains("job of 600000 ms finished")));
 }
+
+#[test]
+fn an_applications_own_binary_has_drover_ctl() {
+    let greeting = greeting("embed-ctl", "hello");
+    let socket = greeting.with_file_name("ctl.sock");
+    let addr = free_addr();
+    let control = socket.to_str().unwrap();
+    let mut drover = service(&greeting, addr, &["-w", "2", "--control-socket", control]);
+    drover.wait_for_event(events::READY);
+    let ctl = |args: &[&str]| {
+        Command::new(example_bin("service"))
+            .arg("--greeting-file")
+            .arg(&greeting)
+            .args(["ctl", "--control-socket", control])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let status = ctl(&["--json", "status"]);
+    assert!(status.status.success(), "{status:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        reply["data"]["workers"].as_array().unwrap().len(),
+        2,
+        "{reply}"
+    );
+    assert!(ctl(&["stop"]).status.success());
+    assert_eq!(drover.wait_exit(), 0);
+}

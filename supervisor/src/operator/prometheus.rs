@@ -8,7 +8,7 @@
 //! earlier workers served, so it never goes down either.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -67,193 +67,191 @@ impl Snapshot {
     }
 }
 
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let metric = ConstCounter::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+/// A series: its name (a counter's without `_total`, which the encoder
+/// adds), its help, and the label its samples differ by (none: one
+/// sample).
+struct Series {
+    name: &'static str,
+    help: &'static str,
+    label: Option<&'static str>,
+    counter: bool,
 }
 
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let metric = ConstGauge::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+const fn counter(name: &'static str, help: &'static str, label: Option<&'static str>) -> Series {
+    Series {
+        name,
+        help,
+        label,
+        counter: true,
+    }
 }
 
-/// A family of one metric type, one sample per label value.
-fn family<M: EncodeMetric>(
+const fn gauge(name: &'static str, help: &'static str, label: Option<&'static str>) -> Series {
+    Series {
+        name,
+        help,
+        label,
+        counter: false,
+    }
+}
+
+const REQUESTS: Series = counter(
+    "drover_requests",
+    "Requests the fleet served (monotonic across worker restarts).",
+    None,
+);
+const IN_FLIGHT: Series = gauge(
+    "drover_requests_in_flight",
+    "Requests whose responses are not sent in full yet.",
+    None,
+);
+const CONNECTIONS: Series = gauge("drover_connections_open", "Client connections open.", None);
+const WANTED: Series = gauge(
+    "drover_workers_wanted",
+    "Workers the supervisor is to run.",
+    None,
+);
+const WORKERS: Series = gauge(
+    "drover_workers",
+    "Worker processes by state.",
+    Some("state"),
+);
+const EXITS: Series = counter(
+    "drover_worker_exits",
+    "Workers that left, by reason.",
+    Some("reason"),
+);
+const RELOADS: Series = counter(
+    "drover_reloads",
+    "Rolling restarts, by result.",
+    Some("result"),
+);
+const QUEUE_DEPTH: Series = gauge(
+    "drover_listener_queue_depth",
+    "Connections waiting in the kernel's accept queue (TCP listeners).",
+    Some("listener"),
+);
+const QUEUE_LIMIT: Series = gauge(
+    "drover_listener_queue_limit",
+    "The accept queue's limit (the listen backlog).",
+    Some("listener"),
+);
+const SLOT_REQUESTS: Series = counter(
+    "drover_worker_requests",
+    "Requests served by the workers of this slot.",
+    Some("index"),
+);
+const SLOT_IN_FLIGHT: Series = gauge(
+    "drover_worker_requests_in_flight",
+    "Requests in flight in this slot.",
+    Some("index"),
+);
+const SLOT_CONNECTIONS: Series = gauge(
+    "drover_worker_connections_open",
+    "Connections open in this slot.",
+    Some("index"),
+);
+const SLOT_RSS: Series = gauge(
+    "drover_worker_resident_memory_bytes",
+    "Resident memory of this slot's worker processes.",
+    Some("index"),
+);
+
+/// Encodes `series` with `samples` (label value, value); a series without
+/// a label takes the first sample's value alone.
+fn encode_series(
     encoder: &mut DescriptorEncoder,
-    (name, help, label): (&str, &str, &str),
-    samples: impl IntoIterator<Item = (String, M)>,
-    metric_type: prometheus_client::metrics::MetricType,
+    series: &Series,
+    samples: impl IntoIterator<Item = (String, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
-    for (value, sample) in samples {
-        let labels = [(label, value.as_str())];
-        sample.encode(metric.encode_family(&labels)?)?;
+    use prometheus_client::metrics::MetricType;
+    let kind = if series.counter {
+        MetricType::Counter
+    } else {
+        MetricType::Gauge
+    };
+    let mut metric = encoder.encode_descriptor(series.name, series.help, None, kind)?;
+    let Some(label) = series.label else {
+        let value = samples.into_iter().next().map_or(0, |(_, value)| value);
+        return encode_value(series, value, metric);
+    };
+    for (label_value, value) in samples {
+        encode_value(
+            series,
+            value,
+            metric.encode_family(&[(label, label_value.as_str())])?,
+        )?;
     }
     Ok(())
 }
 
-fn as_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+fn encode_value(
+    series: &Series,
+    value: u64,
+    encoder: MetricEncoder,
+) -> Result<(), std::fmt::Error> {
+    if series.counter {
+        ConstCounter::new(value).encode(encoder)
+    } else {
+        ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(encoder)
+    }
 }
 
-impl Collector for Snapshot {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use prometheus_client::metrics::MetricType::{Counter, Gauge};
-        let figures = &self.figures;
-        let e = &mut encoder;
-        counter(
-            e,
-            "drover_requests",
-            "Requests the fleet served (monotonic across worker restarts).",
-            figures.requests_total,
-        )?;
-        gauge(
-            e,
-            "drover_requests_in_flight",
-            "Requests whose responses are not sent in full yet.",
-            as_i64(figures.requests_in_flight),
-        )?;
-        gauge(
-            e,
-            "drover_connections_open",
-            "Client connections open.",
-            as_i64(figures.connections_open),
-        )?;
-        gauge(
-            e,
-            "drover_workers_wanted",
-            "Workers the supervisor is to run.",
-            figures.supervisor.workers_wanted as i64,
-        )?;
+/// One sample without a label.
+fn single(value: u64) -> [(String, u64); 1] {
+    [(String::new(), value)]
+}
+
+impl Snapshot {
+    fn encode_fleet(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let f = &self.figures;
+        encode_series(e, &REQUESTS, single(f.requests_total))?;
+        encode_series(e, &IN_FLIGHT, single(f.requests_in_flight))?;
+        encode_series(e, &CONNECTIONS, single(f.connections_open))?;
+        encode_series(e, &WANTED, single(f.supervisor.workers_wanted as u64))?;
         let states = ["booting", "ready", "retiring", "killed"].map(|state| {
-            let count = figures.workers.iter().filter(|w| w.state == state).count();
-            (state.to_owned(), ConstGauge::new(count as i64))
+            let count = f.workers.iter().filter(|w| w.state == state).count();
+            (state.to_owned(), count as u64)
         });
-        family(
-            e,
-            ("drover_workers", "Worker processes by state.", "state"),
-            states,
-            Gauge,
-        )?;
-        let exits = figures
-            .exits
-            .iter()
-            .map(|(reason, n)| (reason.clone(), ConstCounter::new(*n)));
-        family(
-            e,
-            (
-                "drover_worker_exits",
-                "Workers that left, by reason.",
-                "reason",
-            ),
-            exits,
-            Counter,
-        )?;
-        let reloads = figures
-            .reloads
-            .iter()
-            .map(|(result, n)| (result.clone(), ConstCounter::new(*n)));
-        family(
-            e,
-            ("drover_reloads", "Rolling restarts, by result.", "result"),
-            reloads,
-            Counter,
-        )?;
-        let known = || figures.listeners.iter().filter(|l| l.queue_depth.is_some());
-        let depth = known().map(|l| {
-            (
-                l.addr.clone(),
-                ConstGauge::new(i64::from(l.queue_depth.unwrap_or(0))),
-            )
-        });
-        family(
-            e,
-            (
-                "drover_listener_queue_depth",
-                "Connections waiting in the kernel's accept queue (TCP listeners).",
-                "listener",
-            ),
-            depth,
-            Gauge,
-        )?;
-        let limit = known().map(|l| {
-            (
-                l.addr.clone(),
-                ConstGauge::new(i64::from(l.queue_limit.unwrap_or(0))),
-            )
-        });
-        family(
-            e,
-            (
-                "drover_listener_queue_limit",
-                "The accept queue's limit (the listen backlog).",
-                "listener",
-            ),
-            limit,
-            Gauge,
-        )?;
+        encode_series(e, &WORKERS, states)?;
+        encode_series(e, &EXITS, f.exits.iter().map(|(r, n)| (r.clone(), *n)))?;
+        encode_series(e, &RELOADS, f.reloads.iter().map(|(r, n)| (r.clone(), *n)))
+    }
+
+    /// The accept queues of the listeners the kernel reports them for.
+    fn encode_listeners(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let known = || {
+            self.figures
+                .listeners
+                .iter()
+                .filter(|l| l.queue_depth.is_some())
+        };
+        let depth = known().map(|l| (l.addr.clone(), u64::from(l.queue_depth.unwrap_or(0))));
+        encode_series(e, &QUEUE_DEPTH, depth)?;
+        let limit = known().map(|l| (l.addr.clone(), u64::from(l.queue_limit.unwrap_or(0))));
+        encode_series(e, &QUEUE_LIMIT, limit)
+    }
+
+    fn encode_slots(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let slots = self.slots();
         let per_slot = |pick: fn(&Slot) -> u64| {
             slots
                 .iter()
                 .enumerate()
-                .map(move |(i, s)| (i.to_string(), ConstGauge::new(as_i64(pick(s)))))
+                .map(move |(i, s)| (i.to_string(), pick(s)))
         };
-        let served = slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i.to_string(), ConstCounter::new(s.requests)));
-        family(
-            e,
-            (
-                "drover_worker_requests",
-                "Requests served by the workers of this slot.",
-                "index",
-            ),
-            served,
-            Counter,
-        )?;
-        family(
-            e,
-            (
-                "drover_worker_requests_in_flight",
-                "Requests in flight in this slot.",
-                "index",
-            ),
-            per_slot(|s| s.in_flight),
-            Gauge,
-        )?;
-        family(
-            e,
-            (
-                "drover_worker_connections_open",
-                "Connections open in this slot.",
-                "index",
-            ),
-            per_slot(|s| s.connections),
-            Gauge,
-        )?;
-        family(
-            e,
-            (
-                "drover_worker_resident_memory_bytes",
-                "Resident memory of this slot's worker processes.",
-                "index",
-            ),
-            per_slot(|s| s.rss_bytes),
-            Gauge,
-        )?;
-        Ok(())
+        encode_series(e, &SLOT_REQUESTS, per_slot(|s| s.requests))?;
+        encode_series(e, &SLOT_IN_FLIGHT, per_slot(|s| s.in_flight))?;
+        encode_series(e, &SLOT_CONNECTIONS, per_slot(|s| s.connections))?;
+        encode_series(e, &SLOT_RSS, per_slot(|s| s.rss_bytes))
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_fleet(&mut encoder)?;
+        self.encode_listeners(&mut encoder)?;
+        self.encode_slots(&mut encoder)
     }
 }
 

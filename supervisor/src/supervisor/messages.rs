@@ -8,12 +8,10 @@ use drover_shared::events;
 
 use super::exit_reason::ExitReason;
 use super::log_budget::Verdict;
-use super::operator::Awaiting;
 use super::{fleet, Phase, Supervisor};
 use crate::control::protocol::{DecodeError, WorkerMessage, MAX_DATAGRAM};
 use crate::notify;
 use crate::pid_file;
-use serde_json::json;
 
 /// At most this many messages are read from one worker per loop turn.
 const MESSAGES_PER_TURN: usize = 64;
@@ -85,16 +83,7 @@ impl Supervisor<'_> {
                         "worker ready"
                     );
                     if let Some(old) = replaces {
-                        self.retire(old.id, old.why);
-                        self.settle(
-                            |a| a == Awaiting::Recycle { replacement: id },
-                            Ok(json!({
-                                "message": format!("worker {} replaced by worker {id} (pid {pid})", old.id),
-                                "replaced": old.id,
-                                "worker": id,
-                                "pid": pid,
-                            })),
-                        );
+                        self.replacement_ready(old, id, pid);
                     }
                 }
                 self.check_ready();

@@ -116,6 +116,21 @@ impl Supervisor<'_> {
         }
     }
 
+    /// Replacement `id` (pid `pid`) is ready: the worker it replaces
+    /// closes, and an operator's `recycle` waiting for it is answered.
+    pub(super) fn replacement_ready(&mut self, old: Replacing, id: u64, pid: i32) {
+        self.retire(old.id, old.why);
+        self.settle(
+            |a| a == Awaiting::Recycle { replacement: id },
+            Ok(json!({
+                "message": format!("worker {} replaced by worker {id} (pid {pid})", old.id),
+                "replaced": old.id,
+                "worker": id,
+                "pid": pid,
+            })),
+        );
+    }
+
     /// A replacement never got ready (it failed to boot, exited, or missed
     /// the boot timeout): the worker it was to replace (`old`) serves on.
     /// In a rolling restart, the restart stops there.
