@@ -101,6 +101,35 @@ fn reload_scale_recycle_and_stop_are_answered_once_done() {
 }
 
 #[test]
+fn status_watch_redraws_the_table_until_it_is_stopped() {
+    use std::io::BufRead;
+    let (mut drover, socket, _) = with_control_socket("ctl-watch", &["-w", "1"]);
+    let mut watch = Command::new(drover_bin())
+        .args(["ctl", "--control-socket"])
+        .arg(&socket)
+        .args(["status", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = drover_tests::KillOnDrop(watch.id() as i32);
+    // Each redraw clears the screen, then prints the table.
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut redraws = 0;
+    while redraws < 2 {
+        let line = lines.next().expect("ctl status --watch stopped").unwrap();
+        if line.contains("\x1b[H\x1b[2J") {
+            assert!(line.contains("drover pid"), "{line:?}");
+            redraws += 1;
+        }
+    }
+    drop(lines);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
 fn stop_now_is_answered_once_the_workers_are_killed() {
     let (mut drover, socket, _) = with_control_socket("ctl-stop-now", &["-w", "2"]);
     let stop = ctl(&socket, &["--json", "stop", "--now"]);
@@ -117,6 +146,8 @@ fn reload_and_upgrade_answer_success_then_a_broken_builds_failure() {
     let addr = free_addr();
     command.args(["-w", "2", "--boot-timeout", "5", "-b", &addr.to_string()]);
     command.arg("--control-socket").arg(&socket);
+    let metrics = free_addr();
+    command.args(["--metrics", &metrics.to_string()]);
     let mut drover = Drover::spawn(command);
     drover.wait_for_event(events::READY);
 
@@ -125,6 +156,13 @@ fn reload_and_upgrade_answer_success_then_a_broken_builds_failure() {
     // The path now reaches the new supervisor, which serves.
     let figures = status(&socket);
     assert_eq!(figures["supervisor"]["pid"], successor, "{figures:#}");
+    // So does the metrics port (the old supervisor closed its own).
+    let (code, text) = drover_tests::operator::scrape(metrics);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        drover_tests::operator::sample(&text, "drover_workers{state=\"ready\"}"),
+        2.0
+    );
     assert_eq!(get(addr, "/").unwrap(), (200, "hello\n".into()));
 
     deploy_broken(&binary);

@@ -224,11 +224,12 @@ fn send_datagram(control: &std::os::fd::OwnedFd, datagram: &[u8]) {
     }
 }
 
-/// `Heartbeat` as the control protocol encodes it: version 1, tag 2, two
+/// `Heartbeat` as the control protocol encodes it: version 1, tag 2, three
 /// little-endian u64 counters.
 fn heartbeat_message() -> Vec<u8> {
     let mut datagram = vec![1, 2];
-    datagram.extend([0u8; 16]);
+    // requests, in flight, connections
+    datagram.extend([0u8; 24]);
     datagram
 }
 
