@@ -111,6 +111,12 @@ pub mod flags {
     pub const CONTROL_SOCKET_MODE: &str = "DROVER_CONTROL_SOCKET_MODE";
     /// `--metrics`
     pub const METRICS: &str = "DROVER_METRICS";
+    /// `--certfile`
+    pub const CERTFILE: &str = "DROVER_CERTFILE";
+    /// `--keyfile`
+    pub const KEYFILE: &str = "DROVER_KEYFILE";
+    /// `--tls-min-version`
+    pub const TLS_MIN_VERSION: &str = "DROVER_TLS_MIN_VERSION";
     /// `--pid-file`
     pub const PID_FILE: &str = "DROVER_PID_FILE";
     /// `--uds-mode`

@@ -75,6 +75,12 @@ pub const UPGRADE_FAILED: &str = "upgrade_failed";
 pub const TOOK_OVER: &str = "took_over";
 /// In the new supervisor: it gives up; the old one serves on.
 pub const TAKEOVER_ABANDONED: &str = "takeover_abandoned";
+/// A certificate and key were read and checked (at start, USR1, HUP), or
+/// (in a worker) swapped in for new handshakes.
+pub const TLS_LOADED: &str = "tls_loaded";
+/// A certificate reload was refused (a file missing, a pair that does not
+/// parse or match): the old one serves on.
+pub const TLS_RELOAD_FAILED: &str = "tls_reload_failed";
 
 // In a worker process.
 /// The worker's server accepts (the server library's own line).
@@ -92,7 +98,7 @@ pub const ACCEPT_BACKOFF: &str = "accept_backoff";
 pub const FD_LIMITS: &str = "fd_limits";
 
 /// Every event name, for the README's table and the tests.
-pub const ALL: [&str; 34] = [
+pub const ALL: [&str; 36] = [
     STARTING,
     READY,
     PHASE,
@@ -121,6 +127,8 @@ pub const ALL: [&str; 34] = [
     UPGRADE_FAILED,
     TOOK_OVER,
     TAKEOVER_ABANDONED,
+    TLS_LOADED,
+    TLS_RELOAD_FAILED,
     SERVING,
     CLOSED,
     QUOTA_REACHED,

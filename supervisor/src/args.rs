@@ -143,9 +143,34 @@ pub struct Args {
     #[arg(long, env = flags::METRICS, value_name = "ADDR")]
     pub(crate) metrics: Option<ListenerSpec>,
 
+    /// Serve HTTPS on the TCP listeners with this PEM certificate chain
+    /// (the server's certificate first); needs --keyfile. Unix sockets stay
+    /// plain. The supervisor reads both files: workers never do.
+    #[arg(long, env = flags::CERTFILE, value_name = "PATH", requires = "keyfile")]
+    pub(crate) certfile: Option<PathBuf>,
+
+    /// The PEM private key of --certfile (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = flags::KEYFILE, value_name = "PATH", requires = "certfile")]
+    pub(crate) keyfile: Option<PathBuf>,
+
+    /// The lowest TLS version accepted.
+    #[arg(long, env = flags::TLS_MIN_VERSION, value_enum, default_value_t = MinVersion::V1_2)]
+    pub(crate) tls_min_version: MinVersion,
+
     /// A subcommand instead of serving (`ctl`).
     #[command(subcommand)]
     pub(crate) command: Option<DroverCommand>,
+}
+
+/// `--tls-min-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum MinVersion {
+    /// TLS 1.2 and 1.3.
+    #[value(name = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    V1_3,
 }
 
 /// What drover's command line runs instead of serving.

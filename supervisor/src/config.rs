@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use drover_shared::ListenerSpec;
 
-use crate::args::{Args, LogFormat, ServerArgs, SpawnMode, DEFAULT_BIND};
+use crate::args::{Args, LogFormat, MinVersion, ServerArgs, SpawnMode, DEFAULT_BIND};
 use crate::operator::ControlMode;
+use crate::tls_material::TlsFiles;
+use drover_worker::TlsVersion;
 
 /// What an application says in code for the flags its users leave out
 /// (`Drover::default_workers` and the like); a flag, or its `DROVER_*`
@@ -71,6 +73,10 @@ pub(crate) struct Config {
     pub(crate) control_socket_mode: ControlMode,
     /// Where the metrics are served.
     pub(crate) metrics: Option<ListenerSpec>,
+    /// The certificate and key files, if TLS is on (clap makes sure both
+    /// or neither are given).
+    pub(crate) tls: Option<TlsFiles>,
+    pub(crate) tls_min_version: TlsVersion,
     /// The flags every worker's server is built with.
     server: ServerArgs,
 }
@@ -116,6 +122,14 @@ impl Config {
             control_socket: cli.control_socket,
             control_socket_mode: cli.control_socket_mode,
             metrics: cli.metrics,
+            tls: cli
+                .certfile
+                .zip(cli.keyfile)
+                .map(|(cert, key)| TlsFiles { cert, key }),
+            tls_min_version: match cli.tls_min_version {
+                MinVersion::V1_2 => TlsVersion::Tls12,
+                MinVersion::V1_3 => TlsVersion::Tls13,
+            },
             server: cli.server,
         }
     }

@@ -8,7 +8,7 @@
 pub(crate) mod protocol;
 mod socket;
 
-pub(crate) use socket::ControlSocket;
+pub(crate) use socket::{recv_with_fd, ControlSocket};
 
 #[cfg(test)]
 mod fuzz_tests;

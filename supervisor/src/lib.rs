@@ -37,6 +37,7 @@ mod signals;
 mod sockets;
 mod spawn;
 mod supervisor;
+mod tls_material;
 mod worker_context;
 mod worker_process;
 

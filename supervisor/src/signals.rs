@@ -31,23 +31,25 @@ use nix::libc;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 /// The signals the supervisor acts on.
-pub(crate) const SUPERVISOR_SIGNALS: [Signal; 8] = [
+pub(crate) const SUPERVISOR_SIGNALS: [Signal; 9] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGQUIT,
     Signal::SIGCHLD,
     Signal::SIGHUP,
+    Signal::SIGUSR1,
     Signal::SIGUSR2,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
 ];
 
 /// The supervisor's signals a worker does not act on (all but CHLD).
-pub(crate) const WORKER_IGNORED: [Signal; 7] = [
+pub(crate) const WORKER_IGNORED: [Signal; 8] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGQUIT,
     Signal::SIGHUP,
+    Signal::SIGUSR1,
     Signal::SIGUSR2,
     Signal::SIGTTIN,
     Signal::SIGTTOU,

@@ -44,6 +44,7 @@ mod rollout;
 mod status;
 mod takeover;
 mod timers;
+mod tls;
 mod upgrade;
 mod worker;
 
@@ -123,6 +124,8 @@ struct Supervisor<'a> {
     /// What is counted over this supervisor's life, for its operator.
     tally: status::Tally,
     started: Instant,
+    /// The certificate and key every worker gets, if TLS is on.
+    tls: Option<crate::tls_material::Material>,
 }
 
 /// What woke the loop.
@@ -163,6 +166,7 @@ impl<'a> Supervisor<'a> {
             Some(_) => (None, None),
         };
         let desk = Desk::new(control, metrics);
+        let tls_material = tls::load_at_start(config)?;
         let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor
@@ -194,6 +198,7 @@ impl<'a> Supervisor<'a> {
             operator: operator::Operator::new(desk),
             tally: status::Tally::default(),
             started: Instant::now(),
+            tls: tls_material,
         };
         let (control_socket, metrics) = supervisor.operator.desk.addrs();
         tracing::info!(
@@ -328,6 +333,12 @@ impl<'a> Supervisor<'a> {
             self.credentials.as_ref(),
         )?;
         drop(theirs);
+        // Its first message: what it serves TLS with.
+        if let Some(material) = &self.tls {
+            if let Err(error) = tls::hand_to(&ours, material) {
+                tracing::warn!(%error, "cannot hand the certificate to a new worker");
+            }
+        }
         let id = self.next_id;
         self.next_id += 1;
         tracing::info!(
@@ -367,6 +378,8 @@ impl<'a> Supervisor<'a> {
             .into_iter()
             .chain(std::iter::once(ours).chain(sockets).map(|c| c.as_raw_fd()))
             .chain(operator.iter().map(|(_, fd, _)| fd.as_raw_fd()))
+            // The key's memfd: a worker gets its own copy over its channel.
+            .chain(self.tls.iter().map(|m| m.fd().as_raw_fd()))
             .collect()
     }
 

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::control::protocol::{SupervisorMessage, WorkerCounters, WorkerMessage, MAX_DATAGRAM};
+use crate::control::recv_with_fd;
 use crate::control::ControlSocket;
+use std::os::fd::AsFd;
 use tokio::net::UnixDatagram;
 use tokio_util::task::TaskTracker;
 
-use drover_worker::{BoxError, CloseReport, Error, IntoHttpService, Server, ServerHandle};
+use drover_worker::{BoxError, CloseReport, Error, IntoHttpService, Server, ServerHandle, Tls};
 
 use drover_shared::events;
 
@@ -121,6 +123,16 @@ where
     crate::process_title::set_worker(identity);
     let span = tracing::info_span!("worker", index = identity.index, pid = std::process::id());
     let _entered = span.clone().entered();
+    // The certificate comes first, from the supervisor (this process may
+    // not be able to read the key file: it never tries).
+    let tls = match config.tls.as_ref().map(|_| receive_tls(&control, config)) {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(reason)) => {
+            report(&control, &boot_failed(reason));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = runtime(config.threads, span);
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -132,7 +144,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(config, control, identity, factory));
+    let code = runtime.block_on(serve(config, control, identity, tls, factory));
     // Tasks still running once the server has closed (a `spawn_blocking`
     // that never ends) must not keep the process alive for ever, least of
     // all once its supervisor is gone.
@@ -168,6 +180,7 @@ async fn serve<F, Fut, S, E, K>(
     config: &Config,
     control: ControlSocket,
     identity: WorkerIdentity,
+    tls: Option<Tls>,
     factory: F,
 ) -> ExitCode
 where
@@ -177,7 +190,7 @@ where
     E: Into<BoxError>,
 {
     let work = TaskTracker::new();
-    let Some(server) = start(config, &control, factory, identity, &work).await else {
+    let Some(server) = start(config, &control, factory, identity, tls.clone(), &work).await else {
         return ExitCode::FAILURE;
     };
     // Messages go out with a plain non-blocking send (the socket buffer
@@ -227,7 +240,7 @@ where
     });
 
     let deadline = tokio::select! {
-        deadline = follow_supervisor(&incoming, &handle, &control) => deadline,
+        deadline = follow_supervisor(&incoming, &handle, &control, tls.as_ref()) => deadline,
         () = handle.closing() => None,
     };
     let cut_at = tokio::time::Instant::now() + deadline.unwrap_or(config.graceful_timeout);
@@ -269,6 +282,7 @@ async fn start<F, Fut, S, E, K>(
     control: &ControlSocket,
     factory: F,
     identity: WorkerIdentity,
+    tls: Option<Tls>,
     work: &TaskTracker,
 ) -> Option<Server>
 where
@@ -278,7 +292,10 @@ where
     E: Into<BoxError>,
 {
     let builder = config.server_builder().request_quota(request_quota(config));
-    let builder = builder.max_connections(connection_limit(config));
+    let mut builder = builder.max_connections(connection_limit(config));
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
     let reason = match builder.from_env() {
         Ok(server) => {
             match start_app(
@@ -307,10 +324,20 @@ async fn follow_supervisor(
     incoming: &UnixDatagram,
     server: &ServerHandle,
     control: &ControlSocket,
+    tls: Option<&Tls>,
 ) -> Option<Duration> {
     let mut buffer = [0u8; MAX_DATAGRAM];
     loop {
-        match incoming.recv(&mut buffer).await {
+        let received = incoming
+            .async_io(tokio::io::Interest::READABLE, || {
+                recv_with_fd(incoming.as_fd(), &mut buffer)
+            })
+            .await;
+        let (len, fd) = match received {
+            Ok((len, fd)) => (Ok(len), fd),
+            Err(error) => (Err(error), None),
+        };
+        match len {
             Ok(len @ 1..) => match SupervisorMessage::decode(&buffer[..len]) {
                 Ok(SupervisorMessage::Close {
                     drain_ms,
@@ -325,6 +352,7 @@ async fn follow_supervisor(
                     let counters = counters(server);
                     let _ = send_now(control, &WorkerMessage::Report { query, counters });
                 }
+                Ok(SupervisorMessage::Tls) => replace_certificate(tls, fd),
                 Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
             },
             Ok(_eof) => {
@@ -339,6 +367,48 @@ async fn follow_supervisor(
                 server.close_draining(ORPHAN_DRAIN);
                 return None;
             }
+        }
+    }
+}
+
+/// Waits (bounded by the boot timeout) for the supervisor's first message,
+/// the certificate and key, and builds this worker's TLS from it.
+fn receive_tls(control: &ControlSocket, config: &Config) -> Result<Tls, String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let within = config.boot_timeout.unwrap_or(Duration::from_secs(3600));
+    let timeout = PollTimeout::try_from(within).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(0) => return Err("no certificate from the supervisor".into()),
+        Ok(_) => {}
+        Err(error) => return Err(format!("waiting for the certificate: {error}")),
+    }
+    let mut buffer = [0u8; MAX_DATAGRAM];
+    let (len, fd) = recv_with_fd(control.as_fd(), &mut buffer)
+        .map_err(|e| format!("reading the certificate: {e}"))?;
+    let (Ok(SupervisorMessage::Tls), Some(fd)) = (SupervisorMessage::decode(&buffer[..len]), fd)
+    else {
+        return Err("the supervisor sent no certificate first".into());
+    };
+    let pair = crate::tls_material::unpack(fd)?;
+    Tls::new(pair, config.tls_min_version).map_err(|e| e.to_string())
+}
+
+/// A reload: new handshakes get the pair in `fd`; open connections keep
+/// theirs. A pair that does not parse here (the supervisor checked it)
+/// leaves the old one serving.
+fn replace_certificate(tls: Option<&Tls>, fd: Option<std::os::fd::OwnedFd>) {
+    let (Some(tls), Some(fd)) = (tls, fd) else {
+        tracing::warn!("a certificate without TLS, or without its descriptor: ignored");
+        return;
+    };
+    match crate::tls_material::unpack(fd) {
+        Ok(pair) => {
+            tls.replace(pair);
+            tracing::info!(event = events::TLS_LOADED, "serving the new certificate");
+        }
+        Err(error) => {
+            tracing::error!(%error, "a new certificate that cannot be served: the old one serves on")
         }
     }
 }

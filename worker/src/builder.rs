@@ -43,7 +43,7 @@ pub struct Builder {
 
 impl Default for Builder {
     /// The options of [`defaults`], no limit on connections or requests,
-    /// no access log, no hooks.
+    /// no access log, no hooks, no TLS.
     fn default() -> Self {
         Self {
             config: ServerConfig {
@@ -62,6 +62,7 @@ impl Default for Builder {
                 request_quota: None,
                 startup: Vec::new(),
                 shutdown: Vec::new(),
+                tls: None,
             },
             backlog: defaults::BACKLOG,
         }
@@ -160,6 +161,17 @@ impl Builder {
     /// response head. Default off.
     pub fn access_log(mut self, on: bool) -> Self {
         self.config.access_log = on;
+        self
+    }
+
+    /// TLS on every TCP listener (Unix sockets stay plain: a proxy on the
+    /// same host speaks plain HTTP to them). The handshake is bounded by
+    /// the same limit as a first request head (the shorter of the
+    /// keep-alive and header-read timeouts); a failed one is counted
+    /// ([`ServerStats::tls_handshake_failures`](crate::ServerStats)) and
+    /// logged at debug, and ends that connection alone.
+    pub fn tls(mut self, tls: crate::Tls) -> Self {
+        self.config.tls = Some(tls);
         self
     }
 

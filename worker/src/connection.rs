@@ -201,6 +201,21 @@ pub(crate) async fn serve_connection<S: HttpService>(
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _open = core.counters.connection_opened();
+    let stream = match (stream, &core.connections.tls) {
+        (Stream::Tcp(tcp), Some(tls)) => {
+            match tls.handshake(tcp, core.connections.idle_limit()).await {
+                Ok(tls) => Stream::Tls(Box::new(tls)),
+                Err(error) => {
+                    // A plain-HTTP client, a scanner, a stalled handshake:
+                    // its connection alone ends.
+                    core.counters.count_tls_failure();
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+        (stream, _) => stream,
+    };
     let opened = Instant::now();
     // For peeking at unread bytes; valid while hyper holds the stream,
     // which is as long as `connection` below runs.

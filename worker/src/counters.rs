@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     in_flight: AtomicU64,
     drained: AtomicU64,
     aborted: AtomicU64,
+    tls_failures: AtomicU64,
 }
 
 impl Counters {
@@ -33,6 +34,7 @@ impl Counters {
             in_flight: AtomicU64::new(0),
             drained: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
+            tls_failures: AtomicU64::new(0),
         }
     }
 
@@ -69,6 +71,11 @@ impl Counters {
         self.drained.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A TLS handshake failed.
+    pub(crate) fn count_tls_failure(&self) {
+        self.tls_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A connection was cut.
     pub(crate) fn count_aborted(&self) {
         self.aborted.fetch_add(1, Ordering::Relaxed);
@@ -79,6 +86,7 @@ impl Counters {
             requests_served: self.requests.load(Ordering::Relaxed),
             open_connections: self.open_connections.load(Ordering::Relaxed),
             requests_in_flight: self.in_flight.load(Ordering::Relaxed),
+            tls_handshake_failures: self.tls_failures.load(Ordering::Relaxed),
         }
     }
 

@@ -119,7 +119,13 @@ impl<S: HttpService> Future for HttpConnection<'_, S> {
                             .expect("a detecting connection holds its stream");
                         // An error here is the socket's; hyper meets it at
                         // its first read.
-                        ready!(socket.poll_look(cx, || look(socket))).unwrap_or(Version::Http1)
+                        match socket.alpn_h2() {
+                            // Over TLS, ALPN said.
+                            Some(true) => Version::Http2,
+                            Some(false) => Version::Http1,
+                            None => ready!(socket.poll_look(cx, || look(socket)))
+                                .unwrap_or(Version::Http1),
+                        }
                     };
                     let (Some(stream), Some(service)) = (stream.take(), service.take()) else {
                         unreachable!("taken only here, once")

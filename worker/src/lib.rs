@@ -47,6 +47,8 @@ mod hooks;
 mod stream;
 // The send timeout, around a connection's stream.
 mod send_timeout;
+// TLS on the TCP listeners (rustls).
+mod tls;
 // What `from_sockets` adopts.
 mod sockets;
 // The listening sockets: accept, close, sweep.
@@ -92,3 +94,4 @@ pub use report::{CloseReport, ServerStats};
 pub use server::Server;
 pub use service::{BoxError, IntoHttpService};
 pub use sockets::IntoListener;
+pub use tls::{CertifiedPair, Tls, TlsError, TlsVersion};

@@ -104,13 +104,18 @@ impl Peer {
     /// A connection's ends, asked of its socket.
     pub(crate) fn of(stream: &Stream) -> Self {
         match stream {
-            Stream::Tcp(tcp) => match (tcp.peer_addr(), tcp.local_addr()) {
-                (Ok(peer), Ok(local)) => Self::Tcp { peer, local },
-                _ => Self::Unknown,
-            },
+            Stream::Tcp(tcp) => Self::of_tcp(tcp),
+            Stream::Tls(tls) => Self::of_tcp(tls.get_ref().0),
             Stream::Unix(unix) => Self::Unix(UnixPeer {
                 credentials: unix.peer_cred().ok(),
             }),
+        }
+    }
+
+    fn of_tcp(tcp: &tokio::net::TcpStream) -> Self {
+        match (tcp.peer_addr(), tcp.local_addr()) {
+            (Ok(peer), Ok(local)) => Self::Tcp { peer, local },
+            _ => Self::Unknown,
         }
     }
 

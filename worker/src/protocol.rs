@@ -29,6 +29,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) access_log: bool,
     /// What each request is held to.
     pub(crate) limits: Limits,
+    /// TLS on the TCP listeners' connections, if the server has it.
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 impl ConnectionConfig {
@@ -56,6 +58,7 @@ impl ConnectionConfig {
             idle_limit,
             access_log,
             limits,
+            tls: None,
         }
     }
 

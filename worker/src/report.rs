@@ -26,4 +26,7 @@ pub struct ServerStats {
     /// Requests handed to the application whose responses are not sent in
     /// full yet (an upgraded connection's request ends with its 101).
     pub requests_in_flight: u64,
+    /// TLS handshakes that failed (a plain-HTTP client on a TLS port,
+    /// garbage, a stalled handshake), each ending its connection alone.
+    pub tls_handshake_failures: u64,
 }

@@ -29,6 +29,7 @@ pub(crate) struct ServerConfig {
     pub(crate) request_quota: Option<u64>,
     pub(crate) startup: Vec<StartupHook>,
     pub(crate) shutdown: Vec<ShutdownHook>,
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 /// What `start_serving` needs, kept in the `Bound` state until it runs.
@@ -64,7 +65,7 @@ impl ServerCore {
         };
         let lifecycle = Lifecycle::new(start);
         let tasks = TaskTracker::new();
-        let connections = ConnectionConfig::new(
+        let mut connections = ConnectionConfig::new(
             config.keep_alive_timeout,
             config.header_read_timeout,
             config.access_log,
@@ -72,6 +73,7 @@ impl ServerCore {
             tasks.clone(),
             Arc::clone(lifecycle.abort_signal()),
         );
+        connections.tls = config.tls;
         Self {
             lifecycle,
             listeners,

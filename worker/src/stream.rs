@@ -1,4 +1,4 @@
-//! An accepted connection, TCP or Unix, as one I/O type.
+//! An accepted connection, TCP, TLS over TCP, or Unix, as one I/O type.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
 
 /// Copies into `buf` what the client has sent and nobody has read yet,
 /// without consuming it or waiting (`recv(MSG_PEEK | MSG_DONTWAIT)`):
@@ -27,6 +28,9 @@ pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// After the handshake (boxed: rustls's state is large, and most
+    /// connections are plain).
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -46,6 +50,11 @@ impl Stream {
                     std::task::ready!(s.poll_read_ready(cx))?;
                     s.try_io(Interest::READABLE, &mut look)
                 }
+                Self::Tls(s) => {
+                    let s = s.get_ref().0;
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    s.try_io(Interest::READABLE, &mut look)
+                }
                 Self::Unix(s) => {
                     std::task::ready!(s.poll_read_ready(cx))?;
                     s.try_io(Interest::READABLE, &mut look)
@@ -59,11 +68,23 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Over TLS, whether ALPN chose HTTP/2; `None` on a plain connection,
+    /// whose version its first bytes tell.
+    pub(crate) fn alpn_h2(&self) -> Option<bool> {
+        match self {
+            Self::Tls(s) => Some(s.get_ref().1.alpn_protocol() == Some(b"h2")),
+            _ => None,
+        }
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Self::Tcp(s) => s.as_raw_fd(),
             Self::Unix(s) => s.as_raw_fd(),
+            Self::Tls(s) => s.get_ref().0.as_raw_fd(),
         }
     }
 }
@@ -73,6 +94,7 @@ impl AsFd for Stream {
         match self {
             Self::Tcp(s) => s.as_fd(),
             Self::Unix(s) => s.as_fd(),
+            Self::Tls(s) => s.get_ref().0.as_fd(),
         }
     }
 }
@@ -86,6 +108,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -99,6 +122,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -110,6 +134,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -117,6 +142,7 @@ impl AsyncWrite for Stream {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Unix(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -124,6 +150,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -131,6 +158,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -84,6 +84,10 @@ pub(crate) enum SupervisorMessage {
         /// Echoed in the answer.
         query: u64,
     },
+    /// The certificate and key to serve from now on (at a worker's start,
+    /// and at every reload): a sealed memfd travels with the datagram
+    /// (`tls_material`).
+    Tls,
 }
 
 /// Why a datagram is not a message.
@@ -123,6 +127,7 @@ const RECYCLE: u8 = 5;
 const REPORT: u8 = 6;
 const CLOSE: u8 = 64;
 const ASK_REPORT: u8 = 65;
+const TLS: u8 = 66;
 
 impl WorkerMessage {
     /// The datagram for this message.
@@ -181,6 +186,7 @@ impl SupervisorMessage {
                 graceful_ms,
             } => out.tag(CLOSE).u64(*drain_ms).u64(*graceful_ms),
             Self::Report { query } => out.tag(ASK_REPORT).u64(*query),
+            Self::Tls => out.tag(TLS),
         };
         out.0
     }
@@ -196,6 +202,7 @@ impl SupervisorMessage {
             ASK_REPORT => Self::Report {
                 query: fields.u64()?,
             },
+            TLS => Self::Tls,
             other => return Err(DecodeError::UnknownTag(other)),
         };
         fields.end()?;
@@ -333,6 +340,7 @@ mod tests {
                 graceful_ms: 30_000,
             },
             SupervisorMessage::Report { query: u64::MAX },
+            SupervisorMessage::Tls,
         ];
         for message in supervisor {
             assert_eq!(SupervisorMessage::decode(&message.encode()), Ok(message));

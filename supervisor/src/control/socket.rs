@@ -55,6 +55,12 @@ impl ControlSocket {
         }
     }
 
+    /// Sends one datagram with a descriptor alongside (`SCM_RIGHTS`): the
+    /// peer gets its own copy of it. Without blocking, as [`send`](Self::send).
+    pub(crate) fn send_with_fd(&self, datagram: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+        send_with_fd(self.0.as_fd(), datagram, fd)
+    }
+
     /// Another descriptor for the same socket (close-on-exec), e.g. for an
     /// event loop to wait on while this one sends.
     pub(crate) fn try_clone(&self) -> io::Result<OwnedFd> {
@@ -116,6 +122,54 @@ impl ControlSocket {
     }
 }
 
+/// [`ControlSocket::send_with_fd`] on any control socket descriptor.
+pub(crate) fn send_with_fd(
+    socket: BorrowedFd<'_>,
+    datagram: &[u8],
+    fd: BorrowedFd<'_>,
+) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, UnixAddr};
+    let fds = [fd.as_raw_fd()];
+    let rights = [ControlMessage::ScmRights(&fds)];
+    let iov = [io::IoSlice::new(datagram)];
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    let sent = sendmsg::<UnixAddr>(socket.as_raw_fd(), &iov, &rights, flags, None)?;
+    if sent == datagram.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "datagram cut short",
+        ))
+    }
+}
+
+/// Receives one datagram and the descriptor sent alongside it, if any,
+/// without blocking: `(0, None)` at EOF; `WouldBlock` when none waits.
+/// Descriptors beyond the first are closed.
+pub(crate) fn recv_with_fd(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8; MAX_DATAGRAM],
+) -> io::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, UnixAddr};
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [io::IoSliceMut::new(buffer)];
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let message = recvmsg::<UnixAddr>(socket.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
+    let mut received = None;
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed this descriptor in this
+                // process for us (SCM_RIGHTS); nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                received.get_or_insert(owned);
+            }
+        }
+    }
+    Ok((message.bytes, received))
+}
+
 impl AsFd for ControlSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
@@ -162,5 +216,40 @@ mod tests {
         drop(worker);
         assert_eq!(supervisor.recv(&mut buffer).unwrap(), None);
         assert!(supervisor.send(b"x").is_err(), "no SIGPIPE, an error");
+    }
+
+    #[test]
+    fn a_descriptor_travels_with_its_datagram() {
+        use std::io::{Read, Seek, Write};
+        let (supervisor, worker) = ControlSocket::pair().unwrap();
+        let mut file = tempfile_with(b"pem bytes");
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        supervisor.send_with_fd(b"\x01\x42", file.as_fd()).unwrap();
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        let (len, fd) = recv_with_fd(worker.as_fd(), &mut buffer).unwrap();
+        assert_eq!(&buffer[..len], b"\x01\x42");
+        let mut received = std::fs::File::from(fd.expect("the descriptor"));
+        let mut text = String::new();
+        received.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "pem bytes");
+        file.write_all(b"!").unwrap();
+        supervisor.send(b"\x01\x01").unwrap();
+        let (_, none) = recv_with_fd(worker.as_fd(), &mut buffer).unwrap();
+        assert!(none.is_none(), "a plain datagram carries none");
+    }
+
+    fn tempfile_with(bytes: &[u8]) -> std::fs::File {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("drover-fd-{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file.write_all(bytes).unwrap();
+        file
     }
 }

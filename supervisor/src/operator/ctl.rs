@@ -69,6 +69,18 @@ enum CtlCommand {
         #[arg(long)]
         now: bool,
     },
+    /// The certificate and key (--certfile, --keyfile).
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+enum TlsAction {
+    /// Re-read and check them, and hand them to every worker (as USR1):
+    /// new handshakes get them, open connections keep theirs.
+    Reload,
 }
 
 impl CtlCommand {
@@ -81,6 +93,9 @@ impl CtlCommand {
             Self::Scale { workers } => Order::Scale(workers),
             Self::Recycle { id } => Order::Recycle { worker: id },
             Self::Stop { now } => Order::Stop { now },
+            Self::Tls {
+                action: TlsAction::Reload,
+            } => Order::TlsReload,
         }
     }
 }

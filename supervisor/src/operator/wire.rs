@@ -37,6 +37,9 @@ pub(crate) enum Order {
     Recycle { worker: u64 },
     /// Stop (gracefully, or at once); answered once every worker is gone.
     Stop { now: bool },
+    /// Re-read and check the certificate and key, and hand them to every
+    /// worker (as USR1).
+    TlsReload,
 }
 
 /// What `scale` asks for.
@@ -88,6 +91,7 @@ impl Order {
             Self::Scale(_) => "scale",
             Self::Recycle { .. } => "recycle",
             Self::Stop { .. } => "stop",
+            Self::TlsReload => "tls_reload",
         }
     }
 
@@ -177,9 +181,10 @@ fn order(command: &str, args: &Args) -> Result<Order, String> {
         "stop" => Order::Stop {
             now: args.now.unwrap_or(false),
         },
+        "tls_reload" => Order::TlsReload,
         other => {
             return Err(format!(
-                "unknown command `{other}` (status, metrics, reload, upgrade, scale, recycle, stop)"
+                "unknown command `{other}` (status, metrics, reload, upgrade, scale, recycle, stop, tls_reload)"
             ))
         }
     };
@@ -222,6 +227,7 @@ mod tests {
             Order::Recycle { worker: 7 },
             Order::Stop { now: true },
             Order::Stop { now: false },
+            Order::TlsReload,
         ];
         for (id, order) in orders.into_iter().enumerate() {
             let line = order.request_line(id as u64);

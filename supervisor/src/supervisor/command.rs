@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use nix::libc::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
+use nix::libc::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
 
 use super::leave::Leave;
 use super::operator::{Awaiting, FiguresFor};
@@ -41,6 +41,8 @@ pub(super) enum Command {
     Recycle(u64),
     /// The fleet's figures (`status`, `metrics`).
     Report(FiguresFor),
+    /// Re-read the certificate and key, hand them to the workers (USR1).
+    TlsReload,
     /// Children have exited (CHLD).
     Reap,
 }
@@ -58,6 +60,7 @@ impl Command {
             Self::ScaleTo(_) => "scale",
             Self::Recycle(_) => "recycle",
             Self::Report(_) => "report",
+            Self::TlsReload => "tls_reload",
             Self::Reap => "reap",
         }
     }
@@ -73,6 +76,7 @@ impl Command {
             Order::Recycle { worker } => Self::Recycle(worker),
             Order::Stop { now: false } => Self::Stop,
             Order::Stop { now: true } => Self::StopNow,
+            Order::TlsReload => Self::TlsReload,
         }
     }
 }
@@ -107,6 +111,7 @@ impl Request {
             SIGTERM | SIGINT => Command::Stop,
             SIGQUIT => Command::StopNow,
             SIGHUP => Command::Restart,
+            SIGUSR1 => Command::TlsReload,
             SIGUSR2 => Command::Upgrade,
             SIGTTIN => Command::ScaleUp,
             SIGTTOU => Command::ScaleDown,
@@ -135,6 +140,7 @@ pub(super) enum Action {
     ScaleTo(ScaleTo),
     Recycle(u64),
     Report(FiguresFor),
+    TlsReload,
     /// A second stop signal within [`SAME_STOP`] of the first, or an
     /// operator's stop during one: nothing more.
     SameStop,
@@ -166,6 +172,7 @@ pub(super) fn decide(phase: Phase, request: Request, stopping_for: Option<Durati
         (Running, ScaleDown) => Action::ScaleDown,
         (Running, ScaleTo(to)) => Action::ScaleTo(to),
         (Running, Recycle(worker)) => Action::Recycle(worker),
+        (Booting | Running, TlsReload) => Action::TlsReload,
         (Booting, _) => Action::Ignore("still starting"),
         (Stopping | HandedOver, _) => Action::Ignore("stopping"),
     }
@@ -200,6 +207,10 @@ impl Supervisor<'_> {
             }
             Action::Recycle(worker) => self.recycle_worker(worker, from),
             Action::Report(what) => self.ask_figures(what, from),
+            Action::TlsReload => {
+                let result = self.reload_tls();
+                self.answer(from, result);
+            }
             Action::SameStop => {
                 self.expect(from, Awaiting::Stop);
                 tracing::info!(
@@ -240,6 +251,7 @@ mod tests {
             (SIGINT, Command::Stop),
             (SIGQUIT, Command::StopNow),
             (SIGHUP, Command::Restart),
+            (SIGUSR1, Command::TlsReload),
             (SIGUSR2, Command::Upgrade),
             (SIGTTIN, Command::ScaleUp),
             (SIGTTOU, Command::ScaleDown),
@@ -250,7 +262,7 @@ mod tests {
             assert_eq!(request.command, command);
             assert_eq!(request.from, Requester::Signal(signal));
         }
-        assert_eq!(Request::from_signal(nix::libc::SIGUSR1), None);
+        assert_eq!(Request::from_signal(nix::libc::SIGWINCH), None);
     }
 
     #[test]

@@ -64,6 +64,12 @@ impl Supervisor<'_> {
     /// run the binary on disk now. A HUP during a restart starts it over
     /// for the workers not yet of the newest generation.
     pub(super) fn restart(&mut self) {
+        // New workers get the certificate files as they are now (a pair
+        // that does not check is refused, logged, and the restart goes on
+        // with the old one).
+        if self.config.tls.is_some() {
+            let _ = self.reload_tls();
+        }
         self.generation += 1;
         let to = self.generation;
         let began = match self.rollout {

@@ -1,0 +1,314 @@
+//! TLS termination against the real binary and real clients: curl over
+//! HTTP/1.1 and HTTP/2, `openssl s_client` for ALPN and the served
+//! certificate, a reload in place (USR1, `drover ctl tls reload`) while a
+//! connection stays open, a refused pair, and a key only root can read.
+//! The certificates are made by the tests (`openssl req`), never committed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use drover_tests::operator::ctl;
+use drover_tests::{drover_bin, events, free_addr, test_dir, Drover};
+use nix::sys::signal::Signal;
+
+/// A fresh self-signed P-256 certificate for `localhost` at
+/// `dir/name.pem`, its key at `dir/name.key`.
+fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed (scripts/test.sh installs it)");
+    assert!(made.success());
+    (cert, key)
+}
+
+/// `openssl x509 -serial` of a PEM certificate (or of what s_client printed).
+fn serial(pem: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(pem).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "no certificate in {}",
+        String::from_utf8_lossy(pem)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// curl `path` on `addr` as `localhost`, trusting `ca`: exit code and
+/// the body then the HTTP version.
+fn curl(addr: SocketAddr, ca: &Path, extra: &[&str]) -> (i32, String) {
+    let port = addr.port();
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-w", "%{http_version}\n"])
+        .args(extra)
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .expect("curl is needed");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// `openssl s_client` to `addr` with `args`: everything it printed.
+fn s_client(addr: SocketAddr, args: &[&str]) -> String {
+    let output = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn tls_drover(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    extra: &[&str],
+) -> (Drover, SocketAddr, PathBuf) {
+    let addr = free_addr();
+    let socket = dir.join("ctl.sock");
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["-b", &addr.to_string(), "--certfile"])
+        .arg(cert)
+        .arg("--keyfile")
+        .arg(key)
+        .arg("--control-socket")
+        .arg(&socket)
+        .args(extra);
+    let mut drover = Drover::spawn(command);
+    drover.wait_for_event(events::READY);
+    (drover, addr, socket)
+}
+
+#[test]
+fn https_with_http1_and_http2_and_alpn() {
+    let dir = test_dir("tls-serve");
+    let (cert, key) = certificate(&dir, "a");
+    let (mut drover, addr, _) = tls_drover(&dir, &cert, &key, &["-w", "2"]);
+    let loaded = drover.events(events::TLS_LOADED);
+    assert!(
+        loaded[0].text("subject").unwrap().contains("localhost"),
+        "{loaded:?}"
+    );
+    assert!(loaded[0].text("not_after").is_some());
+    assert_eq!(
+        curl(addr, &cert, &["--http1.1"]),
+        (0, "hello\n1.1\n".into())
+    );
+    assert_eq!(curl(addr, &cert, &["--http2"]), (0, "hello\n2\n".into()));
+    let h2 = s_client(addr, &["-alpn", "h2,http/1.1"]);
+    assert!(h2.contains("ALPN protocol: h2"), "{h2}");
+    let h1 = s_client(addr, &["-alpn", "http/1.1"]);
+    assert!(h1.contains("ALPN protocol: http/1.1"), "{h1}");
+    assert_eq!(
+        serial(h1.as_bytes()),
+        serial(&std::fs::read(&cert).unwrap())
+    );
+    // TLS 1.2 is accepted by default, and only 1.3 with --tls-min-version 1.3.
+    assert!(s_client(addr, &["-tls1_2"]).contains("New, TLSv1.2"));
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+    let (mut strict, addr, _) =
+        tls_drover(&dir, &cert, &key, &["-w", "1", "--tls-min-version", "1.3"]);
+    assert!(s_client(addr, &["-tls1_2"]).contains("Cipher is (NONE)"), "refused");
+    assert!(s_client(addr, &["-tls1_3"]).contains("New, TLSv1.3"));
+    strict.signal(Signal::SIGTERM);
+    assert_eq!(strict.wait_exit(), 0);
+}
+
+/// An `openssl s_client` session kept open: requests go in, responses
+/// come out.
+struct Session {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    fn open(addr: SocketAddr) -> Self {
+        let mut child = Command::new("openssl")
+            .args([
+                "s_client",
+                "-quiet",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                "localhost",
+            ])
+            .args(["-alpn", "http/1.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    /// One keep-alive request; the status line.
+    fn get(&mut self) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut status = String::new();
+        self.out.read_line(&mut status).unwrap();
+        let mut line = String::new();
+        while line != "hello\n" {
+            line.clear();
+            assert!(
+                self.out.read_line(&mut line).unwrap() > 0,
+                "the session ended"
+            );
+        }
+        status
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_reload_in_place_serves_the_new_certificate_and_keeps_open_connections() {
+    let dir = test_dir("tls-reload");
+    let (cert, key) = certificate(&dir, "served");
+    let old_serial = serial(&std::fs::read(&cert).unwrap());
+    let (mut drover, addr, socket) = tls_drover(&dir, &cert, &key, &["-w", "2"]);
+    let workers = drover.worker_pids();
+    let mut open = Session::open(addr);
+    assert!(open.get().starts_with("HTTP/1.1 200"));
+
+    // A renewal written as a mismatched pair: refused, the old one serves.
+    let (new_cert, new_key) = certificate(&dir, "renewed");
+    std::fs::copy(&new_key, &key).unwrap();
+    drover.signal(Signal::SIGUSR1);
+    let refused = drover.wait_for_event(events::TLS_RELOAD_FAILED);
+    assert!(refused.line.contains("does not match"), "{}", refused.line);
+    assert_eq!(curl(addr, &cert, &[]).0, 0, "the old certificate serves on");
+    let refused = ctl(&socket, &["tls", "reload"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("does not match"), "{refused:?}");
+
+    // The whole renewal: accepted, in every worker, no worker restarted.
+    std::fs::copy(&new_cert, &cert).unwrap();
+    let reload = ctl(&socket, &["tls", "reload"]);
+    assert_eq!(reload.code, 0, "{reload:?}");
+    for _ in 0..2 {
+        drover.wait_for_event_where(events::TLS_LOADED, |e| e.line.contains("\"span\""));
+    }
+    let fresh = s_client(addr, &[]);
+    let new_serial = serial(&std::fs::read(&new_cert).unwrap());
+    assert_eq!(serial(fresh.as_bytes()), new_serial);
+    assert_ne!(new_serial, old_serial);
+    assert!(
+        open.get().starts_with("HTTP/1.1 200"),
+        "the open connection goes on"
+    );
+    assert_eq!(drover.worker_pids(), workers, "no worker restarted");
+    drop(open);
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_bad_pair_at_start_is_one_line_and_exit_1() {
+    let dir = test_dir("tls-bad");
+    let (cert, _) = certificate(&dir, "a");
+    let (_, other_key) = certificate(&dir, "b");
+    let output = Command::new(drover_bin())
+        .args(["-w", "1", "-b", &free_addr().to_string(), "--certfile"])
+        .arg(&cert)
+        .arg("--keyfile")
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("drover: --certfile") && stderr.contains("does not match"),
+        "{stderr}"
+    );
+    let alone = Command::new(drover_bin())
+        .arg("--certfile")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(alone.status.code(), Some(2), "--certfile needs --keyfile");
+}
+
+#[test]
+fn workers_running_as_nobody_serve_a_key_only_root_can_read() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test switches users: run it as root (CI does)"
+    );
+    let dir = test_dir("tls-root-key");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (cert, key) = certificate(&dir, "a");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let as_nobody = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "cat",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!as_nobody.status.success(), "nobody cannot read the key");
+    for spawn in ["exec", "fork"] {
+        let (mut drover, addr, _) = tls_drover(
+            &dir,
+            &cert,
+            &key,
+            &["-w", "2", "--user", "nobody", "--spawn", spawn],
+        );
+        assert_eq!(curl(addr, &cert, &[]), (0, "hello\n2\n".into()), "{spawn}");
+        drover.signal(Signal::SIGTERM);
+        assert_eq!(drover.wait_exit(), 0);
+    }
+}

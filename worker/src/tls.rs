@@ -1,0 +1,164 @@
+//! TLS on a server's TCP listeners: rustls (with the `ring` provider),
+//! ALPN `h2` and `http/1.1`, and a certificate that can be swapped while
+//! serving: new handshakes get the new one, open connections keep theirs.
+//!
+//! `ring` rather than `aws-lc-rs`: it builds with a C compiler alone (no
+//! cmake, no Go), in a fraction of the time, and has what a web server
+//! needs (ECDSA and RSA keys, AES-GCM and ChaCha20-Poly1305, X25519).
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// The lowest TLS version a server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (the default).
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// Why a certificate and key cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file holds no PEM certificate.
+    #[error("no certificate in the certificate file")]
+    NoCertificate,
+    /// A certificate that does not parse.
+    #[error("a certificate does not parse: {0}")]
+    BadCertificate(String),
+    /// The key file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[error("no private key in the key file: {0}")]
+    NoKey(String),
+    /// A key rustls cannot use.
+    #[error("the private key cannot be used: {0}")]
+    BadKey(String),
+    /// The key is not the certificate's.
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
+    /// The TLS configuration itself (a version the provider lacks).
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// A certificate chain and its key, checked: they parse and match.
+#[derive(Clone)]
+pub struct CertifiedPair(Arc<CertifiedKey>);
+
+impl fmt::Debug for CertifiedPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertifiedPair")
+            .field("chain_len", &self.0.cert.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl CertifiedPair {
+    /// Parses a PEM certificate chain (the server's certificate first) and
+    /// a PEM private key, and checks that the key is the certificate's.
+    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Self, TlsError> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::NoKey(e.to_string()))?;
+        let certified = CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch,
+            other => TlsError::BadKey(other.to_string()),
+        })?;
+        Ok(Self(Arc::new(certified)))
+    }
+
+    /// The end-entity certificate, DER.
+    pub fn leaf_der(&self) -> &[u8] {
+        self.0.cert.first().map_or(&[], |c| c.as_ref())
+    }
+}
+
+/// The certificate new handshakes get, swappable while serving.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A poisoned lock still holds a whole Arc.
+        Some(Arc::clone(
+            &self.0.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+/// TLS for a server's TCP listeners ([`Builder::tls`](crate::Builder::tls)).
+/// Cheap to clone: clones share the certificate, so [`replace`](Self::replace)
+/// on any of them is seen by every connection's next handshake.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    current: Arc<Current>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Serves `pair`, accepting `min` and later versions, with ALPN `h2`
+    /// and `http/1.1`.
+    pub fn new(pair: CertifiedPair, min: TlsVersion) -> Result<Self, TlsError> {
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let current = Arc::new(Current(RwLock::new(pair.0)));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            current,
+        })
+    }
+
+    /// New handshakes get `pair` from now on; connections open already
+    /// keep the certificate they were made with.
+    pub fn replace(&self, pair: CertifiedPair) {
+        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = pair.0;
+    }
+
+    /// The handshake on an accepted connection, bounded by `within`.
+    pub(crate) async fn handshake(
+        &self,
+        tcp: TcpStream,
+        within: Option<Duration>,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let accept = self.acceptor.accept(tcp);
+        match within {
+            Some(limit) => tokio::time::timeout(limit, accept).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })?,
+            None => accept.await,
+        }
+    }
+}
