@@ -124,8 +124,8 @@ struct Supervisor<'a> {
     /// What is counted over this supervisor's life, for its operator.
     tally: status::Tally,
     started: Instant,
-    /// The certificate and key every worker gets, if TLS is on.
-    tls: Option<crate::tls_material::Material>,
+    /// The certificate, key and ticket keys every worker gets, if TLS is on.
+    tls: Option<tls::TlsState>,
 }
 
 /// What woke the loop.
@@ -334,8 +334,8 @@ impl<'a> Supervisor<'a> {
         )?;
         drop(theirs);
         // Its first message: what it serves TLS with.
-        if let Some(material) = &self.tls {
-            if let Err(error) = tls::hand_to(&ours, material) {
+        if let Some(state) = &self.tls {
+            if let Err(error) = tls::hand_to(&ours, state) {
                 tracing::warn!(%error, "cannot hand the certificate to a new worker");
             }
         }
@@ -379,7 +379,7 @@ impl<'a> Supervisor<'a> {
             .chain(std::iter::once(ours).chain(sockets).map(|c| c.as_raw_fd()))
             .chain(operator.iter().map(|(_, fd, _)| fd.as_raw_fd()))
             // The key's memfd: a worker gets its own copy over its channel.
-            .chain(self.tls.iter().map(|m| m.fd().as_raw_fd()))
+            .chain(self.tls.iter().map(|t| t.sealed().as_raw_fd()))
             .collect()
     }
 

@@ -5,15 +5,19 @@
 //! worker over its control channel (`SCM_RIGHTS`). A worker never opens
 //! the key file: one running as `--user nobody` needs no read access to it.
 //!
-//! The memfd holds `u32 LE chain length | chain PEM | key PEM`; it is
+//! With them go the fleet's session-ticket keys (the supervisor draws them
+//! and rotates them), so that every worker opens every other's tickets.
+//!
+//! The memfd holds `u32 LE chain length | u32 LE key length | chain PEM |
+//! key PEM | ticket keys (48 bytes each, the current one first)`; it is
 //! sealed against writes, so what a worker reads is what was checked.
 
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use drover_worker::CertifiedPair;
+use drover_worker::{CertifiedPair, TicketKey};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
@@ -27,18 +31,56 @@ pub(crate) struct TlsFiles {
     pub(crate) key: PathBuf,
 }
 
-/// A checked pair, ready to hand over.
-#[derive(Debug)]
+/// A checked pair, as read.
 pub(crate) struct Material {
-    memfd: OwnedFd,
+    chain: Vec<u8>,
+    key: Vec<u8>,
     /// The end-entity certificate (DER), for the log.
-    pub(crate) leaf: Vec<u8>,
+    leaf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material").finish_non_exhaustive()
+    }
+}
+
+/// The fleet's session-ticket keys: tickets are sealed with the current
+/// one, and the previous one still opens them.
+#[derive(Debug, Clone)]
+pub(crate) struct TicketKeys {
+    pub(crate) current: TicketKey,
+    pub(crate) previous: Option<TicketKey>,
+}
+
+impl TicketKeys {
+    pub(crate) fn new() -> Result<Self, String> {
+        Ok(Self {
+            current: TicketKey::generate().ok_or("no random source for a ticket key")?,
+            previous: None,
+        })
+    }
+
+    /// A new current key; the current one becomes the previous.
+    pub(crate) fn rotate(&mut self) -> Result<(), String> {
+        let next = TicketKey::generate().ok_or("no random source for a ticket key")?;
+        self.previous = Some(std::mem::replace(&mut self.current, next));
+        Ok(())
+    }
+}
+
+/// What a worker gets: the pair and the ticket keys.
+pub(crate) struct Handed {
+    pub(crate) pair: CertifiedPair,
+    pub(crate) tickets: TicketKeys,
 }
 
 impl Material {
-    /// The descriptor each worker gets a copy of.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.memfd.as_fd()
+    /// The pair and `tickets` in a sealed memfd, for the workers.
+    pub(crate) fn seal(&self, tickets: &TicketKeys) -> std::io::Result<OwnedFd> {
+        let keys = std::iter::once(&tickets.current).chain(tickets.previous.as_ref());
+        let keys: Vec<u8> = keys.flat_map(|k| k.as_bytes().to_vec()).collect();
+        seal(&self.chain, &self.key, &keys)
     }
 
     /// What the log says of the served certificate.
@@ -90,30 +132,30 @@ impl TlsFiles {
         let chain = read(&self.cert, "--certfile")?;
         let key = read(&self.key, "--keyfile")?;
         let pair = CertifiedPair::from_pem(&chain, &key).map_err(|e| {
-            format!(
-                "--certfile {} / --keyfile {}: {e}",
-                self.cert.display(),
-                self.key.display()
-            )
+            let (cert, key) = (self.cert.display(), self.key.display());
+            format!("--certfile {cert} / --keyfile {key}: {e}")
         })?;
-        let memfd = seal(&chain, &key).map_err(|e| format!("cannot hand the key over: {e}"))?;
         Ok(Material {
-            memfd,
             leaf: pair.leaf_der().to_vec(),
+            chain,
+            key,
         })
     }
 }
 
-fn seal(chain: &[u8], key: &[u8]) -> std::io::Result<OwnedFd> {
+fn seal(chain: &[u8], key: &[u8], tickets: &[u8]) -> std::io::Result<OwnedFd> {
     let fd = memfd_create(
         c"drover-tls",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )?;
     let mut file = std::fs::File::from(fd);
-    let len = u32::try_from(chain.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    file.write_all(&len.to_le_bytes())?;
+    for part in [chain, key] {
+        let len = u32::try_from(part.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        file.write_all(&len.to_le_bytes())?;
+    }
     file.write_all(chain)?;
     file.write_all(key)?;
+    file.write_all(tickets)?;
     let seals = SealFlag::F_SEAL_WRITE
         | SealFlag::F_SEAL_GROW
         | SealFlag::F_SEAL_SHRINK
@@ -122,24 +164,42 @@ fn seal(chain: &[u8], key: &[u8]) -> std::io::Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// A worker's side: the pair in a memfd the supervisor sent, checked
-/// again (what the worker serves is what it parsed itself).
-pub(crate) fn unpack(fd: OwnedFd) -> Result<CertifiedPair, String> {
+/// A worker's side: the pair (checked again: what the worker serves is
+/// what it parsed itself) and the ticket keys, from a memfd the
+/// supervisor sent.
+pub(crate) fn unpack(fd: OwnedFd) -> Result<Handed, String> {
     let file = std::fs::File::from(fd);
     let size = file.metadata().map_err(|e| e.to_string())?.len();
-    if !(4..=MAX_MATERIAL).contains(&size) {
+    if !(8..=MAX_MATERIAL).contains(&size) {
         return Err(format!("TLS material of {size} bytes"));
     }
     let mut bytes = vec![0u8; size as usize];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| e.to_string())?;
-    let (len, rest) = bytes.split_at(4);
-    let chain_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    if chain_len > rest.len() {
+    let length = |at: usize| {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
+    };
+    let (chain_len, key_len) = (length(0), length(4));
+    let rest = &bytes[8..];
+    if chain_len.saturating_add(key_len) > rest.len() {
         return Err("TLS material cut short".into());
     }
-    let (chain, key) = rest.split_at(chain_len);
-    CertifiedPair::from_pem(chain, key).map_err(|e| e.to_string())
+    let (chain, rest) = rest.split_at(chain_len);
+    let (key, tickets) = rest.split_at(key_len);
+    let pair = CertifiedPair::from_pem(chain, key).map_err(|e| e.to_string())?;
+    let mut keys = tickets.chunks_exact(TicketKey::LEN).map(|chunk| {
+        let mut bytes = [0u8; TicketKey::LEN];
+        bytes.copy_from_slice(chunk);
+        TicketKey::from_bytes(bytes)
+    });
+    let current = keys.next().ok_or("TLS material without a ticket key")?;
+    Ok(Handed {
+        pair,
+        tickets: TicketKeys {
+            current,
+            previous: keys.next(),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -168,12 +228,17 @@ mod tests {
         let (cert, key) = pem();
         let material = files("ok", &cert, &key).load().unwrap();
         assert!(!material.leaf.is_empty());
-        let copy = material.fd().try_clone_to_owned().unwrap();
+        let mut tickets = TicketKeys::new().unwrap();
+        tickets.rotate().unwrap();
+        let sealed = material.seal(&tickets).unwrap();
+        let copy = sealed.try_clone().unwrap();
         // Sealed: nobody rewrites what was checked.
-        let mut writer = std::fs::File::from(material.fd().try_clone_to_owned().unwrap());
+        let mut writer = std::fs::File::from(sealed);
         assert!(writer.write_all(b"x").is_err());
-        let pair = unpack(copy).unwrap();
-        assert_eq!(pair.leaf_der(), material.leaf.as_slice());
+        let handed = unpack(copy).unwrap();
+        assert_eq!(handed.pair.leaf_der(), material.leaf.as_slice());
+        assert_eq!(handed.tickets.current, tickets.current);
+        assert_eq!(handed.tickets.previous, tickets.previous);
         let facts = material.facts();
         assert!(facts.subject.contains("rcgen"), "{facts:?}");
         assert!(

@@ -390,8 +390,11 @@ fn receive_tls(control: &ControlSocket, config: &Config) -> Result<Tls, String> 
     else {
         return Err("the supervisor sent no certificate first".into());
     };
-    let pair = crate::tls_material::unpack(fd)?;
-    Tls::new(pair, config.tls_min_version).map_err(|e| e.to_string())
+    let handed = crate::tls_material::unpack(fd)?;
+    let tls = Tls::new(handed.pair, config.tls_min_version).map_err(|e| e.to_string())?;
+    let tickets = &handed.tickets;
+    tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
+    Ok(tls)
 }
 
 /// A reload: new handshakes get the pair in `fd`; open connections keep
@@ -403,8 +406,10 @@ fn replace_certificate(tls: Option<&Tls>, fd: Option<std::os::fd::OwnedFd>) {
         return;
     };
     match crate::tls_material::unpack(fd) {
-        Ok(pair) => {
-            tls.replace(pair);
+        Ok(handed) => {
+            tls.replace(handed.pair);
+            let tickets = &handed.tickets;
+            tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
             tracing::info!(event = events::TLS_LOADED, "serving the new certificate");
         }
         Err(error) => {

@@ -147,7 +147,10 @@ fn https_with_http1_and_http2_and_alpn() {
     assert_eq!(drover.wait_exit(), 0);
     let (mut strict, addr, _) =
         tls_drover(&dir, &cert, &key, &["-w", "1", "--tls-min-version", "1.3"]);
-    assert!(s_client(addr, &["-tls1_2"]).contains("Cipher is (NONE)"), "refused");
+    assert!(
+        s_client(addr, &["-tls1_2"]).contains("Cipher is (NONE)"),
+        "refused"
+    );
     assert!(s_client(addr, &["-tls1_3"]).contains("New, TLSv1.3"));
     strict.signal(Signal::SIGTERM);
     assert_eq!(strict.wait_exit(), 0);
@@ -311,4 +314,68 @@ fn workers_running_as_nobody_serve_a_key_only_root_can_read() {
         drover.signal(Signal::SIGTERM);
         assert_eq!(drover.wait_exit(), 0);
     }
+}
+
+/// One `GET /pid` through `openssl s_client` (its session read from or
+/// written to `session`): whether the session was reused, and the pid of
+/// the worker that answered.
+fn resumed_get(addr: SocketAddr, session: &Path, save: bool) -> (bool, String) {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-ign_eof",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .arg(if save { "-sess_out" } else { "-sess_in" })
+        .arg(session)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // -ign_eof: it reads on until the server closes, so the session
+    // tickets (sent after the handshake) are in when it saves.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /pid HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let reused = text.lines().any(|l| l.starts_with("Reused,"));
+    // The body, the pid, is the one line that is a number.
+    let pid = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    (reused, pid)
+}
+
+#[test]
+fn a_session_resumes_on_every_worker_with_the_fleets_ticket_key() {
+    let dir = test_dir("tls-resume");
+    let (cert, key) = certificate(&dir, "a");
+    let (mut drover, addr, _) = tls_drover(&dir, &cert, &key, &["-w", "4"]);
+    let session = dir.join("session.pem");
+    let (reused, _) = resumed_get(addr, &session, true);
+    assert!(!reused, "the first connection is a full handshake");
+    let mut workers = std::collections::HashSet::new();
+    for _ in 0..16 {
+        let (reused, pid) = resumed_get(addr, &session, false);
+        assert!(reused, "a reconnect (to worker {pid}) did a full handshake");
+        workers.insert(pid);
+    }
+    assert!(
+        workers.len() >= 2,
+        "the reconnects reached one worker only: {workers:?}"
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
 }

@@ -49,6 +49,8 @@ mod stream;
 mod send_timeout;
 // TLS on the TCP listeners (rustls).
 mod tls;
+// Session tickets under keys a fleet shares.
+mod tls_tickets;
 // What `from_sockets` adopts.
 mod sockets;
 // The listening sockets: accept, close, sweep.
@@ -95,3 +97,4 @@ pub use server::Server;
 pub use service::{BoxError, IntoHttpService};
 pub use sockets::IntoListener;
 pub use tls::{CertifiedPair, Tls, TlsError, TlsVersion};
+pub use tls_tickets::TicketKey;

@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::tls_tickets::{SharedTicketer, TicketKey};
+
 /// The lowest TLS version a server accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlsVersion {
@@ -112,6 +114,7 @@ impl ResolvesServerCert for Current {
 pub struct Tls {
     acceptor: TlsAcceptor,
     current: Arc<Current>,
+    tickets: Arc<SharedTicketer>,
 }
 
 impl fmt::Debug for Tls {
@@ -122,7 +125,9 @@ impl fmt::Debug for Tls {
 
 impl Tls {
     /// Serves `pair`, accepting `min` and later versions, with ALPN `h2`
-    /// and `http/1.1`.
+    /// and `http/1.1`. Session tickets are sealed with a key of this
+    /// process's own until [`set_ticket_keys`](Self::set_ticket_keys)
+    /// gives one that other processes share.
     pub fn new(pair: CertifiedPair, min: TlsVersion) -> Result<Self, TlsError> {
         let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -135,10 +140,22 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let own = TicketKey::generate()
+            .ok_or_else(|| TlsError::Config("no random source for a ticket key".into()))?;
+        let tickets = Arc::new(SharedTicketer::new(&own));
+        config.ticketer = Arc::clone(&tickets) as Arc<dyn rustls::server::ProducesTickets>;
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             current,
+            tickets,
         })
+    }
+
+    /// Session tickets are sealed with `current` from now on, and opened
+    /// with it or `previous`: processes given the same keys resume each
+    /// other's sessions.
+    pub fn set_ticket_keys(&self, current: &TicketKey, previous: Option<&TicketKey>) {
+        self.tickets.set_keys(current, previous);
     }
 
     /// New handshakes get `pair` from now on; connections open already

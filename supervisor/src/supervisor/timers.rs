@@ -29,6 +29,8 @@ pub(super) enum Timer {
     /// An operator's client stalls, or a query for the workers' counters
     /// reaches its bound.
     Operator,
+    /// The session-ticket key rotates.
+    TicketRotation,
 }
 
 /// When to ping systemd's watchdog.
@@ -75,6 +77,9 @@ impl Supervisor<'_> {
             self.operator
                 .next_deadline()
                 .map(|at| (at, Timer::Operator)),
+            self.tls
+                .as_ref()
+                .map(|t| (t.rotate_at, Timer::TicketRotation)),
         ];
         workers.chain(others.into_iter().flatten())
     }
@@ -103,6 +108,7 @@ impl Supervisor<'_> {
                     }
                 }
                 Timer::Operator => self.on_operator_timer(now),
+                Timer::TicketRotation => self.rotate_ticket_key(),
                 Timer::Watchdog => {
                     notify::watchdog();
                     if let Some(watchdog) = self.watchdog.as_mut() {

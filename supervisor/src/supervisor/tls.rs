@@ -3,6 +3,14 @@
 //! starts, and re-read at USR1 (`drover ctl tls reload`) and HUP: a pair
 //! that checks goes to every worker, which swaps it in for new handshakes;
 //! one that does not is refused with one line, and the old one serves on.
+//!
+//! The fleet's session-ticket keys travel with the pair: drawn here at
+//! start and rotated every [`TICKET_ROTATION`] (the previous key still
+//! opens tickets), so a session resumes on whichever worker the client
+//! reaches.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -11,16 +19,51 @@ use drover_shared::events;
 use super::Supervisor;
 use crate::control::protocol::SupervisorMessage;
 use crate::control::ControlSocket;
-use crate::tls_material::{Material, EXPIRY_WARNING};
+use crate::tls_material::{Material, TicketKeys, EXPIRY_WARNING};
+
+/// How often the session-ticket key changes; a ticket opens for up to
+/// twice this (until the key that sealed it is two rotations old).
+pub(super) const TICKET_ROTATION: Duration = Duration::from_secs(12 * 3600);
+
+/// What TLS the fleet serves with, if it is on.
+pub(super) struct TlsState {
+    material: Material,
+    tickets: TicketKeys,
+    /// The pair and the keys, sealed, as each worker gets them.
+    sealed: OwnedFd,
+    /// When the ticket key rotates next.
+    pub(super) rotate_at: Instant,
+}
+
+impl TlsState {
+    /// The sealed memfd (the supervisor's own descriptor: no child keeps it).
+    pub(super) fn sealed(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sealed.as_fd()
+    }
+}
 
 /// Reads the pair at start, if TLS is on; the error is the start's.
-pub(super) fn load_at_start(config: &crate::config::Config) -> Result<Option<Material>, String> {
+pub(super) fn load_at_start(config: &crate::config::Config) -> Result<Option<TlsState>, String> {
     let Some(files) = &config.tls else {
         return Ok(None);
     };
     let material = files.load()?;
+    let tickets = TicketKeys::new()?;
+    let sealed = material
+        .seal(&tickets)
+        .map_err(|e| format!("cannot hand the key over: {e}"))?;
     log_loaded(&material, &files.cert, None);
-    Ok(Some(material))
+    Ok(Some(TlsState {
+        material,
+        tickets,
+        sealed,
+        rotate_at: Instant::now() + TICKET_ROTATION,
+    }))
+}
+
+/// Hands the fleet's TLS to one worker over its channel.
+pub(super) fn hand_to(control: &ControlSocket, tls: &TlsState) -> std::io::Result<()> {
+    control.send_with_fd(&SupervisorMessage::Tls.encode(), tls.sealed())
 }
 
 /// The `tls_loaded` line: the served certificate's subject and notAfter,
@@ -51,21 +94,22 @@ fn log_loaded(material: &Material, certfile: &std::path::Path, workers: Option<u
     }
 }
 
-/// Hands `material` to one worker over its channel.
-pub(super) fn hand_to(control: &ControlSocket, material: &Material) -> std::io::Result<()> {
-    control.send_with_fd(&SupervisorMessage::Tls.encode(), material.fd())
-}
-
 impl Supervisor<'_> {
     /// Re-reads the pair; if it checks, every worker gets it (new
     /// handshakes, open connections untouched) and so do the workers
     /// started later. Answered once every worker was sent it.
     pub(super) fn reload_tls(&mut self) -> Result<Value, String> {
-        let Some(files) = &self.config.tls else {
+        let (Some(files), Some(tls)) = (&self.config.tls, &self.tls) else {
             return Err("TLS is off (no --certfile)".into());
         };
-        let material = match files.load() {
-            Ok(material) => material,
+        let loaded = files.load().and_then(|material| {
+            let sealed = material
+                .seal(&tls.tickets)
+                .map_err(|e| format!("cannot hand the key over: {e}"))?;
+            Ok((material, sealed))
+        });
+        let (material, sealed) = match loaded {
+            Ok(loaded) => loaded,
             Err(error) => {
                 tracing::error!(
                     event = events::TLS_RELOAD_FAILED,
@@ -75,23 +119,78 @@ impl Supervisor<'_> {
                 return Err(error);
             }
         };
+        let sent = self.hand_over_tls(material, sealed, None);
+        let tls = self.tls.as_ref().expect("set just above");
+        log_loaded(&tls.material, &files.cert, Some(sent));
+        Ok(json!({
+            "message": format!("certificate reloaded: sent to {sent} workers"),
+            "workers": sent,
+        }))
+    }
+
+    /// At its time: a new session-ticket key for every worker (the current
+    /// one becomes the previous, which still opens tickets).
+    pub(super) fn rotate_ticket_key(&mut self) {
+        let Some(mut tls) = self.tls.take() else {
+            return;
+        };
+        let rotated = tls.tickets.rotate().and_then(|()| {
+            tls.material
+                .seal(&tls.tickets)
+                .map_err(|e| format!("cannot hand the key over: {e}"))
+        });
+        tls.rotate_at = Instant::now() + TICKET_ROTATION;
+        match rotated {
+            Ok(sealed) => {
+                let TlsState {
+                    material,
+                    tickets,
+                    rotate_at,
+                    ..
+                } = tls;
+                let sent = self.hand_over_tls(material, sealed, Some((tickets, rotate_at)));
+                tracing::info!(workers = sent, "session-ticket key rotated");
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot rotate the session-ticket key: the current one stays");
+                self.tls = Some(tls);
+            }
+        }
+    }
+
+    /// Makes `material` (sealed in `sealed`) the fleet's and sends it to
+    /// every active worker; returns how many were sent it.
+    fn hand_over_tls(
+        &mut self,
+        material: Material,
+        sealed: OwnedFd,
+        tickets: Option<(TicketKeys, Instant)>,
+    ) -> usize {
+        let previous = self.tls.take();
+        let (tickets, rotate_at) = match (tickets, previous) {
+            (Some(given), _) => given,
+            (None, Some(old)) => (old.tickets, old.rotate_at),
+            (None, None) => unreachable!("TLS state is replaced, never made here"),
+        };
+        let tls = TlsState {
+            material,
+            tickets,
+            sealed,
+            rotate_at,
+        };
         let mut sent = 0;
         for worker in self.workers.iter().filter(|w| w.is_active()) {
             let Some(control) = &worker.control else {
                 continue;
             };
-            match hand_to(control, &material) {
+            match hand_to(control, &tls) {
                 Ok(()) => sent += 1,
                 Err(error) => {
                     tracing::warn!(worker = worker.id, %error, "cannot send the certificate")
                 }
             }
         }
-        log_loaded(&material, &files.cert, Some(sent));
-        self.tls = Some(material);
-        Ok(json!({
-            "message": format!("certificate reloaded: sent to {sent} workers"),
-            "workers": sent,
-        }))
+        self.tls = Some(tls);
+        sent
     }
 }
