@@ -115,6 +115,10 @@ pub mod flags {
     pub const CERTFILE: &str = "DROVER_CERTFILE";
     /// `--keyfile`
     pub const KEYFILE: &str = "DROVER_KEYFILE";
+    /// `--ca-certs`
+    pub const CA_CERTS: &str = "DROVER_CA_CERTS";
+    /// `--cert-reqs`
+    pub const CERT_REQS: &str = "DROVER_CERT_REQS";
     /// `--tls-min-version`
     pub const TLS_MIN_VERSION: &str = "DROVER_TLS_MIN_VERSION";
     /// `--pid-file`

@@ -153,6 +153,16 @@ pub struct Args {
     #[arg(long, env = flags::KEYFILE, value_name = "PATH", requires = "certfile")]
     pub(crate) keyfile: Option<PathBuf>,
 
+    /// Verify client certificates against these PEM CA certificates (read
+    /// by the supervisor, as the key is); see --cert-reqs.
+    #[arg(long, env = flags::CA_CERTS, value_name = "PATH", requires = "certfile")]
+    pub(crate) ca_certs: Option<PathBuf>,
+
+    /// Whether clients must present a certificate --ca-certs signed:
+    /// none (not asked), optional (asked; one without is served), required.
+    #[arg(long, env = flags::CERT_REQS, value_enum, default_value_t = CertReqs::None)]
+    pub(crate) cert_reqs: CertReqs,
+
     /// The lowest TLS version accepted.
     #[arg(long, env = flags::TLS_MIN_VERSION, value_enum, default_value_t = MinVersion::V1_2)]
     pub(crate) tls_min_version: MinVersion,
@@ -160,6 +170,17 @@ pub struct Args {
     /// A subcommand instead of serving (`ctl`).
     #[command(subcommand)]
     pub(crate) command: Option<DroverCommand>,
+}
+
+/// `--cert-reqs` (gunicorn's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CertReqs {
+    /// Clients are not asked for a certificate.
+    None,
+    /// Asked; one without a certificate is served.
+    Optional,
+    /// Asked; one without a valid certificate is refused.
+    Required,
 }
 
 /// `--tls-min-version`.

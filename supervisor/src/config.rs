@@ -122,10 +122,12 @@ impl Config {
             control_socket: cli.control_socket,
             control_socket_mode: cli.control_socket_mode,
             metrics: cli.metrics,
-            tls: cli
-                .certfile
-                .zip(cli.keyfile)
-                .map(|(cert, key)| TlsFiles { cert, key }),
+            tls: cli.certfile.zip(cli.keyfile).map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                ca: cli.ca_certs,
+                cert_reqs: cli.cert_reqs,
+            }),
             tls_min_version: match cli.tls_min_version {
                 MinVersion::V1_2 => TlsVersion::Tls12,
                 MinVersion::V1_3 => TlsVersion::Tls13,

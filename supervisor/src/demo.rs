@@ -23,7 +23,9 @@ use http_body::Frame;
 /// /background?ms=N` → starts a blocking task of N ms; `GET /stream`
 /// → a line every 100 ms, never ending; `GET /healthz` → `ok`; `POST
 /// /upload` → the length of the request body, once read in full (408 if
-/// the client stops sending it: the body-read timeout).
+/// the client stops sending it: the body-read timeout); `GET
+/// /client-cert` → the size of the certificate the client presented over
+/// TLS (`--cert-reqs`), or `none`.
 ///
 /// For tests of boot failures: with `DROVER_DEMO_FAIL_BOOT` set in its
 /// environment a worker fails before it is ready; with
@@ -58,6 +60,17 @@ pub fn app() -> Router {
             get(|| async { format!("{}\n", std::process::id()) }),
         )
         .route("/sleep", get(delayed))
+        .route(
+            "/client-cert",
+            get(
+                |cert: Option<axum::Extension<drover_worker::ClientCertificate>>| async move {
+                    match cert {
+                        Some(axum::Extension(cert)) => format!("{} bytes\n", cert.der().len()),
+                        None => "none\n".to_owned(),
+                    }
+                },
+            ),
+        )
         .route("/block", get(blocking))
         .route("/background", get(background))
         .route(

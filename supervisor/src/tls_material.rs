@@ -8,8 +8,8 @@
 //! With them go the fleet's session-ticket keys (the supervisor draws them
 //! and rotates them), so that every worker opens every other's tickets.
 //!
-//! The memfd holds `u32 LE chain length | u32 LE key length | chain PEM |
-//! key PEM | ticket keys (48 bytes each, the current one first)`; it is
+//! The memfd holds `u32 LE chain, key and CA lengths | chain PEM | key PEM
+//! | client CAs PEM | ticket keys (48 bytes each, the current one first)`; it is
 //! sealed against writes, so what a worker reads is what was checked.
 
 use std::io::Write;
@@ -17,7 +17,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use drover_worker::{CertifiedPair, TicketKey};
+use drover_worker::{CertifiedPair, ClientAuth, TicketKey};
+
+use crate::args::CertReqs;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
@@ -29,12 +31,17 @@ const MAX_MATERIAL: u64 = 1 << 20;
 pub(crate) struct TlsFiles {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,
+    /// `--ca-certs`: the CAs client certificates are verified against.
+    pub(crate) ca: Option<PathBuf>,
+    pub(crate) cert_reqs: CertReqs,
 }
 
 /// A checked pair, as read.
 pub(crate) struct Material {
     chain: Vec<u8>,
     key: Vec<u8>,
+    /// The client CAs (PEM; empty: clients are not asked).
+    ca: Vec<u8>,
     /// The end-entity certificate (DER), for the log.
     leaf: Vec<u8>,
 }
@@ -69,10 +76,24 @@ impl TicketKeys {
     }
 }
 
-/// What a worker gets: the pair and the ticket keys.
+/// What a worker gets: the pair, the client CAs and the ticket keys.
 pub(crate) struct Handed {
     pub(crate) pair: CertifiedPair,
+    /// The client CAs (PEM; empty: clients are not asked).
+    pub(crate) ca: Vec<u8>,
     pub(crate) tickets: TicketKeys,
+}
+
+impl Handed {
+    /// How clients are asked for certificates, from `--cert-reqs` and the
+    /// CAs handed over.
+    pub(crate) fn client_auth(&self, reqs: CertReqs) -> Result<ClientAuth, String> {
+        match reqs {
+            CertReqs::None => Ok(ClientAuth::None),
+            reqs => ClientAuth::from_pem(&self.ca, reqs == CertReqs::Required)
+                .map_err(|e| format!("--ca-certs: {e}")),
+        }
+    }
 }
 
 impl Material {
@@ -80,7 +101,7 @@ impl Material {
     pub(crate) fn seal(&self, tickets: &TicketKeys) -> std::io::Result<OwnedFd> {
         let keys = std::iter::once(&tickets.current).chain(tickets.previous.as_ref());
         let keys: Vec<u8> = keys.flat_map(|k| k.as_bytes().to_vec()).collect();
-        seal(&self.chain, &self.key, &keys)
+        seal(&self.chain, &self.key, &self.ca, &keys)
     }
 
     /// What the log says of the served certificate.
@@ -131,6 +152,17 @@ impl TlsFiles {
         };
         let chain = read(&self.cert, "--certfile")?;
         let key = read(&self.key, "--keyfile")?;
+        let ca = match (&self.ca, self.cert_reqs) {
+            (_, CertReqs::None) => Vec::new(),
+            (Some(path), _) => {
+                let ca = read(path, "--ca-certs")?;
+                let required = self.cert_reqs == CertReqs::Required;
+                ClientAuth::from_pem(&ca, required)
+                    .map_err(|e| format!("--ca-certs {}: {e}", path.display()))?;
+                ca
+            }
+            (None, _) => return Err("--cert-reqs optional or required needs --ca-certs".into()),
+        };
         let pair = CertifiedPair::from_pem(&chain, &key).map_err(|e| {
             let (cert, key) = (self.cert.display(), self.key.display());
             format!("--certfile {cert} / --keyfile {key}: {e}")
@@ -139,23 +171,24 @@ impl TlsFiles {
             leaf: pair.leaf_der().to_vec(),
             chain,
             key,
+            ca,
         })
     }
 }
 
-fn seal(chain: &[u8], key: &[u8], tickets: &[u8]) -> std::io::Result<OwnedFd> {
+fn seal(chain: &[u8], key: &[u8], ca: &[u8], tickets: &[u8]) -> std::io::Result<OwnedFd> {
     let fd = memfd_create(
         c"drover-tls",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )?;
     let mut file = std::fs::File::from(fd);
-    for part in [chain, key] {
+    for part in [chain, key, ca] {
         let len = u32::try_from(part.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         file.write_all(&len.to_le_bytes())?;
     }
-    file.write_all(chain)?;
-    file.write_all(key)?;
-    file.write_all(tickets)?;
+    for part in [chain, key, ca, tickets] {
+        file.write_all(part)?;
+    }
     let seals = SealFlag::F_SEAL_WRITE
         | SealFlag::F_SEAL_GROW
         | SealFlag::F_SEAL_SHRINK
@@ -170,7 +203,7 @@ fn seal(chain: &[u8], key: &[u8], tickets: &[u8]) -> std::io::Result<OwnedFd> {
 pub(crate) fn unpack(fd: OwnedFd) -> Result<Handed, String> {
     let file = std::fs::File::from(fd);
     let size = file.metadata().map_err(|e| e.to_string())?.len();
-    if !(8..=MAX_MATERIAL).contains(&size) {
+    if !(12..=MAX_MATERIAL).contains(&size) {
         return Err(format!("TLS material of {size} bytes"));
     }
     let mut bytes = vec![0u8; size as usize];
@@ -179,13 +212,14 @@ pub(crate) fn unpack(fd: OwnedFd) -> Result<Handed, String> {
     let length = |at: usize| {
         u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
     };
-    let (chain_len, key_len) = (length(0), length(4));
-    let rest = &bytes[8..];
-    if chain_len.saturating_add(key_len) > rest.len() {
+    let (chain_len, key_len, ca_len) = (length(0), length(4), length(8));
+    let rest = &bytes[12..];
+    if chain_len.saturating_add(key_len).saturating_add(ca_len) > rest.len() {
         return Err("TLS material cut short".into());
     }
     let (chain, rest) = rest.split_at(chain_len);
-    let (key, tickets) = rest.split_at(key_len);
+    let (key, rest) = rest.split_at(key_len);
+    let (ca, tickets) = rest.split_at(ca_len);
     let pair = CertifiedPair::from_pem(chain, key).map_err(|e| e.to_string())?;
     let mut keys = tickets.chunks_exact(TicketKey::LEN).map(|chunk| {
         let mut bytes = [0u8; TicketKey::LEN];
@@ -195,6 +229,7 @@ pub(crate) fn unpack(fd: OwnedFd) -> Result<Handed, String> {
     let current = keys.next().ok_or("TLS material without a ticket key")?;
     Ok(Handed {
         pair,
+        ca: ca.to_vec(),
         tickets: TicketKeys {
             current,
             previous: keys.next(),
@@ -215,6 +250,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("drover-tls-{dir}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let files = TlsFiles {
+            ca: None,
+            cert_reqs: CertReqs::None,
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
         };

@@ -28,6 +28,7 @@ use drover_worker::{BoxError, CloseReport, Error, IntoHttpService, Server, Serve
 use drover_shared::events;
 
 use crate::app_start::start_app;
+use crate::args::CertReqs;
 use crate::config::Config;
 use crate::worker_context::{Worker, WorkerIdentity};
 
@@ -391,7 +392,10 @@ fn receive_tls(control: &ControlSocket, config: &Config) -> Result<Tls, String> 
         return Err("the supervisor sent no certificate first".into());
     };
     let handed = crate::tls_material::unpack(fd)?;
-    let tls = Tls::new(handed.pair, config.tls_min_version).map_err(|e| e.to_string())?;
+    let cert_reqs = config.tls.as_ref().map_or(CertReqs::None, |t| t.cert_reqs);
+    let auth = handed.client_auth(cert_reqs)?;
+    let tls = Tls::with_client_auth(handed.pair, config.tls_min_version, auth)
+        .map_err(|e| e.to_string())?;
     let tickets = &handed.tickets;
     tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
     Ok(tls)

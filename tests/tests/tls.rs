@@ -351,8 +351,7 @@ fn resumed_get(addr: SocketAddr, session: &Path, save: bool) -> (bool, String) {
     let pid = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-        .last()
+        .rfind(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
         .unwrap_or_default()
         .to_owned();
     (reused, pid)
@@ -378,4 +377,137 @@ fn a_session_resumes_on_every_worker_with_the_fleets_ticket_key() {
     );
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
+}
+
+/// A CA and a client certificate it signed, PEM: (CA cert, client cert,
+/// client key).
+fn client_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key) = certificate(dir, "client-ca");
+    let (key, csr, cert) = (
+        dir.join("client.key"),
+        dir.join("client.csr"),
+        dir.join("client.pem"),
+    );
+    let ext = dir.join("client.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let request = Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=client", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(request.success());
+    let signed = Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .args(["-CAcreateserial", "-extfile"])
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(signed.success());
+    (ca, cert, key)
+}
+
+/// curl `/client-cert` with `client` (cert, key) if given.
+fn client_cert_get(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path)>) -> (i32, String) {
+    let port = addr.port();
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+    if let Some((cert, key)) = client {
+        command.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let output = command
+        .arg(format!("https://localhost:{port}/client-cert"))
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn client_certificates_are_verified_optional_or_required_and_reach_the_handler() {
+    let dir = test_dir("tls-clients");
+    let (cert, key) = certificate(&dir, "server");
+    let (ca, client, client_key) = client_ca(&dir);
+    let ca_arg = ca.to_str().unwrap();
+    let presented = Some((client.as_path(), client_key.as_path()));
+    let der_len = {
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "der", "-in"])
+            .arg(&client)
+            .output()
+            .unwrap();
+        format!("{} bytes\n", der.stdout.len())
+    };
+    let (mut optional, addr, _) = tls_drover(
+        &dir,
+        &cert,
+        &key,
+        &["-w", "1", "--ca-certs", ca_arg, "--cert-reqs", "optional"],
+    );
+    assert_eq!(client_cert_get(addr, &cert, None), (0, "none\n".into()));
+    assert_eq!(
+        client_cert_get(addr, &cert, presented),
+        (0, der_len.clone())
+    );
+    // A certificate another CA signed is refused.
+    let (stranger, stranger_key) = certificate(&dir, "stranger");
+    assert_ne!(
+        client_cert_get(addr, &cert, Some((&stranger, &stranger_key))).0,
+        0
+    );
+    optional.signal(Signal::SIGTERM);
+    assert_eq!(optional.wait_exit(), 0);
+
+    let (mut required, addr, _) = tls_drover(
+        &dir,
+        &cert,
+        &key,
+        &["-w", "1", "--ca-certs", ca_arg, "--cert-reqs", "required"],
+    );
+    assert_ne!(
+        client_cert_get(addr, &cert, None).0,
+        0,
+        "refused without one"
+    );
+    assert_eq!(client_cert_get(addr, &cert, presented), (0, der_len));
+    required.signal(Signal::SIGTERM);
+    assert_eq!(required.wait_exit(), 0);
+
+    let missing = Command::new(drover_bin())
+        .args(["-w", "1", "-b", &free_addr().to_string(), "--certfile"])
+        .arg(&cert)
+        .arg("--keyfile")
+        .arg(&key)
+        .args(["--cert-reqs", "required"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("needs --ca-certs"));
 }

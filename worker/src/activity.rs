@@ -39,6 +39,8 @@ pub(crate) struct ConnectionActivity {
     http2: AtomicBool,
     /// Who the client is, for every request's extensions.
     peer: Peer,
+    /// The certificate it presented over TLS, if it was asked for one.
+    client_certificate: Option<crate::tls::ClientCertificate>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +53,12 @@ struct RequestCounts {
 }
 
 impl ConnectionActivity {
-    pub(crate) fn new(opened: Instant, core: Arc<ServerCore>, peer: Peer) -> Self {
+    pub(crate) fn new(
+        opened: Instant,
+        core: Arc<ServerCore>,
+        peer: Peer,
+        client_certificate: Option<crate::tls::ClientCertificate>,
+    ) -> Self {
         Self {
             state: Mutex::new(RequestCounts {
                 received: 0,
@@ -61,6 +68,7 @@ impl ConnectionActivity {
             core,
             http2: AtomicBool::new(false),
             peer,
+            client_certificate,
         }
     }
 
@@ -163,6 +171,9 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for ConnectionSe
             None => {
                 // Only a request the application sees is told who sent it.
                 self.activity.peer.tell(request.extensions_mut());
+                if let Some(certificate) = &self.activity.client_certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
                 Call::App {
                     future: self
                         .inner

@@ -220,7 +220,13 @@ pub(crate) async fn serve_connection<S: HttpService>(
     // For peeking at unread bytes; valid while hyper holds the stream,
     // which is as long as `connection` below runs.
     let fd = stream.as_raw_fd();
-    let activity = Arc::new(ConnectionActivity::new(opened, Arc::clone(&core), peer));
+    let certificate = stream.client_certificate();
+    let activity = Arc::new(ConnectionActivity::new(
+        opened,
+        Arc::clone(&core),
+        peer,
+        certificate,
+    ));
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &core.connections;
     let connection = HttpConnection::new(stream, service, config);

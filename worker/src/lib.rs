@@ -96,5 +96,5 @@ pub use report::{CloseReport, ServerStats};
 pub use server::Server;
 pub use service::{BoxError, IntoHttpService};
 pub use sockets::IntoListener;
-pub use tls::{CertifiedPair, Tls, TlsError, TlsVersion};
+pub use tls::{CertifiedPair, ClientAuth, ClientCertificate, Tls, TlsError, TlsVersion};
 pub use tls_tickets::TicketKey;

@@ -94,6 +94,58 @@ impl CertifiedPair {
     }
 }
 
+/// Whether clients are asked for a certificate, and which ones are
+/// taken: those a CA of the given roots signed.
+#[derive(Clone, Debug, Default)]
+pub enum ClientAuth {
+    /// Clients are not asked (the default).
+    #[default]
+    None,
+    /// Asked; one without a certificate is served, one with a certificate
+    /// the roots did not sign is refused.
+    Optional(Arc<rustls::RootCertStore>),
+    /// Asked; one without a valid certificate is refused at the handshake.
+    Required(Arc<rustls::RootCertStore>),
+}
+
+impl ClientAuth {
+    /// The CA certificates in `ca` (PEM), `required` or optional.
+    pub fn from_pem(ca: &[u8], required: bool) -> Result<Self, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            let cert = cert.map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        let roots = Arc::new(roots);
+        Ok(if required {
+            Self::Required(roots)
+        } else {
+            Self::Optional(roots)
+        })
+    }
+}
+
+/// The certificate a client presented, verified against the roots of
+/// [`ClientAuth`]: in the extensions of every request on its connection.
+#[derive(Clone, Debug)]
+pub struct ClientCertificate(Arc<CertificateDer<'static>>);
+
+impl ClientCertificate {
+    pub(crate) fn new(der: CertificateDer<'static>) -> Self {
+        Self(Arc::new(der))
+    }
+
+    /// The certificate, DER (parse it with the X.509 crate of your choice).
+    pub fn der(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
 /// The certificate new handshakes get, swappable while serving.
 #[derive(Debug)]
 struct Current(RwLock<Arc<CertifiedKey>>);
@@ -129,16 +181,41 @@ impl Tls {
     /// process's own until [`set_ticket_keys`](Self::set_ticket_keys)
     /// gives one that other processes share.
     pub fn new(pair: CertifiedPair, min: TlsVersion) -> Result<Self, TlsError> {
+        Self::with_client_auth(pair, min, ClientAuth::None)
+    }
+
+    /// As [`new`](Self::new), asking clients for certificates as `auth`
+    /// says.
+    pub fn with_client_auth(
+        pair: CertifiedPair,
+        min: TlsVersion,
+        auth: ClientAuth,
+    ) -> Result<Self, TlsError> {
         let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
         };
         let current = Arc::new(Current(RwLock::new(pair.0)));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(versions)
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let optional = matches!(auth, ClientAuth::Optional(_));
+        let builder = match auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::Optional(roots) | ClientAuth::Required(roots) => {
+                let mut verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
+                if optional {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let own = TicketKey::generate()
             .ok_or_else(|| TlsError::Config("no random source for a ticket key".into()))?;
