@@ -40,6 +40,7 @@ mod supervisor;
 mod tls_material;
 mod worker_context;
 mod worker_process;
+mod worker_tls;
 
 use std::convert::Infallible;
 use std::process::ExitCode;

@@ -28,7 +28,6 @@ use drover_worker::{BoxError, CloseReport, Error, IntoHttpService, Server, Serve
 use drover_shared::events;
 
 use crate::app_start::start_app;
-use crate::args::CertReqs;
 use crate::config::Config;
 use crate::worker_context::{Worker, WorkerIdentity};
 
@@ -126,7 +125,11 @@ where
     let _entered = span.clone().entered();
     // The certificate comes first, from the supervisor (this process may
     // not be able to read the key file: it never tries).
-    let tls = match config.tls.as_ref().map(|_| receive_tls(&control, config)) {
+    let tls = match config
+        .tls
+        .as_ref()
+        .map(|_| crate::worker_tls::receive(&control, config))
+    {
         None => None,
         Some(Ok(tls)) => Some(tls),
         Some(Err(reason)) => {
@@ -353,7 +356,7 @@ async fn follow_supervisor(
                     let counters = counters(server);
                     let _ = send_now(control, &WorkerMessage::Report { query, counters });
                 }
-                Ok(SupervisorMessage::Tls) => replace_certificate(tls, fd),
+                Ok(SupervisorMessage::Tls) => crate::worker_tls::replace(tls, fd),
                 Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
             },
             Ok(_eof) => {
@@ -368,56 +371,6 @@ async fn follow_supervisor(
                 server.close_draining(ORPHAN_DRAIN);
                 return None;
             }
-        }
-    }
-}
-
-/// Waits (bounded by the boot timeout) for the supervisor's first message,
-/// the certificate and key, and builds this worker's TLS from it.
-fn receive_tls(control: &ControlSocket, config: &Config) -> Result<Tls, String> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let within = config.boot_timeout.unwrap_or(Duration::from_secs(3600));
-    let timeout = PollTimeout::try_from(within).unwrap_or(PollTimeout::MAX);
-    let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, timeout) {
-        Ok(0) => return Err("no certificate from the supervisor".into()),
-        Ok(_) => {}
-        Err(error) => return Err(format!("waiting for the certificate: {error}")),
-    }
-    let mut buffer = [0u8; MAX_DATAGRAM];
-    let (len, fd) = recv_with_fd(control.as_fd(), &mut buffer)
-        .map_err(|e| format!("reading the certificate: {e}"))?;
-    let (Ok(SupervisorMessage::Tls), Some(fd)) = (SupervisorMessage::decode(&buffer[..len]), fd)
-    else {
-        return Err("the supervisor sent no certificate first".into());
-    };
-    let handed = crate::tls_material::unpack(fd)?;
-    let cert_reqs = config.tls.as_ref().map_or(CertReqs::None, |t| t.cert_reqs);
-    let auth = handed.client_auth(cert_reqs)?;
-    let tls = Tls::with_client_auth(handed.pair, config.tls_min_version, auth)
-        .map_err(|e| e.to_string())?;
-    let tickets = &handed.tickets;
-    tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
-    Ok(tls)
-}
-
-/// A reload: new handshakes get the pair in `fd`; open connections keep
-/// theirs. A pair that does not parse here (the supervisor checked it)
-/// leaves the old one serving.
-fn replace_certificate(tls: Option<&Tls>, fd: Option<std::os::fd::OwnedFd>) {
-    let (Some(tls), Some(fd)) = (tls, fd) else {
-        tracing::warn!("a certificate without TLS, or without its descriptor: ignored");
-        return;
-    };
-    match crate::tls_material::unpack(fd) {
-        Ok(handed) => {
-            tls.replace(handed.pair);
-            let tickets = &handed.tickets;
-            tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
-            tracing::info!(event = events::TLS_LOADED, "serving the new certificate");
-        }
-        Err(error) => {
-            tracing::error!(%error, "a new certificate that cannot be served: the old one serves on")
         }
     }
 }

@@ -1,0 +1,65 @@
+//! A TLS worker's side of the certificate: the supervisor's first message
+//! to it (the pair, the client CAs and the ticket keys, in a sealed memfd:
+//! see `tls_material`), from which it builds its server's TLS, and the
+//! reloads that follow. The worker never opens the key file.
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use drover_shared::events;
+use drover_worker::Tls;
+
+use crate::args::CertReqs;
+use crate::config::Config;
+use crate::control::protocol::{SupervisorMessage, MAX_DATAGRAM};
+use crate::control::{recv_with_fd, ControlSocket};
+
+/// Waits (bounded by the boot timeout) for the supervisor's first message,
+/// the certificate and key, and builds this worker's TLS from it.
+pub(crate) fn receive(control: &ControlSocket, config: &Config) -> Result<Tls, String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let within = config.boot_timeout.unwrap_or(Duration::from_secs(3600));
+    let timeout = PollTimeout::try_from(within).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(0) => return Err("no certificate from the supervisor".into()),
+        Ok(_) => {}
+        Err(error) => return Err(format!("waiting for the certificate: {error}")),
+    }
+    let mut buffer = [0u8; MAX_DATAGRAM];
+    let (len, fd) = recv_with_fd(control.as_fd(), &mut buffer)
+        .map_err(|e| format!("reading the certificate: {e}"))?;
+    let (Ok(SupervisorMessage::Tls), Some(fd)) = (SupervisorMessage::decode(&buffer[..len]), fd)
+    else {
+        return Err("the supervisor sent no certificate first".into());
+    };
+    let handed = crate::tls_material::unpack(fd)?;
+    let cert_reqs = config.tls.as_ref().map_or(CertReqs::None, |t| t.cert_reqs);
+    let auth = handed.client_auth(cert_reqs)?;
+    let tls = Tls::with_client_auth(handed.pair, config.tls_min_version, auth)
+        .map_err(|e| e.to_string())?;
+    let tickets = &handed.tickets;
+    tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
+    Ok(tls)
+}
+
+/// A reload: new handshakes get the pair in `fd`; open connections keep
+/// theirs. A pair that does not parse here (the supervisor checked it)
+/// leaves the old one serving.
+pub(crate) fn replace(tls: Option<&Tls>, fd: Option<std::os::fd::OwnedFd>) {
+    let (Some(tls), Some(fd)) = (tls, fd) else {
+        tracing::warn!("a certificate without TLS, or without its descriptor: ignored");
+        return;
+    };
+    match crate::tls_material::unpack(fd) {
+        Ok(handed) => {
+            tls.replace(handed.pair);
+            let tickets = &handed.tickets;
+            tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
+            tracing::info!(event = events::TLS_LOADED, "serving the new certificate");
+        }
+        Err(error) => {
+            tracing::error!(%error, "a new certificate that cannot be served: the old one serves on")
+        }
+    }
+}
