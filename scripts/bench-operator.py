@@ -69,6 +69,14 @@ class Control:
         return json.loads(self.reader.readline())
 
 
+def serving(path, workers):
+    """A connection to the control socket at `path`, once `workers` serve."""
+    control = Control(path)
+    until(f"{workers} workers serving", lambda: sum(
+        w["state"] == "ready" for w in control.ask("status")["data"]["workers"]) == workers)
+    return control
+
+
 def connect_unix(path):
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -99,9 +107,7 @@ def round_trips(tmp):
     drover = start(["-w", "8", "-b", f"127.0.0.1:{port}", "--control-socket", path,
                     "--metrics", f"127.0.0.1:{metrics}"])
     try:
-        control = Control(path)
-        until("8 workers serving", lambda: sum(
-            w["state"] == "ready" for w in control.ask("status")["data"]["workers"]) == 8)
+        control = serving(path, 8)
         times, stale = [], 0
         for _ in range(SAMPLES):
             began = time.monotonic()
@@ -210,9 +216,7 @@ def idle(tmp):
     drover = start(["-w", "2", "-b", f"127.0.0.1:{port}", "--control-socket", path,
                     "--metrics", f"127.0.0.1:{metrics}"])
     try:
-        control = Control(path)
-        until("2 workers serving", lambda: sum(
-            w["state"] == "ready" for w in control.ask("status")["data"]["workers"]) == 2)
+        control = serving(path, 2)
         control.sock.close()  # an idle supervisor has no client either
         time.sleep(1)  # sleep-ok: let the start-up settle before the window
         before = usage(drover.pid)

@@ -79,8 +79,19 @@ pub fn ask(socket: &Path, line: &str) -> serde_json::Value {
 
 /// `GET /metrics` at `addr`: the status and the body.
 pub fn scrape(addr: SocketAddr) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    let stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
     stream.set_read_timeout(Some(WAIT)).unwrap();
+    scrape_on(stream)
+}
+
+/// `GET /metrics` on a metrics endpoint's Unix socket.
+pub fn scrape_unix(path: &Path) -> (u16, String) {
+    let stream = UnixStream::connect(path).expect("connect to the metrics socket");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    scrape_on(stream)
+}
+
+fn scrape_on(mut stream: impl Read + Write) -> (u16, String) {
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\n\r\n")
         .unwrap();

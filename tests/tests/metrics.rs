@@ -203,20 +203,12 @@ fn a_scrape_is_openmetrics_text_with_every_fixed_series() {
 
 #[test]
 fn metrics_on_a_unix_socket() {
-    use std::io::{Read, Write};
     let dir = test_dir("metrics-unix");
     let path = dir.join("metrics.sock");
     let spec = format!("unix:{}", path.display());
     let addr = free_addr();
     let mut drover = Drover::start(&["-w", "1", "-b", &addr.to_string(), "--metrics", &spec]);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (code, text) = drover_tests::parse(&response).unwrap();
+    let (code, text) = drover_tests::operator::scrape_unix(&path);
     assert_eq!(code, 200);
     assert_eq!(sample(&text, "drover_workers{state=\"ready\"}"), 1.0);
     drover.signal(Signal::SIGTERM);

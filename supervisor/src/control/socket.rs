@@ -34,15 +34,7 @@ impl ControlSocket {
     /// an error (never SIGPIPE).
     pub(crate) fn send(&self, datagram: &[u8]) -> io::Result<()> {
         let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
-        let sent = send(self.0.as_raw_fd(), datagram, flags)?;
-        if sent == datagram.len() {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "datagram cut short",
-            ))
-        }
+        whole(send(self.0.as_raw_fd(), datagram, flags)?, datagram)
     }
 
     /// Receives one datagram without blocking: `Ok(Some(len))`,
@@ -134,6 +126,11 @@ pub(crate) fn send_with_fd(
     let iov = [io::IoSlice::new(datagram)];
     let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     let sent = sendmsg::<UnixAddr>(socket.as_raw_fd(), &iov, &rights, flags, None)?;
+    whole(sent, datagram)
+}
+
+/// A datagram goes whole or is an error.
+fn whole(sent: usize, datagram: &[u8]) -> io::Result<()> {
     if sent == datagram.len() {
         Ok(())
     } else {
