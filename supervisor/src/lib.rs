@@ -38,6 +38,7 @@ mod sockets;
 mod spawn;
 mod supervisor;
 mod tls_material;
+mod unix_mode;
 mod worker_context;
 mod worker_process;
 mod worker_tls;

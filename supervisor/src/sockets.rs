@@ -12,12 +12,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use drover_shared::env::OWNED_SOCKETS;
 use drover_shared::listen_fds::{inherited_listeners, ListenFdsError};
 use drover_shared::{adopt_fd, ListenAddr, Listener, ListenerSpec};
-use nix::sys::stat::{umask, Mode};
 
 use crate::config::Config;
 use crate::credentials::Credentials;
-use crate::operator::figures::ListenerFigures;
-use crate::operator::kernel::accept_queue;
 
 /// The sockets every worker gets.
 pub(crate) struct Sockets {
@@ -125,17 +122,9 @@ impl Sockets {
                 // this process knows of it.
                 unsafe { adopt_fd(*fd) }.map_err(|e| format!("cannot listen on {spec}: {e}"))?
             }
-            // The mode is set through the umask at bind, not by a chmod
-            // after it: a chmod by path (as root) would follow a symlink
-            // put in the socket's place meanwhile. The supervisor is
-            // single-threaded, so the umask is this bind's alone.
-            ListenerSpec::Unix(_) if config.uds_mode.is_some() => {
+            ListenerSpec::Unix(path) if config.uds_mode.is_some() => {
                 let mode = config.uds_mode.unwrap_or_default();
-                let mask = Mode::from_bits_truncate(0o777 & !mode);
-                let previous = umask(mask);
-                let opened = spec.open(config.backlog);
-                umask(previous);
-                opened.map_err(|e| e.to_string())?
+                crate::unix_mode::open_unix_with_mode(path, mode, config.backlog)?
             }
             _ => spec.open(config.backlog).map_err(|e| e.to_string())?,
         };
@@ -170,22 +159,9 @@ impl Sockets {
             .collect()
     }
 
-    /// Every listener with its accept queue, as the kernel tells it now.
-    pub(crate) fn queue_figures(&self) -> Vec<ListenerFigures> {
-        self.listeners
-            .iter()
-            .map(|listener| {
-                let queue = accept_queue(listener.as_fd());
-                ListenerFigures {
-                    addr: listener
-                        .local_addr()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                    queue_depth: queue.map(|(depth, _)| depth),
-                    queue_limit: queue.map(|(_, limit)| limit),
-                }
-            })
-            .collect()
+    /// The listeners, for the figures an operator asks for.
+    pub(crate) fn listeners(&self) -> &[Listener] {
+        &self.listeners
     }
 
     /// Which sockets have files this supervisor created (or took over).

@@ -353,8 +353,7 @@ async fn follow_supervisor(
                 // Answered from this task, on the runtime: a blocked
                 // runtime answers late, and the supervisor says so.
                 Ok(SupervisorMessage::Report { query }) => {
-                    let counters = counters(server);
-                    let _ = send_now(control, &WorkerMessage::Report { query, counters });
+                    answer_report(server, control, query);
                 }
                 Ok(SupervisorMessage::Tls) => crate::worker_tls::replace(tls, fd),
                 Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
@@ -390,8 +389,7 @@ async fn keep_reporting(
                 if let Ok(SupervisorMessage::Report { query }) =
                     SupervisorMessage::decode(&buffer[..len])
                 {
-                    let counters = counters(server);
-                    let _ = send_now(control, &WorkerMessage::Report { query, counters });
+                    answer_report(server, control, query);
                 }
             }
             Ok(_) | Err(_) => std::future::pending().await,
@@ -445,6 +443,12 @@ async fn heartbeat(server: ServerHandle, every: Duration, control: Arc<ControlSo
             return;
         }
     }
+}
+
+/// Answers the supervisor's `Report { query }` with the counters now.
+fn answer_report(server: &ServerHandle, control: &ControlSocket, query: u64) {
+    let counters = counters(server);
+    let _ = send_now(control, &WorkerMessage::Report { query, counters });
 }
 
 fn counters(server: &ServerHandle) -> WorkerCounters {

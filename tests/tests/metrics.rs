@@ -151,9 +151,19 @@ fn the_request_counter_never_goes_down_across_a_reload_a_recycling_and_a_kill_9(
         get(addr, "/").unwrap();
     }
     check("served more", 65.0);
-    let victim = *drover.worker_pids().iter().next().unwrap();
+    // A serving worker (the recycled one may still be closing: its exit
+    // would be a worker leaving, not dying).
+    let figures = status(&socket);
+    let serving = figures["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["state"] == "ready");
+    let victim = serving.expect("a serving worker")["pid"].as_i64().unwrap() as i32;
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
-    drover.wait_for_event(events::WORKER_DIED);
+    drover.wait_for_event_where(events::WORKER_DIED, |e| {
+        e.number("pid") == i64::from(victim)
+    });
     check("after kill -9", 65.0);
     drover.wait_for_event(events::WORKER_READY);
     check("after the replacement", 65.0);

@@ -69,8 +69,8 @@ impl Stream {
 }
 
 impl Stream {
-    /// Over TLS, whether ALPN chose HTTP/2; `None` on a plain connection,
-    /// whose version its first bytes tell.
+    /// Over TLS, the certificate the client presented (verified by the
+    /// handshake), if it was asked for one.
     pub(crate) fn client_certificate(&self) -> Option<crate::tls::ClientCertificate> {
         let Self::Tls(s) = self else { return None };
         let first = s.get_ref().1.peer_certificates()?.first()?;
@@ -79,6 +79,8 @@ impl Stream {
         ))
     }
 
+    /// Over TLS, whether ALPN chose HTTP/2; `None` on a plain connection,
+    /// whose version its first bytes tell.
     pub(crate) fn alpn_h2(&self) -> Option<bool> {
         match self {
             Self::Tls(s) => Some(s.get_ref().1.alpn_protocol() == Some(b"h2")),

@@ -150,7 +150,7 @@ struct Session {
 
 impl Session {
     fn open(path: &Path) -> Result<Self, String> {
-        let stream = super::endpoint::connect(path)
+        let stream = UnixStream::connect(path)
             .map_err(|e| format!("cannot reach {}: {e}", path.display()))?;
         let reader = stream
             .try_clone()

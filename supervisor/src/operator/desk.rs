@@ -157,7 +157,7 @@ impl Desk {
             if kind == Kind::Control {
                 if let Err(refusal) = check_peer(&client.stream) {
                     tracing::warn!(why = %refusal, "control socket: client refused");
-                    self.refuse(
+                    refuse(
                         client,
                         &wire::error_line(&serde_json::Value::Null, &refusal),
                         now,
@@ -176,7 +176,7 @@ impl Desk {
                             .into_owned()
                     }
                 };
-                self.refuse(client, &busy, now);
+                refuse(client, &busy, now);
                 continue;
             }
             client.deadline = now + super::client::IDLE_TIMEOUT;
@@ -190,12 +190,6 @@ impl Desk {
                 cut: false,
             });
         }
-    }
-
-    /// Answers a client that is not taken, once, without waiting.
-    fn refuse(&mut self, mut client: Client, answer: &str, now: Instant) {
-        let _ = client.send(answer.as_bytes());
-        let _ = client.flush(now);
     }
 
     /// Whether there is room for one more client of `kind`, making it by
@@ -363,4 +357,11 @@ impl Desk {
             endpoint.remove_file();
         }
     }
+}
+
+/// Answers a client that is not taken, once, without waiting (it is
+/// closed as it drops).
+fn refuse(mut client: Client, answer: &str, now: Instant) {
+    let _ = client.send(answer.as_bytes());
+    let _ = client.flush(now);
 }

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use drover_shared::{Listener, ListenerSpec};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use nix::sys::stat::{umask, Mode};
 
 use super::client::Stream;
 
@@ -51,14 +50,7 @@ impl Endpoint {
     /// an error; `taking_over` (a new supervisor of a binary upgrade, once
     /// ready) binds beside it and renames over it.
     pub(crate) fn unix(path: &Path, taking_over: bool) -> Result<Self, String> {
-        let bind = |at: &Path| {
-            // The mode through the umask at bind (no chmod by path after
-            // it); the supervisor is single-threaded, so it is this bind's.
-            let previous = umask(Mode::from_bits_truncate(0o177));
-            let opened = ListenerSpec::Unix(at.to_owned()).open(BACKLOG);
-            umask(previous);
-            opened.map_err(|e| e.to_string())
-        };
+        let bind = |at: &Path| crate::unix_mode::open_unix_with_mode(at, 0o600, BACKLOG);
         let listener = if taking_over {
             let beside = sibling(path);
             let listener = bind(&beside)?;
@@ -172,11 +164,6 @@ fn peer_uid(stream: &UnixStream) -> nix::Result<u32> {
     Ok(getsockopt(stream, PeerCredentials)?.uid())
 }
 
-/// Connects to a control socket, for `drover ctl`.
-pub(crate) fn connect(path: &Path) -> io::Result<UnixStream> {
-    UnixStream::connect(path)
-}
-
 /// The metrics endpoint's TCP port, for tests that bound port 0.
 #[cfg(test)]
 pub(crate) fn tcp_port(endpoint: &Endpoint) -> u16 {
@@ -209,7 +196,7 @@ mod tests {
         let first = first.forget_file();
         first.remove_file();
         assert!(path.exists());
-        let client = connect(&path).unwrap();
+        let client = UnixStream::connect(&path).unwrap();
         assert!(
             second.accept().unwrap().is_some(),
             "the path reaches the new one"
@@ -226,7 +213,7 @@ mod tests {
     }
 
     fn second_client(endpoint: &Endpoint, path: &Path) -> Stream {
-        let _client = connect(path).unwrap();
+        let _client = UnixStream::connect(path).unwrap();
         endpoint.accept().unwrap().unwrap()
     }
 

@@ -8,7 +8,7 @@ use super::exit_reason::{ExitCounts, ExitReason};
 use super::rollout::Rollout;
 use super::worker::Worker;
 use super::Supervisor;
-use crate::operator::figures::{Figures, SupervisorFigures, WorkerFigures};
+use crate::operator::figures::{Figures, ListenerFigures, SupervisorFigures, WorkerFigures};
 use crate::operator::kernel;
 
 /// What the supervisor counts over its life, for its operator.
@@ -60,7 +60,12 @@ impl Supervisor<'_> {
                 reloading: matches!(self.rollout, Rollout::Rolling { .. }),
                 upgrading_to: self.upgrade.successor().map(|pid| pid.as_raw()),
             },
-            listeners: self.sockets.queue_figures(),
+            listeners: self
+                .sockets
+                .listeners()
+                .iter()
+                .map(listener_figures)
+                .collect(),
             requests_in_flight: workers.iter().map(|w| w.in_flight).sum(),
             connections_open: workers.iter().map(|w| w.connections).sum(),
             requests_total: self.tally.served_by_workers_gone() + live_requests,
@@ -77,6 +82,20 @@ impl Supervisor<'_> {
             ]
             .into(),
         }
+    }
+}
+
+/// A listener with its accept queue, as the kernel tells it now.
+fn listener_figures(listener: &drover_shared::Listener) -> ListenerFigures {
+    use std::os::fd::AsFd;
+    let queue = kernel::accept_queue(listener.as_fd());
+    ListenerFigures {
+        addr: listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        queue_depth: queue.map(|(depth, _)| depth),
+        queue_limit: queue.map(|(_, limit)| limit),
     }
 }
 

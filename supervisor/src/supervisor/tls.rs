@@ -99,7 +99,7 @@ impl Supervisor<'_> {
     /// handshakes, open connections untouched) and so do the workers
     /// started later. Answered once every worker was sent it.
     pub(super) fn reload_tls(&mut self) -> Result<Value, String> {
-        let (Some(files), Some(tls)) = (&self.config.tls, &self.tls) else {
+        let (Some(files), Some(tls)) = (&self.config.tls, &mut self.tls) else {
             return Err("TLS is off (no --certfile)".into());
         };
         let loaded = files.load().and_then(|material| {
@@ -108,8 +108,8 @@ impl Supervisor<'_> {
                 .map_err(|e| format!("cannot hand the key over: {e}"))?;
             Ok((material, sealed))
         });
-        let (material, sealed) = match loaded {
-            Ok(loaded) => loaded,
+        match loaded {
+            Ok((material, sealed)) => (tls.material, tls.sealed) = (material, sealed),
             Err(error) => {
                 tracing::error!(
                     event = events::TLS_RELOAD_FAILED,
@@ -118,10 +118,11 @@ impl Supervisor<'_> {
                 );
                 return Err(error);
             }
-        };
-        let sent = self.hand_over_tls(material, sealed, None);
-        let tls = self.tls.as_ref().expect("set just above");
-        log_loaded(&tls.material, &files.cert, Some(sent));
+        }
+        let sent = self.send_tls();
+        if let Some(tls) = &self.tls {
+            log_loaded(&tls.material, &files.cert, Some(sent));
+        }
         Ok(json!({
             "message": format!("certificate reloaded: sent to {sent} workers"),
             "workers": sent,
@@ -131,66 +132,40 @@ impl Supervisor<'_> {
     /// At its time: a new session-ticket key for every worker (the current
     /// one becomes the previous, which still opens tickets).
     pub(super) fn rotate_ticket_key(&mut self) {
-        let Some(mut tls) = self.tls.take() else {
-            return;
-        };
-        let rotated = tls.tickets.rotate().and_then(|()| {
+        let Some(tls) = &mut self.tls else { return };
+        tls.rotate_at = Instant::now() + TICKET_ROTATION;
+        let mut tickets = tls.tickets.clone();
+        let rotated = tickets.rotate().and_then(|()| {
             tls.material
-                .seal(&tls.tickets)
+                .seal(&tickets)
                 .map_err(|e| format!("cannot hand the key over: {e}"))
         });
-        tls.rotate_at = Instant::now() + TICKET_ROTATION;
         match rotated {
-            Ok(sealed) => {
-                let TlsState {
-                    material,
-                    tickets,
-                    rotate_at,
-                    ..
-                } = tls;
-                let sent = self.hand_over_tls(material, sealed, Some((tickets, rotate_at)));
-                tracing::info!(workers = sent, "session-ticket key rotated");
-            }
+            Ok(sealed) => (tls.tickets, tls.sealed) = (tickets, sealed),
             Err(error) => {
                 tracing::error!(%error, "cannot rotate the session-ticket key: the current one stays");
-                self.tls = Some(tls);
+                return;
             }
         }
+        let sent = self.send_tls();
+        tracing::info!(workers = sent, "session-ticket key rotated");
     }
 
-    /// Makes `material` (sealed in `sealed`) the fleet's and sends it to
-    /// every active worker; returns how many were sent it.
-    fn hand_over_tls(
-        &mut self,
-        material: Material,
-        sealed: OwnedFd,
-        tickets: Option<(TicketKeys, Instant)>,
-    ) -> usize {
-        let previous = self.tls.take();
-        let (tickets, rotate_at) = match (tickets, previous) {
-            (Some(given), _) => given,
-            (None, Some(old)) => (old.tickets, old.rotate_at),
-            (None, None) => unreachable!("TLS state is replaced, never made here"),
-        };
-        let tls = TlsState {
-            material,
-            tickets,
-            sealed,
-            rotate_at,
-        };
+    /// Sends the fleet's TLS to every active worker; how many were sent it.
+    fn send_tls(&self) -> usize {
+        let Some(tls) = &self.tls else { return 0 };
         let mut sent = 0;
         for worker in self.workers.iter().filter(|w| w.is_active()) {
             let Some(control) = &worker.control else {
                 continue;
             };
-            match hand_to(control, &tls) {
+            match hand_to(control, tls) {
                 Ok(()) => sent += 1,
                 Err(error) => {
                     tracing::warn!(worker = worker.id, %error, "cannot send the certificate")
                 }
             }
         }
-        self.tls = Some(tls);
         sent
     }
 }
