@@ -8,6 +8,8 @@ command -v systemd-socket-activate >/dev/null || need_packages+=(systemd)
 # TLS tests: test certificates (openssl req), real clients (curl, s_client).
 command -v openssl >/dev/null || need_packages+=(openssl)
 command -v curl >/dev/null || need_packages+=(curl)
+# wrk over https through a restart and a certificate reload (tls_operations).
+command -v wrk >/dev/null || need_packages+=(wrk)
 # PostgreSQL's server binaries (tests/src/postgres.rs): Debian keeps them
 # in /usr/lib/postgresql/N/bin, off PATH.
 if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then

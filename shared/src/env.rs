@@ -67,6 +67,8 @@ pub const RUST_LOG: &str = "RUST_LOG";
 pub mod flags {
     /// `--bind`
     pub const BIND: &str = "DROVER_BIND";
+    /// `--insecure-bind`
+    pub const INSECURE_BIND: &str = "DROVER_INSECURE_BIND";
     /// `--workers`
     pub const WORKERS: &str = "DROVER_WORKERS";
     /// `--spawn`

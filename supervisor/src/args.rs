@@ -54,6 +54,13 @@ pub struct Args {
     #[arg(short = 'b', long = "bind", env = flags::BIND, value_delimiter = ',')]
     pub(crate) bind: Vec<ListenerSpec>,
 
+    /// Also listen here, served plain HTTP even with --certfile (a health
+    /// check port, a proxy on the host): the same forms as --bind; repeat
+    /// for several. Under systemd, a socket with FileDescriptorName=insecure
+    /// is served plain instead.
+    #[arg(long, env = flags::INSECURE_BIND, value_delimiter = ',', value_name = "BIND")]
+    pub(crate) insecure_bind: Vec<ListenerSpec>,
+
     /// Worker processes [default: available CPUs].
     #[arg(short = 'w', long, env = flags::WORKERS)]
     pub(crate) workers: Option<NonZeroUsize>,
@@ -357,7 +364,7 @@ Signals to the supervisor:
   HUP         rolling restart: workers replaced one by one, each new one
               ready before an old one closes; a new worker that fails to
               boot stops the restart and the old ones serve on
-  USR1        TLS: re-read --certfile/--keyfile and swap them in every worker
+  USR1        TLS: re-read --certfile/--keyfile/--ca-certs, swap them in every worker
               (new handshakes; a pair that does not check is refused)
   USR2        binary upgrade: a new supervisor from the binary on disk takes
               over the sockets once its workers are ready

@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub(crate) bind: Vec<ListenerSpec>,
     /// Whether `bind` was given (flag or environment), not the default.
     pub(crate) bind_given: bool,
+    /// Where to listen too, served plain even with TLS (`--insecure-bind`).
+    pub(crate) insecure_bind: Vec<ListenerSpec>,
     /// The listen backlog of the sockets drover opens.
     pub(crate) backlog: u32,
     /// Mode of the Unix socket files drover creates.
@@ -94,6 +96,7 @@ impl Config {
                 (true, false) => defaults.bind,
                 (true, true) => vec![DEFAULT_BIND.parse().expect("the default address parses")],
             },
+            insecure_bind: cli.insecure_bind,
             backlog: cli.backlog,
             uds_mode: cli.uds_mode,
             workers: cli.workers.or(defaults.workers).map_or_else(

@@ -16,6 +16,14 @@ use drover_shared::{adopt_fd, ListenAddr, Listener, ListenerSpec};
 use crate::config::Config;
 use crate::credentials::Credentials;
 
+/// The `LISTEN_FDNAMES` name of a listener served plain HTTP even with
+/// TLS: drover gives it to its `--insecure-bind` sockets, and a systemd
+/// socket unit gives it with `FileDescriptorName=insecure`.
+pub(crate) const INSECURE_NAME: &str = "insecure";
+
+/// systemd's name for a socket its unit did not name.
+const UNNAMED: &str = "unknown";
+
 /// The sockets every worker gets.
 pub(crate) struct Sockets {
     listeners: Vec<Listener>,
@@ -85,12 +93,18 @@ impl Sockets {
             Err(error) => return Err(format!("socket activation: {error}")),
         }
         let mut opened = Self {
-            listeners: Vec::with_capacity(config.bind.len()),
-            names: None,
+            listeners: Vec::with_capacity(config.bind.len() + config.insecure_bind.len()),
+            // Names only when some listener is to stay plain, so that an
+            // application reading LISTEN_FDNAMES sees what it saw before.
+            names: (!config.insecure_bind.is_empty()).then(|| {
+                let tls = std::iter::repeat_n(UNNAMED, config.bind.len());
+                let plain = std::iter::repeat_n(INSECURE_NAME, config.insecure_bind.len());
+                tls.chain(plain).collect::<Vec<_>>().join(":")
+            }),
             to_claim: Vec::new(),
         };
         let mut adopted = Vec::new();
-        for spec in &config.bind {
+        for spec in config.bind.iter().chain(&config.insecure_bind) {
             if let ListenerSpec::Fd(fd) = spec {
                 if adopted.contains(fd) {
                     opened.remove_files();
@@ -149,6 +163,20 @@ impl Sockets {
     /// LISTEN_FDNAMES for the workers.
     pub(crate) fn names(&self) -> Option<&str> {
         self.names.as_deref()
+    }
+
+    /// Whether the workers serve listener `index` over TLS: a TCP listener,
+    /// TLS on, and not named [`INSECURE_NAME`] (as the workers decide).
+    pub(crate) fn speaks_tls(&self, config: &Config, index: usize) -> bool {
+        let plain = self
+            .names
+            .as_deref()
+            .and_then(|names| names.split(':').nth(index))
+            .is_some_and(|name| name == INSECURE_NAME);
+        let tcp = self.listeners[index]
+            .local_addr()
+            .is_ok_and(|addr| matches!(addr, ListenAddr::Tcp(_)));
+        config.tls.is_some() && tcp && !plain
     }
 
     /// Where they listen, for the log.

@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 
 use drover_worker::{BoxError, CloseReport, Error, IntoHttpService, Server, ServerHandle, Tls};
 
+use crate::worker_tls::WorkerTls;
+
 use drover_shared::events;
 
 use crate::app_start::start_app;
@@ -184,7 +186,7 @@ async fn serve<F, Fut, S, E, K>(
     config: &Config,
     control: ControlSocket,
     identity: WorkerIdentity,
-    tls: Option<Tls>,
+    tls: Option<WorkerTls>,
     factory: F,
 ) -> ExitCode
 where
@@ -194,7 +196,8 @@ where
     E: Into<BoxError>,
 {
     let work = TaskTracker::new();
-    let Some(server) = start(config, &control, factory, identity, tls.clone(), &work).await else {
+    let served_tls = tls.as_ref().map(|t| t.tls().clone());
+    let Some(server) = start(config, &control, factory, identity, served_tls, &work).await else {
         return ExitCode::FAILURE;
     };
     // Messages go out with a plain non-blocking send (the socket buffer
@@ -298,7 +301,9 @@ where
     let builder = config.server_builder().request_quota(request_quota(config));
     let mut builder = builder.max_connections(connection_limit(config));
     if let Some(tls) = tls {
-        builder = builder.tls(tls);
+        builder = builder
+            .tls(tls)
+            .plain_listener(crate::sockets::INSECURE_NAME);
     }
     let reason = match builder.from_env() {
         Ok(server) => {
@@ -328,7 +333,7 @@ async fn follow_supervisor(
     incoming: &UnixDatagram,
     server: &ServerHandle,
     control: &ControlSocket,
-    tls: Option<&Tls>,
+    tls: Option<&WorkerTls>,
 ) -> Option<Duration> {
     let mut buffer = [0u8; MAX_DATAGRAM];
     loop {
@@ -457,6 +462,7 @@ fn counters(server: &ServerHandle) -> WorkerCounters {
         requests: stats.requests_served,
         in_flight: stats.requests_in_flight,
         connections: stats.open_connections,
+        tls_handshake_failures: stats.tls_handshake_failures,
     }
 }
 

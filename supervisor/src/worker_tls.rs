@@ -1,7 +1,8 @@
 //! A TLS worker's side of the certificate: the supervisor's first message
 //! to it (the pair, the client CAs and the ticket keys, in a sealed memfd:
 //! see `tls_material`), from which it builds its server's TLS, and the
-//! reloads that follow. The worker never opens the key file.
+//! reloads that follow (the pair, the client CAs, the ticket keys). The
+//! worker never opens the key file.
 
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -14,9 +15,23 @@ use crate::config::Config;
 use crate::control::protocol::{SupervisorMessage, MAX_DATAGRAM};
 use crate::control::{recv_with_fd, ControlSocket};
 
+/// A worker's TLS: what its server serves with, and what it needs to
+/// apply the supervisor's reloads.
+pub(crate) struct WorkerTls {
+    tls: Tls,
+    cert_reqs: CertReqs,
+}
+
+impl WorkerTls {
+    /// What the server is built with.
+    pub(crate) fn tls(&self) -> &Tls {
+        &self.tls
+    }
+}
+
 /// Waits (bounded by the boot timeout) for the supervisor's first message,
 /// the certificate and key, and builds this worker's TLS from it.
-pub(crate) fn receive(control: &ControlSocket, config: &Config) -> Result<Tls, String> {
+pub(crate) fn receive(control: &ControlSocket, config: &Config) -> Result<WorkerTls, String> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let within = config.boot_timeout.unwrap_or(Duration::from_secs(3600));
     let timeout = PollTimeout::try_from(within).unwrap_or(PollTimeout::MAX);
@@ -40,24 +55,29 @@ pub(crate) fn receive(control: &ControlSocket, config: &Config) -> Result<Tls, S
         .map_err(|e| e.to_string())?;
     let tickets = &handed.tickets;
     tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
-    Ok(tls)
+    Ok(WorkerTls { tls, cert_reqs })
 }
 
-/// A reload: new handshakes get the pair in `fd`; open connections keep
-/// theirs. A pair that does not parse here (the supervisor checked it)
-/// leaves the old one serving.
-pub(crate) fn replace(tls: Option<&Tls>, fd: Option<std::os::fd::OwnedFd>) {
-    let (Some(tls), Some(fd)) = (tls, fd) else {
+/// A reload (or a ticket-key rotation): new handshakes get the pair, the
+/// client CAs and the ticket keys in `fd`; open connections keep theirs.
+/// What does not parse here (the supervisor checked it) leaves the old
+/// one serving.
+pub(crate) fn replace(tls: Option<&WorkerTls>, fd: Option<std::os::fd::OwnedFd>) {
+    let (Some(WorkerTls { tls, cert_reqs }), Some(fd)) = (tls, fd) else {
         tracing::warn!("a certificate without TLS, or without its descriptor: ignored");
         return;
     };
-    match crate::tls_material::unpack(fd) {
-        Ok(handed) => {
-            tls.replace(handed.pair);
-            let tickets = &handed.tickets;
-            tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
-            tracing::info!(event = events::TLS_LOADED, "serving the new certificate");
-        }
+    let installed = crate::tls_material::unpack(fd).and_then(|handed| {
+        let auth = handed.client_auth(*cert_reqs)?;
+        // The CAs first: a pair is never served with CAs that failed.
+        tls.set_client_auth(auth).map_err(|e| e.to_string())?;
+        tls.replace(handed.pair);
+        let tickets = &handed.tickets;
+        tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
+        Ok(())
+    });
+    match installed {
+        Ok(()) => tracing::info!(event = events::TLS_LOADED, "serving the new certificate"),
         Err(error) => {
             tracing::error!(%error, "a new certificate that cannot be served: the old one serves on")
         }

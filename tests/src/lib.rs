@@ -636,3 +636,4 @@ pub fn read_pid(path: &Path) -> i32 {
 
 pub mod load;
 pub mod postgres;
+pub mod tls;

@@ -4,118 +4,18 @@
 //! connection stays open, a refused pair, and a key only root can read.
 //! The certificates are made by the tests (`openssl req`), never committed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use drover_tests::operator::ctl;
-use drover_tests::{drover_bin, events, free_addr, test_dir, Drover};
+use drover_tests::tls::{
+    certificate, client_ca, client_cert_get, curl, s_client, serial, tls_drover, Session,
+};
+use drover_tests::{drover_bin, events, free_addr, test_dir};
 use nix::sys::signal::Signal;
-
-/// A fresh self-signed P-256 certificate for `localhost` at
-/// `dir/name.pem`, its key at `dir/name.key`.
-fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed (scripts/test.sh installs it)");
-    assert!(made.success());
-    (cert, key)
-}
-
-/// `openssl x509 -serial` of a PEM certificate (or of what s_client printed).
-fn serial(pem: &[u8]) -> String {
-    let mut child = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(pem).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "no certificate in {}",
-        String::from_utf8_lossy(pem)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// curl `path` on `addr` as `localhost`, trusting `ca`: exit code and
-/// the body then the HTTP version.
-fn curl(addr: SocketAddr, ca: &Path, extra: &[&str]) -> (i32, String) {
-    let port = addr.port();
-    let output = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
-        .args(["-w", "%{http_version}\n"])
-        .args(extra)
-        .arg(format!("https://localhost:{port}/"))
-        .output()
-        .expect("curl is needed");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status.code().unwrap_or(-1), text)
-}
-
-/// `openssl s_client` to `addr` with `args`: everything it printed.
-fn s_client(addr: SocketAddr, args: &[&str]) -> String {
-    let output = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            "localhost",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn tls_drover(
-    dir: &Path,
-    cert: &Path,
-    key: &Path,
-    extra: &[&str],
-) -> (Drover, SocketAddr, PathBuf) {
-    let addr = free_addr();
-    let socket = dir.join("ctl.sock");
-    let mut command = Command::new(drover_bin());
-    command
-        .args(["-b", &addr.to_string(), "--certfile"])
-        .arg(cert)
-        .arg("--keyfile")
-        .arg(key)
-        .arg("--control-socket")
-        .arg(&socket)
-        .args(extra);
-    let mut drover = Drover::spawn(command);
-    drover.wait_for_event(events::READY);
-    (drover, addr, socket)
-}
 
 #[test]
 fn https_with_http1_and_http2_and_alpn() {
@@ -154,62 +54,6 @@ fn https_with_http1_and_http2_and_alpn() {
     assert!(s_client(addr, &["-tls1_3"]).contains("New, TLSv1.3"));
     strict.signal(Signal::SIGTERM);
     assert_eq!(strict.wait_exit(), 0);
-}
-
-/// An `openssl s_client` session kept open: requests go in, responses
-/// come out.
-struct Session {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Session {
-    fn open(addr: SocketAddr) -> Self {
-        let mut child = Command::new("openssl")
-            .args([
-                "s_client",
-                "-quiet",
-                "-connect",
-                &addr.to_string(),
-                "-servername",
-                "localhost",
-            ])
-            .args(["-alpn", "http/1.1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Self { child, out }
-    }
-
-    /// One keep-alive request; the status line.
-    fn get(&mut self) -> String {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin
-            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-            .unwrap();
-        stdin.flush().unwrap();
-        let mut status = String::new();
-        self.out.read_line(&mut status).unwrap();
-        let mut line = String::new();
-        while line != "hello\n" {
-            line.clear();
-            assert!(
-                self.out.read_line(&mut line).unwrap() > 0,
-                "the session ended"
-            );
-        }
-        status
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -379,82 +223,11 @@ fn a_session_resumes_on_every_worker_with_the_fleets_ticket_key() {
     assert_eq!(drover.wait_exit(), 0);
 }
 
-/// A CA and a client certificate it signed, PEM: (CA cert, client cert,
-/// client key).
-fn client_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca, ca_key) = certificate(dir, "client-ca");
-    let (key, csr, cert) = (
-        dir.join("client.key"),
-        dir.join("client.csr"),
-        dir.join("client.pem"),
-    );
-    let ext = dir.join("client.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    let request = Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=client", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(request.success());
-    let signed = Command::new("openssl")
-        .args(["x509", "-req", "-days", "30", "-in"])
-        .arg(&csr)
-        .arg("-CA")
-        .arg(&ca)
-        .arg("-CAkey")
-        .arg(&ca_key)
-        .args(["-CAcreateserial", "-extfile"])
-        .arg(&ext)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(signed.success());
-    (ca, cert, key)
-}
-
-/// curl `/client-cert` with `client` (cert, key) if given.
-fn client_cert_get(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path)>) -> (i32, String) {
-    let port = addr.port();
-    let mut command = Command::new("curl");
-    command
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
-    if let Some((cert, key)) = client {
-        command.arg("--cert").arg(cert).arg("--key").arg(key);
-    }
-    let output = command
-        .arg(format!("https://localhost:{port}/client-cert"))
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn client_certificates_are_verified_optional_or_required_and_reach_the_handler() {
     let dir = test_dir("tls-clients");
     let (cert, key) = certificate(&dir, "server");
-    let (ca, client, client_key) = client_ca(&dir);
+    let (ca, client, client_key) = client_ca(&dir, "client");
     let ca_arg = ca.to_str().unwrap();
     let presented = Some((client.as_path(), client_key.as_path()));
     let der_len = {

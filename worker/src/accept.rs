@@ -77,8 +77,9 @@ pub(crate) async fn accept_loop<S: HttpService>(
     accept_until_closed(&core, &mut service, limit).await;
     for listener in &core.listeners {
         for (stream, peer) in listener.take_swept() {
+            let tls = listener.tls();
             let connection =
-                serve_connection(stream, peer, service.clone(), Arc::clone(&core), None);
+                serve_connection(stream, peer, tls, service.clone(), Arc::clone(&core), None);
             core.tasks.spawn(connection);
         }
     }
@@ -114,8 +115,9 @@ async fn accept_until_closed<S: HttpService>(
             Ok(Some((stream, peer))) => {
                 errors_in_a_row = 0;
                 backoff = BACKOFF_MIN;
+                let tls = listeners[index].tls();
                 let connection =
-                    serve_connection(stream, peer, service.clone(), Arc::clone(core), permit);
+                    serve_connection(stream, peer, tls, service.clone(), Arc::clone(core), permit);
                 core.tasks.spawn(connection);
                 // One connection per turn when processes may share the
                 // socket: a burst of connects is spread over the workers

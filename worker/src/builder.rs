@@ -63,6 +63,7 @@ impl Default for Builder {
                 startup: Vec::new(),
                 shutdown: Vec::new(),
                 tls: None,
+                plain_names: Vec::new(),
             },
             backlog: defaults::BACKLOG,
         }
@@ -165,13 +166,25 @@ impl Builder {
     }
 
     /// TLS on every TCP listener (Unix sockets stay plain: a proxy on the
-    /// same host speaks plain HTTP to them). The handshake is bounded by
+    /// same host speaks plain HTTP to them; so do the listeners named by
+    /// [`plain_listener`](Builder::plain_listener)). The handshake is bounded by
     /// the same limit as a first request head (the shorter of the
     /// keep-alive and header-read timeouts); a failed one is counted
     /// ([`ServerStats::tls_handshake_failures`](crate::ServerStats)) and
     /// logged at debug, and ends that connection alone.
     pub fn tls(mut self, tls: crate::Tls) -> Self {
         self.config.tls = Some(tls);
+        self
+    }
+
+    /// With [`tls`](Builder::tls), serves the listeners named `name` (their
+    /// `LISTEN_FDNAMES` name: systemd's `FileDescriptorName=`, see
+    /// [`from_env`](Builder::from_env)) plain HTTP: a health-check port, or
+    /// a port behind a proxy that already terminated TLS. Can be given more
+    /// than once. [`ListenerInfo::tls`](crate::ListenerInfo::tls) tells
+    /// which listeners speak TLS.
+    pub fn plain_listener(mut self, name: impl Into<String>) -> Self {
+        self.config.plain_names.push(name.into());
         self
     }
 
@@ -285,9 +298,16 @@ impl Builder {
         if listeners.is_empty() {
             return Err(Error::NoListeners);
         }
+        let config = &self.config;
         let slots = listeners
             .into_iter()
-            .map(|(listener, name)| ListenerSlot::new(listener, name, origin))
+            .map(|(listener, name)| {
+                let plain = name
+                    .as_ref()
+                    .is_some_and(|n| config.plain_names.contains(n));
+                let tls = config.tls.is_some() && !plain;
+                ListenerSlot::new(listener, name, origin, tls)
+            })
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::Adopt(Arc::new(e)))?;
         let core = ServerCore::new(slots, self.config);

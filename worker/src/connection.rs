@@ -192,16 +192,18 @@ impl Phase {
 }
 
 /// Serves `stream` until the client leaves, the connection is closed by the
-/// rules above, or the server aborts connections.
+/// rules above, or the server aborts connections; over the server's TLS
+/// when `tls` (its listener speaks TLS).
 pub(crate) async fn serve_connection<S: HttpService>(
     stream: Stream,
     peer: Peer,
+    tls: bool,
     service: S,
     core: Arc<ServerCore>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _open = core.counters.connection_opened();
-    let stream = match (stream, &core.connections.tls) {
+    let stream = match (stream, core.connections.tls.as_ref().filter(|_| tls)) {
         (Stream::Tcp(tcp), Some(tls)) => {
             match tls.handshake(tcp, core.connections.idle_limit()).await {
                 Ok(tls) => Stream::Tls(Box::new(tls)),

@@ -25,6 +25,10 @@ pub struct ListenerInfo {
     /// Its name from `LISTEN_FDNAMES`, for sockets taken by
     /// [`Server::from_env`](crate::Server::from_env) when names were given.
     pub name: Option<String>,
+    /// Whether its connections speak TLS: a TCP listener of a server with
+    /// [`Builder::tls`](crate::Builder::tls), unless it was named by
+    /// [`Builder::plain_listener`](crate::Builder::plain_listener).
+    pub tls: bool,
 }
 
 impl ServerHandle {
@@ -112,6 +116,7 @@ impl ServerHandle {
             .map(|slot| ListenerInfo {
                 addr: slot.addr().clone(),
                 name: slot.name().map(str::to_owned),
+                tls: slot.tls(),
             })
             .collect()
     }

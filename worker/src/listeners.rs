@@ -18,6 +18,8 @@ use crate::stream::Stream;
 pub(crate) struct ListenerSlot {
     addr: ListenAddr,
     name: Option<String>,
+    /// Whether its connections speak TLS.
+    tls: bool,
     origin: Origin,
     socket: Mutex<SlotSocket>,
     /// Connections taken from the accept queue at close, to be served.
@@ -83,18 +85,22 @@ impl AcceptListener {
 
 impl ListenerSlot {
     /// Wraps a listening socket, non-blocking; one that is not listening is
-    /// an error (one this server opened is both already).
+    /// an error (one this server opened is both already). `tls`: whether
+    /// the server's TLS applies to it (never to a Unix socket).
     pub(crate) fn new(
         listener: Listener,
         name: Option<String>,
         origin: Origin,
+        tls: bool,
     ) -> io::Result<Self> {
         if origin != Origin::Opened {
             listener.check_listening()?;
             listener.set_nonblocking(true)?;
         }
+        let addr = listener.local_addr()?;
         Ok(Self {
-            addr: listener.local_addr()?,
+            tls: tls && matches!(addr, ListenAddr::Tcp(_)),
+            addr,
             name,
             origin,
             socket: Mutex::new(SlotSocket::Pending(listener)),
@@ -108,6 +114,11 @@ impl ListenerSlot {
 
     pub(crate) fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// Whether its connections speak TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.tls
     }
 
     /// Whether other processes may accept on this socket too: sibling

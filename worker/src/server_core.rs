@@ -30,6 +30,8 @@ pub(crate) struct ServerConfig {
     pub(crate) startup: Vec<StartupHook>,
     pub(crate) shutdown: Vec<ShutdownHook>,
     pub(crate) tls: Option<crate::tls::Tls>,
+    /// Names of listeners served plain even with `tls`.
+    pub(crate) plain_names: Vec<String>,
 }
 
 /// What `start_serving` needs, kept in the `Bound` state until it runs.

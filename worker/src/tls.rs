@@ -1,6 +1,7 @@
 //! TLS on a server's TCP listeners: rustls (with the `ring` provider),
-//! ALPN `h2` and `http/1.1`, and a certificate that can be swapped while
-//! serving: new handshakes get the new one, open connections keep theirs.
+//! ALPN `h2` and `http/1.1`, and a certificate (and client CAs) that can be
+//! swapped while serving: new handshakes get the new ones, open
+//! connections keep theirs.
 //!
 //! `ring` rather than `aws-lc-rs`: it builds with a C compiler alone (no
 //! cmake, no Go), in a fraction of the time, and has what a web server
@@ -161,10 +162,15 @@ impl ResolvesServerCert for Current {
 
 /// TLS for a server's TCP listeners ([`Builder::tls`](crate::Builder::tls)).
 /// Cheap to clone: clones share the certificate, so [`replace`](Self::replace)
-/// on any of them is seen by every connection's next handshake.
+/// (and [`set_client_auth`](Self::set_client_auth)) on any of them is seen
+/// by every connection's next handshake.
 #[derive(Clone)]
 pub struct Tls {
-    acceptor: TlsAcceptor,
+    /// What new handshakes are made with: replaced whole when the client
+    /// CAs change (the certificate and ticket keys are shared by every
+    /// config built here, so they change in place).
+    config: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    min: TlsVersion,
     current: Arc<Current>,
     tickets: Arc<SharedTicketer>,
 }
@@ -191,41 +197,28 @@ impl Tls {
         min: TlsVersion,
         auth: ClientAuth,
     ) -> Result<Self, TlsError> {
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
-            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::Tls13 => &[&rustls::version::TLS13],
-        };
         let current = Arc::new(Current(RwLock::new(pair.0)));
-        let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let optional = matches!(auth, ClientAuth::Optional(_));
-        let builder = match auth {
-            ClientAuth::None => builder.with_no_client_auth(),
-            ClientAuth::Optional(roots) | ClientAuth::Required(roots) => {
-                let mut verifier =
-                    rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
-                if optional {
-                    verifier = verifier.allow_unauthenticated();
-                }
-                let verifier = verifier
-                    .build()
-                    .map_err(|e| TlsError::Config(e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut config =
-            builder.with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let own = TicketKey::generate()
             .ok_or_else(|| TlsError::Config("no random source for a ticket key".into()))?;
         let tickets = Arc::new(SharedTicketer::new(&own));
-        config.ticketer = Arc::clone(&tickets) as Arc<dyn rustls::server::ProducesTickets>;
+        let config = server_config(min, auth, &current, &tickets)?;
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(RwLock::new(Arc::new(config))),
+            min,
             current,
             tickets,
         })
+    }
+
+    /// New handshakes ask for client certificates as `auth` says from now
+    /// on; connections open already keep what they were made with. The
+    /// certificate, the ticket keys and the session cache stay.
+    pub fn set_client_auth(&self, auth: ClientAuth) -> Result<(), TlsError> {
+        let mut config = server_config(self.min, auth, &self.current, &self.tickets)?;
+        let mut serving = self.config.write().unwrap_or_else(|e| e.into_inner());
+        config.session_storage = Arc::clone(&serving.session_storage);
+        *serving = Arc::new(config);
+        Ok(())
     }
 
     /// Session tickets are sealed with `current` from now on, and opened
@@ -247,7 +240,8 @@ impl Tls {
         tcp: TcpStream,
         within: Option<Duration>,
     ) -> std::io::Result<TlsStream<TcpStream>> {
-        let accept = self.acceptor.accept(tcp);
+        let config = Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()));
+        let accept = TlsAcceptor::from(config).accept(tcp);
         match within {
             Some(limit) => tokio::time::timeout(limit, accept).await.map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
@@ -255,4 +249,41 @@ impl Tls {
             None => accept.await,
         }
     }
+}
+
+/// A rustls config accepting `min` and later, asking clients as `auth`
+/// says, serving `current` with ALPN `h2` and `http/1.1`, its tickets
+/// sealed by `tickets`.
+fn server_config(
+    min: TlsVersion,
+    auth: ClientAuth,
+    current: &Arc<Current>,
+    tickets: &Arc<SharedTicketer>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let optional = matches!(auth, ClientAuth::Optional(_));
+    let builder = match auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional(roots) | ClientAuth::Required(roots) => {
+            let mut verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
+            if optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::clone(current) as Arc<dyn ResolvesServerCert>);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = Arc::clone(tickets) as Arc<dyn rustls::server::ProducesTickets>;
+    Ok(config)
 }

@@ -41,13 +41,14 @@ fn datagram() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn counters() -> impl Strategy<Value = WorkerCounters> {
-    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(requests, in_flight, connections)| {
-        WorkerCounters {
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+        |(requests, in_flight, connections, tls_handshake_failures)| WorkerCounters {
             requests,
             in_flight,
             connections,
-        }
-    })
+            tls_handshake_failures,
+        },
+    )
 }
 
 fn worker_message() -> impl Strategy<Value = WorkerMessage> {

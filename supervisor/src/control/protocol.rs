@@ -14,7 +14,7 @@
 use std::fmt;
 
 /// The encoding's version; a datagram with another is refused.
-pub(crate) const PROTOCOL_VERSION: u8 = 1;
+pub(crate) const PROTOCOL_VERSION: u8 = 2;
 /// The largest datagram either side sends or accepts.
 pub(crate) const MAX_DATAGRAM: usize = 1024;
 /// The longest `BootFailed` reason sent (longer ones are cut).
@@ -29,6 +29,8 @@ pub(crate) struct WorkerCounters {
     pub(crate) in_flight: u64,
     /// Connections open now.
     pub(crate) connections: u64,
+    /// TLS handshakes that failed so far.
+    pub(crate) tls_handshake_failures: u64,
 }
 
 /// Worker → supervisor.
@@ -231,6 +233,7 @@ impl Writer {
         self.u64(counters.requests)
             .u64(counters.in_flight)
             .u64(counters.connections)
+            .u64(counters.tls_handshake_failures)
     }
 
     fn str(&mut self, value: &str) -> &mut Self {
@@ -281,6 +284,7 @@ impl<'a> Reader<'a> {
             requests: self.u64()?,
             in_flight: self.u64()?,
             connections: self.u64()?,
+            tls_handshake_failures: self.u64()?,
         })
     }
 
@@ -312,6 +316,7 @@ mod tests {
                 requests: u64::MAX,
                 in_flight: 3,
                 connections: 7,
+                tls_handshake_failures: 4,
             }),
             WorkerMessage::Report {
                 query: 9,
@@ -319,6 +324,7 @@ mod tests {
                     requests: 1,
                     in_flight: 0,
                     connections: 2,
+                    tls_handshake_failures: 0,
                 },
             },
             WorkerMessage::BootFailed {
@@ -363,19 +369,19 @@ mod tests {
         assert_eq!(WorkerMessage::decode(&[]), Err(DecodeError::TooShort));
         assert_eq!(WorkerMessage::decode(&[9, 1]), Err(DecodeError::Version(9)));
         assert_eq!(
-            WorkerMessage::decode(&[1, 200]),
+            WorkerMessage::decode(&[PROTOCOL_VERSION, 200]),
             Err(DecodeError::UnknownTag(200))
         );
         assert_eq!(
-            WorkerMessage::decode(&[1, HEARTBEAT, 1]),
+            WorkerMessage::decode(&[PROTOCOL_VERSION, HEARTBEAT, 1]),
             Err(DecodeError::Malformed)
         );
         assert_eq!(
-            WorkerMessage::decode(&[1, READY, 0]),
+            WorkerMessage::decode(&[PROTOCOL_VERSION, READY, 0]),
             Err(DecodeError::Malformed)
         );
         assert_eq!(
-            WorkerMessage::decode(&[1, BOOT_FAILED, 255, 255]),
+            WorkerMessage::decode(&[PROTOCOL_VERSION, BOOT_FAILED, 255, 255]),
             Err(DecodeError::Malformed)
         );
         // Every short datagram over a small alphabet, and pseudo-random long ones.

@@ -198,6 +198,7 @@ mod tests {
             requests: 1,
             in_flight: 0,
             connections: 2,
+            tls_handshake_failures: 1,
         });
         worker.send(&beat.encode()).unwrap();
         let mut buffer = [0u8; MAX_DATAGRAM];

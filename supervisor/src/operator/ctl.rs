@@ -222,15 +222,16 @@ fn status_table(f: &Figures) -> String {
     );
     let _ = writeln!(
         out,
-        "requests {}  in flight {}  connections {}",
-        f.requests_total, f.requests_in_flight, f.connections_open
+        "requests {}  in flight {}  connections {}  tls handshake failures {}",
+        f.requests_total, f.requests_in_flight, f.connections_open, f.tls_handshake_failures_total
     );
     for l in &f.listeners {
         let queue = match (l.queue_depth, l.queue_limit) {
             (Some(depth), Some(limit)) => format!("accept queue {depth}/{limit}"),
             _ => "accept queue: not reported for this socket".into(),
         };
-        let _ = writeln!(out, "listener {}  {queue}", l.addr);
+        let tls = if l.tls { "  tls" } else { "" };
+        let _ = writeln!(out, "listener {}{tls}  {queue}", l.addr);
     }
     let _ = writeln!(
         out,
@@ -319,6 +320,7 @@ mod tests {
                 addr: "127.0.0.1:8000".into(),
                 queue_depth: Some(2),
                 queue_limit: Some(1024),
+                tls: false,
             }],
             exits: [("crash".into(), 1)].into(),
             ..Figures::default()

@@ -25,6 +25,10 @@ pub(crate) struct Figures {
     pub(crate) requests_in_flight: u64,
     /// Connections open over every worker.
     pub(crate) connections_open: u64,
+    /// TLS handshakes that failed since this supervisor started (a
+    /// plain-HTTP client on a TLS port, a scanner, a stalled handshake),
+    /// over every worker, those that left included: never goes down.
+    pub(crate) tls_handshake_failures_total: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -54,6 +58,8 @@ pub(crate) struct ListenerFigures {
     /// sockets).
     pub(crate) queue_depth: Option<u32>,
     pub(crate) queue_limit: Option<u32>,
+    /// Whether its connections speak TLS.
+    pub(crate) tls: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -72,6 +78,7 @@ pub(crate) struct WorkerFigures {
     pub(crate) requests: u64,
     pub(crate) in_flight: u64,
     pub(crate) connections: u64,
+    pub(crate) tls_handshake_failures: u64,
     /// From `/proc` at the moment of the answer.
     pub(crate) rss_bytes: Option<u64>,
     pub(crate) cpu_s: Option<f64>,

@@ -106,6 +106,11 @@ const IN_FLIGHT: Series = gauge(
     None,
 );
 const CONNECTIONS: Series = gauge("drover_connections_open", "Client connections open.", None);
+const TLS_FAILURES: Series = counter(
+    "drover_tls_handshake_failures",
+    "TLS handshakes that failed (monotonic across worker restarts).",
+    None,
+);
 const WANTED: Series = gauge(
     "drover_workers_wanted",
     "Workers the supervisor is to run.",
@@ -208,6 +213,7 @@ impl Snapshot {
         encode_series(e, &REQUESTS, single(f.requests_total))?;
         encode_series(e, &IN_FLIGHT, single(f.requests_in_flight))?;
         encode_series(e, &CONNECTIONS, single(f.connections_open))?;
+        encode_series(e, &TLS_FAILURES, single(f.tls_handshake_failures_total))?;
         encode_series(e, &WANTED, single(f.supervisor.workers_wanted as u64))?;
         let states = ["booting", "ready", "retiring", "killed"].map(|state| {
             let count = f.workers.iter().filter(|w| w.state == state).count();
@@ -286,6 +292,7 @@ mod tests {
                     addr: "127.0.0.1:8000".into(),
                     queue_depth: Some(3),
                     queue_limit: Some(1024),
+                    tls: false,
                 },
                 ListenerFigures {
                     addr: "unix:/run/app.sock".into(),
@@ -295,6 +302,7 @@ mod tests {
             requests_total: 117,
             requests_in_flight: 3,
             connections_open: 4,
+            tls_handshake_failures_total: 5,
             ..Figures::default()
         };
         let text = encode(figures, vec![100]);
@@ -302,6 +310,7 @@ mod tests {
             "drover_requests_total 117",
             "drover_requests_in_flight 3",
             "drover_connections_open 4",
+            "drover_tls_handshake_failures_total 5",
             "drover_workers{state=\"ready\"} 2",
             "drover_workers{state=\"booting\"} 1",
             "drover_worker_exits_total{reason=\"crash\"} 2",

@@ -19,6 +19,8 @@ pub(super) struct Tally {
     /// Requests served by workers that left, by their slot: what keeps
     /// the fleet's request counters from going down when one leaves.
     pub(super) served_by_index: Vec<u64>,
+    /// TLS handshakes that failed in workers that left.
+    pub(super) tls_failures_of_workers_gone: u64,
     pub(super) reloads_completed: u64,
     pub(super) reloads_stopped: u64,
 }
@@ -31,6 +33,7 @@ impl Tally {
             self.served_by_index.resize(worker.index + 1, 0);
         }
         self.served_by_index[worker.index] += worker.counters.requests;
+        self.tls_failures_of_workers_gone += worker.counters.tls_handshake_failures;
     }
 
     fn served_by_workers_gone(&self) -> u64 {
@@ -49,6 +52,7 @@ impl Supervisor<'_> {
             .map(|w| worker_figures(w, now, late.contains(&w.id)))
             .collect();
         let live_requests: u64 = workers.iter().map(|w| w.requests).sum();
+        let live_tls_failures: u64 = workers.iter().map(|w| w.tls_handshake_failures).sum();
         Figures {
             supervisor: SupervisorFigures {
                 pid: std::process::id(),
@@ -64,11 +68,16 @@ impl Supervisor<'_> {
                 .sockets
                 .listeners()
                 .iter()
-                .map(listener_figures)
+                .enumerate()
+                .map(|(index, listener)| {
+                    listener_figures(listener, self.sockets.speaks_tls(self.config, index))
+                })
                 .collect(),
             requests_in_flight: workers.iter().map(|w| w.in_flight).sum(),
             connections_open: workers.iter().map(|w| w.connections).sum(),
             requests_total: self.tally.served_by_workers_gone() + live_requests,
+            tls_handshake_failures_total: self.tally.tls_failures_of_workers_gone
+                + live_tls_failures,
             workers,
             exits: self
                 .tally
@@ -86,7 +95,7 @@ impl Supervisor<'_> {
 }
 
 /// A listener with its accept queue, as the kernel tells it now.
-fn listener_figures(listener: &drover_shared::Listener) -> ListenerFigures {
+fn listener_figures(listener: &drover_shared::Listener, tls: bool) -> ListenerFigures {
     use std::os::fd::AsFd;
     let queue = kernel::accept_queue(listener.as_fd());
     ListenerFigures {
@@ -96,6 +105,7 @@ fn listener_figures(listener: &drover_shared::Listener) -> ListenerFigures {
             .unwrap_or_default(),
         queue_depth: queue.map(|(depth, _)| depth),
         queue_limit: queue.map(|(_, limit)| limit),
+        tls,
     }
 }
 
@@ -113,6 +123,7 @@ fn worker_figures(worker: &Worker, now: Instant, late: bool) -> WorkerFigures {
         requests: worker.counters.requests,
         in_flight: worker.counters.in_flight,
         connections: worker.counters.connections,
+        tls_handshake_failures: worker.counters.tls_handshake_failures,
         rss_bytes: usage.map(|u| u.rss_bytes),
         cpu_s: usage.map(|u| u.cpu_s),
         last_heard_ms: millis(worker.last_heard),
@@ -135,6 +146,7 @@ mod tests {
         gone.told(
             WorkerCounters {
                 requests: 40,
+                tls_handshake_failures: 3,
                 ..WorkerCounters::default()
             },
             Instant::now(),
@@ -143,6 +155,7 @@ mod tests {
         tally.worker_left(&gone);
         assert_eq!(tally.served_by_index, vec![0, 0, 80]);
         assert_eq!(tally.served_by_workers_gone(), 80);
+        assert_eq!(tally.tls_failures_of_workers_gone, 6);
         let crashes = tally.exits.iter().find(|(r, _)| *r == ExitReason::Crash);
         assert_eq!(crashes, Some((ExitReason::Crash, 2)));
     }

@@ -574,6 +574,7 @@ pub(super) mod tests {
             requests: 5,
             in_flight: 1,
             connections: 2,
+            tls_handshake_failures: 0,
         };
         worker.told(counters, now);
         assert_eq!((worker.counters, worker.counters_at), (counters, Some(now)));
