@@ -112,7 +112,7 @@ def make_certificate(tmp):
     return cert, key
 
 
-def nginx_config(tmp, port, workers, cert, key, nofile):
+def nginx_config(tmp, port, plain_port, workers, cert, key, nofile):
     # `user` only makes sense for a root master (else nginx warns and runs
     # as the current user anyway); the files in tmp are root's then.
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -138,6 +138,7 @@ http {{
     keepalive_timeout 3600s;
     server {{
         listen 127.0.0.1:{port} ssl http2;
+        listen 127.0.0.1:{plain_port};
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -156,17 +157,20 @@ class Server:
     def __init__(self, name, ctx, workers, pinned, idle=False):
         self.name, self.ctx, self.workers = name, ctx, workers
         self.port = free_port()
+        # Plain HTTP beside TLS, for the memory figure's decomposition.
+        self.plain_port = free_port()
         tmp = ctx["tmp"]
         self.log_path = os.path.join(tmp, f"{name}-{self.port}.log")
         if name == "nginx":
             conf = os.path.join(tmp, f"nginx-{self.port}.conf")
             with open(conf, "w") as f:
-                f.write(nginx_config(tmp, self.port, workers, ctx["cert"], ctx["key"],
-                                     ctx["nofile"]))
+                f.write(nginx_config(tmp, self.port, self.plain_port, workers, ctx["cert"],
+                                     ctx["key"], ctx["nofile"]))
             command = [ctx["nginx"], "-p", tmp, "-e", os.path.join(tmp, "nginx-error.log"),
                        "-c", conf]
         else:
             command = [DROVER, "-w", str(workers), "--bind", f"127.0.0.1:{self.port}",
+                       "--insecure-bind", f"127.0.0.1:{self.plain_port}",
                        "--certfile", ctx["cert"], "--keyfile", ctx["key"], "--log-format", "json"]
             if idle:
                 command += ["--max-connections", str(CONNS + 100),
@@ -390,17 +394,17 @@ def established(port, peers):
     return best
 
 
-async def open_idle(server, ctx):
-    """CONNS connections, each a handshake and one GET / read whole, left
+async def open_idle(server, ctx, over_tls):
+    """CONNS connections, each (a handshake and) one GET / read whole, left
     open; the bytes of worker RSS per connection."""
     pids = server.worker_pids()
     before = sum(rss_kib(pid) for pid in pids)
-    tls = client_context(ctx["cert"])
+    port = server.port if over_tls else server.plain_port
+    tls = {"ssl": client_context(ctx["cert"]), "server_hostname": "localhost"} if over_tls else {}
     conns = []
 
     async def one():
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=tls,
-                                                       server_hostname="localhost")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, **tls)
         writer.write(REQUEST)
         head = await reader.readuntil(b"\r\n\r\n")
         body = await reader.readexactly(content_length(head))
@@ -412,7 +416,7 @@ async def open_idle(server, ctx):
         for start in range(0, CONNS, BATCH):
             batch = [one() for _ in range(min(BATCH, CONNS - start))]
             conns += await asyncio.wait_for(asyncio.gather(*batch), WAIT)
-        open_now = established(server.port,
+        open_now = established(port,
                                [writer.get_extra_info("sockname")[1] for _, writer in conns])
         after = sum(rss_kib(pid) for pid in pids)
         if server.proc.poll() is not None:
@@ -427,22 +431,28 @@ async def open_idle(server, ctx):
 
 
 def memory(ctx, pinned):
-    per_conn = {name: [] for name in SERVERS}
+    """Per idle connection over TLS and, on a fresh launch, over plain HTTP
+    (what the HTTP layer alone costs): {(name, over_tls): [bytes per
+    round]}, and each server's RSS before the TLS connections."""
+    per_conn = {(name, over_tls): [] for name in SERVERS for over_tls in (True, False)}
     base = {name: [] for name in SERVERS}
     for round_ in range(ROUNDS):
         order = SERVERS if round_ % 2 == 0 else SERVERS[::-1]
         for name in order:
-            server = Server(name, ctx, 1, pinned, idle=True)
-            try:
-                bytes_, before = asyncio.run(open_idle(server, ctx))
-            except (Failed, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
-                raise SystemExit(f"{name}, opening {CONNS} idle connections: {error!r}")
-            finally:
-                server.stop()
-            per_conn[name].append(bytes_)
-            base[name].append(before)
+            for over_tls in (True, False):
+                server = Server(name, ctx, 1, pinned, idle=True)
+                try:
+                    bytes_, before = asyncio.run(open_idle(server, ctx, over_tls))
+                except (Failed, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
+                    raise SystemExit(f"{name}, opening {CONNS} idle connections: {error!r}")
+                finally:
+                    server.stop()
+                per_conn[(name, over_tls)].append(bytes_)
+                if over_tls:
+                    base[name].append(before)
         print(f"  round {round_ + 1} memory: " + ", ".join(
-            f"{n} {per_conn[n][-1]:.0f} B/conn (RSS before {base[n][-1] / 1024:.1f} MiB)"
+            f"{n} {per_conn[(n, True)][-1]:.0f} B/conn over TLS, "
+            f"{per_conn[(n, False)][-1]:.0f} plain (RSS before {base[n][-1] / 1024:.1f} MiB)"
             for n in SERVERS), file=sys.stderr)
     return per_conn, base
 
@@ -470,6 +480,14 @@ def print_rates(runs, title, pinned):
                   f"non-2xx {non2xx}; CPU per request: server {med['server_us']:.1f} µs "
                   f"({med['server_cpu']:.0f} % busy), wrk {med['wrk_us']:.1f} µs "
                   f"({med['wrk_cpu']:.0f} % busy)")
+        # What one core of each server can take: requests per second of
+        # its CPU time. The figure that decides when wrk saturates its own
+        # core before the server does (the rates above then measure wrk).
+        capacity = {n: 1e6 / statistics.median(r["server_us"] for r in runs[(n, kind)])
+                    for n in SERVERS}
+        ratio = capacity["drover"] / capacity["nginx"]
+        print(f"  {'  per core of server CPU (1 / CPU per req)':<42} {capacity['nginx']:9.0f} "
+              f"{capacity['drover']:9.0f} {ratio:12.2f}x   {verdict(ratio, 1.0)}")
         if pinned and max(statistics.median(r["wrk_cpu"] for r in runs[(n, kind)])
                           for n in SERVERS) >= 90:
             print("    (wrk used ≥ 90 % of its core: the rate is bounded by the client as well; "
@@ -509,16 +527,18 @@ def main():
         runs, threads, connections = unpinned
         print_rates(runs, f"{WORKERS} workers each, unpinned, wrk -t{threads} -c{connections} "
                           "(for reference; ratios are the pinned run's):", False)
-    nginx_b = statistics.median(per_conn["nginx"])
-    drover_b = statistics.median(per_conn["drover"])
+    median = {key: statistics.median(values) for key, values in per_conn.items()}
     print(f"memory per idle TLS connection ({CONNS} connections, handshake + one GET / each, "
-          "1 worker each, worker RSS):")
-    print(f"  {'':<8} {'B/conn':>9} {'KiB/conn':>9} {'range KiB':>15} {'RSS before':>12}")
-    for name, med in (("nginx", nginx_b), ("drover", drover_b)):
-        lo, hi = min(per_conn[name]) / 1024, max(per_conn[name]) / 1024
-        print(f"  {name:<8} {med:9.0f} {med / 1024:9.2f} {lo:7.2f}–{hi:<7.2f} "
-              f"{statistics.median(base[name]) / 1024:8.1f} MiB")
-    print(f"  drover/nginx: {drover_b / nginx_b:.2f}x (no fixed target; lower is better)")
+          "1 worker each, worker RSS; plain: the same over plain HTTP, on a fresh launch):")
+    print(f"  {'':<8} {'B/conn':>9} {'KiB/conn':>9} {'range KiB':>15} {'RSS before':>12} "
+          f"{'plain B':>9} {'TLS - plain':>12}")
+    for name in ("nginx", "drover"):
+        tls, plain = median[(name, True)], median[(name, False)]
+        lo, hi = min(per_conn[(name, True)]) / 1024, max(per_conn[(name, True)]) / 1024
+        print(f"  {name:<8} {tls:9.0f} {tls / 1024:9.2f} {lo:7.2f}–{hi:<7.2f} "
+              f"{statistics.median(base[name]) / 1024:8.1f} MiB {plain:9.0f} {tls - plain:12.0f}")
+    ratio = median[("drover", True)] / median[("nginx", True)]
+    print(f"  drover/nginx: {ratio:.2f}x (no fixed target; lower is better)")
 
 
 if __name__ == "__main__":

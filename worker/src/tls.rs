@@ -285,5 +285,10 @@ fn server_config(
     let mut config = builder.with_cert_resolver(Arc::clone(current) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = Arc::clone(tickets) as Arc<dyn rustls::server::ProducesTickets>;
+    // One TLS 1.3 ticket per handshake (rustls sends two by default), as
+    // OpenSSL sends on a resumption: every resumption brings the client its
+    // next ticket, and a second one is a seal here and a record for the
+    // client to read on every new connection.
+    config.send_tls13_tickets = 1;
     Ok(config)
 }
