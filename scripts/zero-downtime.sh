@@ -9,11 +9,14 @@
 #
 #   scripts/zero-downtime.sh              # DURATION=15
 #   DURATION=30 scripts/zero-downtime.sh
+#   TLS=1 scripts/zero-downtime.sh        # over https, and a certificate
+#                                         # reload (USR1) after the HUPs
 #
 # Target: 0 non-2xx, 0 socket errors, ratio >= 0.90.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15}
+TLS=${TLS:-0}
 PORT=${PORT:-18131}
 
 . scripts/lib.sh
@@ -30,18 +33,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
+scheme=http
+tls_args=()
+if [ "$TLS" = 1 ]; then
+    scheme=https
+    for name in served renewed; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj /CN=localhost -keyout "$work/$name.key" -out "$work/$name.pem" 2>/dev/null
+    done
+    tls_args=(--certfile "$work/served.pem" --keyfile "$work/served.key")
+fi
+
 
 # Starts drover; sets $log and $pid_file.
 start() { # name
     log=$work/$1.log
     pid_file=$work/$1.pid
-    target/release/drover -w 2 -b "127.0.0.1:$PORT" --pid-file "$pid_file" 2>"$log" &
+    target/release/drover -w 2 -b "127.0.0.1:$PORT" --pid-file "$pid_file" "${tls_args[@]}" 2>"$log" &
     wait_log "$log" 'event="ready" workers=2' 1
 }
 
 # Runs wrk in the background; its report goes to $work/$1.wrk.
 load() { # name
-    wrk -t2 -c64 -d"${DURATION}s" "http://127.0.0.1:$PORT/" >"$work/$1.wrk" &
+    wrk -t2 -c64 -d"${DURATION}s" "$scheme://127.0.0.1:$PORT/" >"$work/$1.wrk" &
     wrk_pid=$!
 }
 
@@ -75,6 +89,15 @@ for i in 1 2 3 4 5; do
     wait_log "$log" 'event="restart_complete"' "$i"
     pace
 done
+if [ "$TLS" = 1 ]; then
+    # A renewal in place: the supervisor's line and each worker's.
+    cp "$work/renewed.key" "$work/served.key"
+    cp "$work/renewed.pem" "$work/served.pem"
+    loaded=$(grep -c 'event="tls_loaded"' "$log")
+    kill -USR1 "$(cat "$pid_file")"
+    wait_log "$log" 'event="tls_loaded"' $((loaded + 3))
+    pace
+fi
 kill -TTIN "$(cat "$pid_file")"
 wait_log "$log" "TTIN: one worker more" 1
 wait_log "$log" 'event="worker_ready" worker=13 ' 1
