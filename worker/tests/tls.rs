@@ -173,3 +173,49 @@ async fn a_replaced_certificate_serves_new_handshakes_and_open_connections_go_on
     server.close();
     server.wait_closed().await.unwrap();
 }
+
+#[tokio::test]
+async fn stalled_garbage_and_distrusting_handshakes_end_alone_and_are_counted() {
+    let (cert, key) = certificate();
+    let pair = CertifiedPair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi\n" }));
+    let server = Server::builder()
+        .tls(Tls::new(pair, TlsVersion::Tls12).unwrap())
+        .header_read_timeout(Duration::from_millis(300))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    server.start_serving(app).await.unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+
+    // Silent after the connect; a record header and nothing more; garbage.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(&[0xff; 64]).await.unwrap();
+    // Meanwhile, a real client is served.
+    let mut served = connect(addr, &cert).await.unwrap();
+    assert!(request(&mut served).await.starts_with("HTTP/1.1 200"));
+    // A client that does not trust the certificate (another one's CA, as
+    // with a wrong name) refuses it: its handshake fails on both sides.
+    let (stranger, _) = certificate();
+    assert!(connect(addr, &stranger).await.is_err());
+    for (what, client) in [
+        ("silent", &mut silent),
+        ("stalled", &mut stalled),
+        ("garbage", &mut garbage),
+    ] {
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest));
+        assert!(ended.await.is_ok(), "the {what} handshake was never cut");
+    }
+    assert!(
+        request(&mut served).await.starts_with("HTTP/1.1 200"),
+        "the served connection goes on"
+    );
+    assert_eq!(server.handle().stats().tls_handshake_failures, 4);
+    drop(served);
+    server.close();
+    server.wait_closed().await.unwrap();
+}
