@@ -224,19 +224,24 @@ fn send_datagram(control: &std::os::fd::OwnedFd, datagram: &[u8]) {
     }
 }
 
-/// `Heartbeat` as the control protocol encodes it: version 1, tag 2, three
-/// little-endian u64 counters.
+/// The control protocol's version (`PROTOCOL_VERSION` in
+/// `supervisor/src/control/protocol.rs`): a datagram of another version is
+/// refused, so these hand-made ones follow it.
+const PROTOCOL_VERSION: u8 = 2;
+
+/// `Heartbeat` as the control protocol encodes it: the version, tag 2,
+/// four little-endian u64 counters.
 fn heartbeat_message() -> Vec<u8> {
-    let mut datagram = vec![1, 2];
-    // requests, in flight, connections
-    datagram.extend([0u8; 24]);
+    let mut datagram = vec![PROTOCOL_VERSION, 2];
+    // requests, in flight, connections, TLS handshake failures
+    datagram.extend([0u8; 32]);
     datagram
 }
 
-/// `Closed` as the control protocol encodes it: version 1, tag 4, three
+/// `Closed` as the control protocol encodes it: the version, tag 4, three
 /// little-endian u64 counters.
 fn closed_message(requests: u64) -> Vec<u8> {
-    let mut datagram = vec![1, 4];
+    let mut datagram = vec![PROTOCOL_VERSION, 4];
     for field in [0u64, 0, requests] {
         datagram.extend(field.to_le_bytes());
     }

@@ -4,7 +4,7 @@
 //! time CI spends here is fixed.
 
 use super::protocol::{
-    DecodeError, SupervisorMessage, WorkerCounters, WorkerMessage, MAX_DATAGRAM,
+    DecodeError, SupervisorMessage, WorkerCounters, WorkerMessage, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
 
@@ -16,13 +16,13 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Datagrams near the shape of real ones (version 1, a known or unknown
+/// Datagrams near the shape of real ones (this version, a known or unknown
 /// tag, fields of any length) as well as pure noise.
 fn datagram() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..2 * MAX_DATAGRAM),
         (0u8..8, prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(tag, fields)| {
-            let mut datagram = vec![1, tag];
+            let mut datagram = vec![PROTOCOL_VERSION, tag];
             datagram.extend(fields);
             datagram
         }),
@@ -32,7 +32,7 @@ fn datagram() -> impl Strategy<Value = Vec<u8>> {
             prop::collection::vec(any::<u8>(), 0..64)
         )
             .prop_map(|(tag, len, rest)| {
-                let mut datagram = vec![1, tag];
+                let mut datagram = vec![PROTOCOL_VERSION, tag];
                 datagram.extend(len.to_le_bytes());
                 datagram.extend(rest);
                 datagram
