@@ -205,7 +205,9 @@ pub(crate) async fn serve_connection<S: HttpService>(
     let _open = core.counters.connection_opened();
     let stream = match (stream, core.connections.tls.as_ref().filter(|_| tls)) {
         (Stream::Tcp(tcp), Some(tls)) => {
-            match tls.handshake(tcp, core.connections.idle_limit()).await {
+            // Boxed: the handshake's state (a rustls connection) would
+            // otherwise size this task's future, plain connections' too.
+            match Box::pin(tls.handshake(tcp, core.connections.idle_limit())).await {
                 Ok(tls) => Stream::Tls(Box::new(tls)),
                 Err(error) => {
                     // A plain-HTTP client, a scanner, a stalled handshake:
