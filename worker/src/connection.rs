@@ -76,7 +76,7 @@ use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
-use crate::stream::{peek, Stream};
+use crate::stream::{peek, Stream, TlsConnection};
 
 /// How long bytes found unread on an idle connection at close get to
 /// become a request (they are already there: hyper reads them at its next
@@ -208,7 +208,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
             // Boxed: the handshake's state (a rustls connection) would
             // otherwise size this task's future, plain connections' too.
             match Box::pin(tls.handshake(tcp, core.connections.idle_limit())).await {
-                Ok(tls) => Stream::Tls(Box::new(tls)),
+                Ok(tls) => Stream::Tls(Box::new(TlsConnection(tls))),
                 Err(error) => {
                     // A plain-HTTP client, a scanner, a stalled handshake:
                     // its connection alone ends.

@@ -30,7 +30,45 @@ pub(crate) enum Stream {
     Unix(UnixStream),
     /// After the handshake (boxed: rustls's state is large, and most
     /// connections are plain).
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsConnection>),
+}
+
+/// A TLS connection that tells its client when it goes, whichever way it
+/// ends (hyper's keep-alive timeout, a cut, an error): a `close_notify`
+/// alert, as RFC 8446 §6.1 asks, so that a client does not read an idle
+/// connection's end as a truncation (OpenSSL 3: "unexpected eof while
+/// reading"). Written without blocking: what the socket cannot take at
+/// once is dropped with the connection. Once hyper has shut the stream
+/// down (or rustls has sent an alert) there is nothing more to send.
+pub(crate) struct TlsConnection(pub(crate) TlsStream<TcpStream>);
+
+impl Drop for TlsConnection {
+    fn drop(&mut self) {
+        let (tcp, session) = self.0.get_mut();
+        session.send_close_notify();
+        let mut socket = NonBlockingSocket(tcp.as_raw_fd());
+        while session.wants_write() {
+            match session.write_tls(&mut socket) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Writes to a socket without blocking, and without SIGPIPE when the
+/// client is gone.
+struct NonBlockingSocket(RawFd);
+
+impl io::Write for NonBlockingSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use nix::sys::socket::{send, MsgFlags};
+        send(self.0, buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Stream {
@@ -51,7 +89,7 @@ impl Stream {
                     s.try_io(Interest::READABLE, &mut look)
                 }
                 Self::Tls(s) => {
-                    let s = s.get_ref().0;
+                    let s = s.0.get_ref().0;
                     std::task::ready!(s.poll_read_ready(cx))?;
                     s.try_io(Interest::READABLE, &mut look)
                 }
@@ -73,7 +111,7 @@ impl Stream {
     /// handshake), if it was asked for one.
     pub(crate) fn client_certificate(&self) -> Option<crate::tls::ClientCertificate> {
         let Self::Tls(s) = self else { return None };
-        let first = s.get_ref().1.peer_certificates()?.first()?;
+        let first = s.0.get_ref().1.peer_certificates()?.first()?;
         Some(crate::tls::ClientCertificate::new(
             first.clone().into_owned(),
         ))
@@ -83,7 +121,7 @@ impl Stream {
     /// whose version its first bytes tell.
     pub(crate) fn alpn_h2(&self) -> Option<bool> {
         match self {
-            Self::Tls(s) => Some(s.get_ref().1.alpn_protocol() == Some(b"h2")),
+            Self::Tls(s) => Some(s.0.get_ref().1.alpn_protocol() == Some(b"h2")),
             _ => None,
         }
     }
@@ -94,7 +132,7 @@ impl AsRawFd for Stream {
         match self {
             Self::Tcp(s) => s.as_raw_fd(),
             Self::Unix(s) => s.as_raw_fd(),
-            Self::Tls(s) => s.get_ref().0.as_raw_fd(),
+            Self::Tls(s) => s.0.get_ref().0.as_raw_fd(),
         }
     }
 }
@@ -104,7 +142,7 @@ impl AsFd for Stream {
         match self {
             Self::Tcp(s) => s.as_fd(),
             Self::Unix(s) => s.as_fd(),
-            Self::Tls(s) => s.get_ref().0.as_fd(),
+            Self::Tls(s) => s.0.get_ref().0.as_fd(),
         }
     }
 }
@@ -118,7 +156,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(&mut s.0).poll_read(cx, buf),
         }
     }
 }
@@ -132,7 +170,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(&mut s.0).poll_write(cx, buf),
         }
     }
 
@@ -144,7 +182,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(&mut s.0).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -152,7 +190,7 @@ impl AsyncWrite for Stream {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Unix(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.0.is_write_vectored(),
         }
     }
 
@@ -160,7 +198,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Tls(s) => Pin::new(&mut s.0).poll_flush(cx),
         }
     }
 
@@ -168,7 +206,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(&mut s.0).poll_shutdown(cx),
         }
     }
 }

@@ -219,3 +219,28 @@ async fn stalled_garbage_and_distrusting_handshakes_end_alone_and_are_counted() 
     server.close();
     server.wait_closed().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_connection_closed_at_its_timeout_ends_with_close_notify() {
+    let (cert, key) = certificate();
+    let pair = CertifiedPair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi\n" }));
+    let server = Server::builder()
+        .tls(Tls::new(pair, TlsVersion::Tls12).unwrap())
+        .keep_alive_timeout(Duration::from_millis(200))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    server.start_serving(app).await.unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    let mut idle = connect(addr, &cert).await.unwrap();
+    assert!(request(&mut idle).await.starts_with("HTTP/1.1 200"));
+    // rustls's client reads a close without close_notify as an error
+    // (UnexpectedEof): a clean 0 is the alert.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
+    let read = read.expect("the idle connection was never closed");
+    assert_eq!(read.map_err(|e| e.kind()).ok(), Some(0), "{rest:?}");
+    server.close();
+    server.wait_closed().await.unwrap();
+}
