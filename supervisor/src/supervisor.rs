@@ -166,7 +166,7 @@ impl<'a> Supervisor<'a> {
             Some(_) => (None, None),
         };
         let desk = Desk::new(control, metrics);
-        let tls_material = tls::load_at_start(config)?;
+        let tls_material = tls::load_at_start(config, predecessor.as_ref())?;
         let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 
 use drover_tests::operator::ctl;
 use drover_tests::tls::{
-    certificate, client_ca, client_cert_get, curl, s_client, serial, tls_drover, Session,
+    certificate, client_ca, client_cert_get, curl, resumed_get, s_client, serial, tls_drover,
+    Session,
 };
 use drover_tests::{drover_bin, events, free_addr, test_dir};
 use nix::sys::signal::Signal;
@@ -158,47 +159,6 @@ fn workers_running_as_nobody_serve_a_key_only_root_can_read() {
         drover.signal(Signal::SIGTERM);
         assert_eq!(drover.wait_exit(), 0);
     }
-}
-
-/// One `GET /pid` through `openssl s_client` (its session read from or
-/// written to `session`): whether the session was reused, and the pid of
-/// the worker that answered.
-fn resumed_get(addr: SocketAddr, session: &Path, save: bool) -> (bool, String) {
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-ign_eof",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            "localhost",
-        ])
-        .arg(if save { "-sess_out" } else { "-sess_in" })
-        .arg(session)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // -ign_eof: it reads on until the server closes, so the session
-    // tickets (sent after the handshake) are in when it saves.
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET /pid HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let reused = text.lines().any(|l| l.starts_with("Reused,"));
-    // The body, the pid, is the one line that is a number.
-    let pid = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-        .unwrap_or_default()
-        .to_owned();
-    (reused, pid)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::mpsc::{channel, Receiver};
 
 use drover_tests::operator::{ctl, status};
 use drover_tests::tls::{
-    certificate, client_ca, client_cert_get, curl, s_client, serial, tls_drover,
+    certificate, client_ca, client_cert_get, curl, resumed_get, s_client, serial, tls_drover,
 };
 use drover_tests::{
     drover_bin, events, free_addr, get, read_pid, test_dir, Drover, KillOnDrop, WAIT,
@@ -327,4 +327,27 @@ fn wrk_over_https_sees_no_error_through_restarts_and_a_certificate_reload() {
     );
     drover.signal(Signal::SIGTERM);
     assert_eq!(drover.wait_exit(), 0);
+}
+
+#[test]
+fn a_session_resumes_across_a_binary_upgrade() {
+    let dir = test_dir("tls-upgrade-resume");
+    let (cert, key) = certificate(&dir, "a");
+    let pid_file = dir.join("drover.pid");
+    let pid_arg = pid_file.to_str().unwrap();
+    let (mut drover, addr, _) = tls_drover(&dir, &cert, &key, &["-w", "2", "--pid-file", pid_arg]);
+    let session = dir.join("session.pem");
+    let (reused, before) = resumed_get(addr, &session, true);
+    assert!(!reused, "the first connection is a full handshake");
+    drover.signal(Signal::SIGUSR2);
+    drover.wait_for_event(events::UPGRADE_COMPLETE);
+    let successor = read_pid(&pid_file);
+    let _guard = KillOnDrop(successor);
+    assert_eq!(drover.wait_exit_keeping_log(), 0);
+    // The new supervisor's workers, with the old fleet's ticket keys.
+    let (reused, after) = resumed_get(addr, &session, false);
+    assert_ne!(after, before, "answered by a new worker");
+    assert!(reused, "a full handshake after the upgrade");
+    kill(Pid::from_raw(successor), Signal::SIGTERM).unwrap();
+    drover.wait_for_stopped(successor);
 }

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use drover_shared::events;
 
 use super::Supervisor;
-use crate::control::protocol::SupervisorMessage;
-use crate::control::ControlSocket;
+use crate::control::protocol::{SupervisorMessage, MAX_DATAGRAM};
+use crate::control::{recv_with_fd, ControlSocket};
 use crate::tls_material::{Material, TicketKeys, EXPIRY_WARNING};
 
 /// How often the session-ticket key changes; a ticket opens for up to
@@ -42,13 +42,25 @@ impl TlsState {
     }
 }
 
-/// Reads the pair at start, if TLS is on; the error is the start's.
-pub(super) fn load_at_start(config: &crate::config::Config) -> Result<Option<TlsState>, String> {
+/// Reads the pair at start, if TLS is on; the error is the start's. A
+/// supervisor started by a binary upgrade keeps the ticket keys of the one
+/// it replaces (`predecessor`, its channel), so sessions resume across the
+/// upgrade too.
+pub(super) fn load_at_start(
+    config: &crate::config::Config,
+    predecessor: Option<&ControlSocket>,
+) -> Result<Option<TlsState>, String> {
     let Some(files) = &config.tls else {
         return Ok(None);
     };
     let material = files.load()?;
-    let tickets = TicketKeys::new()?;
+    let tickets = match predecessor.and_then(inherited_tickets) {
+        Some(tickets) => {
+            tracing::info!("session-ticket keys taken over from the previous supervisor");
+            tickets
+        }
+        None => TicketKeys::new()?,
+    };
     let sealed = material
         .seal(&tickets)
         .map_err(|e| format!("cannot hand the key over: {e}"))?;
@@ -61,7 +73,26 @@ pub(super) fn load_at_start(config: &crate::config::Config) -> Result<Option<Tls
     }))
 }
 
-/// Hands the fleet's TLS to one worker over its channel.
+/// The ticket keys the replaced supervisor sent before it started this
+/// one: there at once, or never (it served without TLS, or the message
+/// does not unpack; new keys then).
+fn inherited_tickets(channel: &ControlSocket) -> Option<TicketKeys> {
+    let mut buffer = [0u8; MAX_DATAGRAM];
+    let (len, fd) = recv_with_fd(channel.as_fd(), &mut buffer).ok()?;
+    match (SupervisorMessage::decode(&buffer[..len]), fd) {
+        (Ok(SupervisorMessage::Tls), Some(fd)) => match crate::tls_material::unpack(fd) {
+            Ok(handed) => Some(handed.tickets),
+            Err(error) => {
+                tracing::warn!(%error, "the previous supervisor's ticket keys: new ones instead");
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+/// Hands the fleet's TLS to one worker over its channel (or, at a binary
+/// upgrade, the ticket keys to the new supervisor over its own).
 pub(super) fn hand_to(control: &ControlSocket, tls: &TlsState) -> std::io::Result<()> {
     control.send_with_fd(&SupervisorMessage::Tls.encode(), tls.sealed())
 }

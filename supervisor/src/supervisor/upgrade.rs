@@ -125,6 +125,13 @@ impl Supervisor<'_> {
             self.generation + 1,
         )?;
         let (ours, theirs) = ControlSocket::pair()?;
+        // The fleet's ticket keys, waiting on the channel before the new
+        // supervisor starts: its workers resume this fleet's sessions.
+        if let Some(tls) = &self.tls {
+            if let Err(error) = super::tls::hand_to(&ours, tls) {
+                tracing::warn!(%error, "cannot hand the ticket keys to the new supervisor: it draws its own");
+            }
+        }
         let pid = spawn_child(
             &self.sockets.fds(),
             self.sockets.names(),
