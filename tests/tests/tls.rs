@@ -4,11 +4,8 @@
 //! connection stays open, a refused pair, and a key only root can read.
 //! The certificates are made by the tests (`openssl req`), never committed.
 
-use std::io::Write;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use drover_tests::operator::ctl;
 use drover_tests::tls::{
