@@ -38,7 +38,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import WAIT, children, free_port, until
+from benchlib import WAIT, children, free_port, read_answer, until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -75,20 +75,9 @@ def command(name, port):
 def get(sock):
     """Sends one GET / and reads the whole answer (a short fixed-length body)."""
     sock.sendall(REQUEST)
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise SystemExit("the server closed a connection during the measurement")
-        data += chunk
-        head, sep, body = data.partition(b"\r\n\r\n")
-        if sep:
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            if len(body) >= length:
-                if not head.startswith(b"HTTP/1.1 200"):
-                    raise SystemExit(f"unexpected answer: {head[:40]!r}")
-                return
+    head, _ = read_answer(sock, "the server closed a connection during the measurement")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"unexpected answer: {head[:40]!r}")
 
 
 def connect(port):

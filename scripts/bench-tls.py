@@ -53,7 +53,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import WAIT, children, free_port, until  # noqa: E402
+from benchlib import WAIT, children, content_length, free_port, read_answer, until  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -236,24 +236,6 @@ def client_context(cert):
     ctx = ssl.create_default_context(cafile=cert)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
-
-
-def read_answer(sock):
-    """The rest of one answer to REQUEST on a blocking socket: its head."""
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise OSError("closed before the answer")
-        data += chunk
-        head, sep, body = data.partition(b"\r\n\r\n")
-        if sep and len(body) >= content_length(head):
-            return head, body
-
-
-def content_length(head):
-    return next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:"))
 
 
 def get_once(port, cert, session=None):

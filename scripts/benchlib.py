@@ -31,3 +31,26 @@ def children(pid):
             return sorted(int(p) for p in f.read().split())
     except OSError:
         return []
+
+
+def content_length(head):
+    """The Content-Length of a response head (bytes), 0 when absent."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def read_answer(sock, closed="closed before the answer"):
+    """One whole answer with a Content-Length from a blocking socket:
+    (head, body). A socket closed before it raises OSError(`closed`)."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise OSError(closed)
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep and len(body) >= content_length(head):
+            return head, body

@@ -17,11 +17,19 @@ fn certificate() -> (String, String) {
 }
 
 async fn tls_server(cert: &str, key: &str) -> (Server, Tls, SocketAddr) {
+    tls_server_with(cert, key, |builder| builder).await
+}
+
+/// A TLS server answering `hi` at `/`, built with `options` too.
+async fn tls_server_with(
+    cert: &str,
+    key: &str,
+    options: impl FnOnce(drover_worker::Builder) -> drover_worker::Builder,
+) -> (Server, Tls, SocketAddr) {
     let pair = CertifiedPair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
     let tls = Tls::new(pair, TlsVersion::Tls12).unwrap();
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi\n" }));
-    let server = Server::builder()
-        .tls(tls.clone())
+    let server = options(Server::builder().tls(tls.clone()))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -177,16 +185,10 @@ async fn a_replaced_certificate_serves_new_handshakes_and_open_connections_go_on
 #[tokio::test]
 async fn stalled_garbage_and_distrusting_handshakes_end_alone_and_are_counted() {
     let (cert, key) = certificate();
-    let pair = CertifiedPair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi\n" }));
-    let server = Server::builder()
-        .tls(Tls::new(pair, TlsVersion::Tls12).unwrap())
-        .header_read_timeout(Duration::from_millis(300))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    server.start_serving(app).await.unwrap();
-    let addr = server.local_addrs()[0].tcp().unwrap();
+    let (server, _tls, addr) = tls_server_with(&cert, &key, |b| {
+        b.header_read_timeout(Duration::from_millis(300))
+    })
+    .await;
 
     // Silent after the connect; a record header and nothing more; garbage.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -223,16 +225,10 @@ async fn stalled_garbage_and_distrusting_handshakes_end_alone_and_are_counted() 
 #[tokio::test]
 async fn an_idle_connection_closed_at_its_timeout_ends_with_close_notify() {
     let (cert, key) = certificate();
-    let pair = CertifiedPair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi\n" }));
-    let server = Server::builder()
-        .tls(Tls::new(pair, TlsVersion::Tls12).unwrap())
-        .keep_alive_timeout(Duration::from_millis(200))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    server.start_serving(app).await.unwrap();
-    let addr = server.local_addrs()[0].tcp().unwrap();
+    let (server, _tls, addr) = tls_server_with(&cert, &key, |b| {
+        b.keep_alive_timeout(Duration::from_millis(200))
+    })
+    .await;
     let mut idle = connect(addr, &cert).await.unwrap();
     assert!(request(&mut idle).await.starts_with("HTTP/1.1 200"));
     // rustls's client reads a close without close_notify as an error
