@@ -81,6 +81,9 @@ pub const TLS_LOADED: &str = "tls_loaded";
 /// A certificate reload was refused (a file missing, a pair that does not
 /// parse or match): the old one serves on.
 pub const TLS_RELOAD_FAILED: &str = "tls_reload_failed";
+/// The served certificate expires within 14 days, or has expired (a
+/// warning, at start and at every reload).
+pub const TLS_EXPIRING: &str = "tls_expiring";
 
 // In a worker process.
 /// The worker's server accepts (the server library's own line).
@@ -98,7 +101,7 @@ pub const ACCEPT_BACKOFF: &str = "accept_backoff";
 pub const FD_LIMITS: &str = "fd_limits";
 
 /// Every event name, for the README's table and the tests.
-pub const ALL: [&str; 36] = [
+pub const ALL: [&str; 37] = [
     STARTING,
     READY,
     PHASE,
@@ -129,6 +132,7 @@ pub const ALL: [&str; 36] = [
     TAKEOVER_ABANDONED,
     TLS_LOADED,
     TLS_RELOAD_FAILED,
+    TLS_EXPIRING,
     SERVING,
     CLOSED,
     QUOTA_REACHED,

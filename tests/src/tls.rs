@@ -12,6 +12,11 @@ use crate::{drover_bin, events, free_addr, Drover};
 /// A fresh self-signed P-256 certificate for `localhost` at
 /// `dir/name.pem`, its key at `dir/name.key`.
 pub fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    certificate_valid_for(dir, name, 30)
+}
+
+/// As [`certificate`], valid for `days` days from now.
+pub fn certificate_valid_for(dir: &Path, name: &str, days: u32) -> (PathBuf, PathBuf) {
     let (cert, key) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
@@ -25,7 +30,13 @@ pub fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
         ])
-        .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
+        .args([
+            "-nodes",
+            "-days",
+            &days.to_string(),
+            "-subj",
+            "/CN=localhost",
+        ])
         .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
         .arg(&key)
         .arg("-out")

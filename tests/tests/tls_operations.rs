@@ -11,7 +11,8 @@ use std::sync::mpsc::{channel, Receiver};
 
 use drover_tests::operator::{ctl, status};
 use drover_tests::tls::{
-    certificate, client_ca, client_cert_get, curl, resumed_get, s_client, serial, tls_drover,
+    certificate, certificate_valid_for, client_ca, client_cert_get, curl, resumed_get, s_client,
+    serial, tls_drover,
 };
 use drover_tests::{
     drover_bin, events, free_addr, get, read_pid, test_dir, Drover, KillOnDrop, WAIT,
@@ -350,4 +351,35 @@ fn a_session_resumes_across_a_binary_upgrade() {
     assert!(reused, "a full handshake after the upgrade");
     kill(Pid::from_raw(successor), Signal::SIGTERM).unwrap();
     drover.wait_for_stopped(successor);
+}
+
+#[test]
+fn a_hup_alone_serves_renewed_files_and_a_near_expiry_is_warned() {
+    let dir = test_dir("tls-hup-renewal");
+    // Three days left: served, with a warning at start.
+    let (cert, key) = certificate_valid_for(&dir, "short", 3);
+    let (mut drover, addr, _) = tls_drover(&dir, &cert, &key, &["-w", "2"]);
+    // Logged before the workers started, so before `ready`.
+    let warning = drover.events(events::TLS_EXPIRING);
+    assert_eq!(warning.len(), 1, "{:#?}", drover.log);
+    assert!(
+        (1..=3).contains(&warning[0].number("days_left")),
+        "{warning:?}"
+    );
+    assert_eq!(curl(addr, &cert, &[]).0, 0);
+
+    // The renewal written over the files, then a HUP and no USR1: the
+    // new workers read the new pair.
+    let (renewed, renewed_key) = certificate(&dir, "renewed");
+    std::fs::copy(&renewed_key, &key).unwrap();
+    std::fs::copy(&renewed, &cert).unwrap();
+    drover.signal(Signal::SIGHUP);
+    drover.wait_for_event(events::RESTART_COMPLETE);
+    assert_eq!(
+        serial(s_client(addr, &[]).as_bytes()),
+        serial(&std::fs::read(&renewed).unwrap()),
+        "the renewed certificate is served after a HUP"
+    );
+    drover.signal(Signal::SIGTERM);
+    assert_eq!(drover.wait_exit(), 0);
 }

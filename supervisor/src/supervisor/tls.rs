@@ -112,12 +112,14 @@ fn log_loaded(material: &Material, certfile: &std::path::Path, workers: Option<u
     match facts.valid_for {
         Some(left) if left >= EXPIRY_WARNING => {}
         Some(left) => tracing::warn!(
+            event = events::TLS_EXPIRING,
             subject = %facts.subject,
             not_after = %facts.not_after,
             days_left = left.as_secs() / 86_400,
             "the certificate expires within 14 days: renew it, then USR1"
         ),
         None => tracing::warn!(
+            event = events::TLS_EXPIRING,
             subject = %facts.subject,
             not_after = %facts.not_after,
             "the certificate has expired: renew it, then USR1"
