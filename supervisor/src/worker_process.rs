@@ -268,6 +268,7 @@ where
                     drained: closed.drained,
                     aborted: closed.aborted,
                     requests: closed.requests_served,
+                    tls_handshake_failures: handle.stats().tls_handshake_failures,
                 },
             );
             ExitCode::SUCCESS

@@ -227,7 +227,7 @@ fn send_datagram(control: &std::os::fd::OwnedFd, datagram: &[u8]) {
 /// The control protocol's version (`PROTOCOL_VERSION` in
 /// `supervisor/src/control/protocol.rs`): a datagram of another version is
 /// refused, so these hand-made ones follow it.
-const PROTOCOL_VERSION: u8 = 2;
+const PROTOCOL_VERSION: u8 = 1;
 
 /// `Heartbeat` as the control protocol encodes it: the version, tag 2,
 /// four little-endian u64 counters.

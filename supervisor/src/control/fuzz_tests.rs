@@ -60,13 +60,14 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
         // At most 800 bytes: longer reasons are cut (a unit test covers that).
         ".{0,200}".prop_map(|reason| WorkerMessage::BootFailed { reason }),
         any::<u64>().prop_map(|requests| WorkerMessage::Recycle { requests }),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(drained, aborted, requests)| {
-            WorkerMessage::Closed {
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(drained, aborted, requests, tls_handshake_failures)| WorkerMessage::Closed {
                 drained,
                 aborted,
                 requests,
+                tls_handshake_failures,
             }
-        }),
+        ),
     ]
 }
 

@@ -10,11 +10,18 @@
 //! Decoding never panics and never allocates more than the datagram holds:
 //! a bad version, an unknown tag, a short or over-long datagram is a
 //! [`DecodeError`], and the supervisor replaces a worker that sends one.
+//!
+//! Across versions of drover (an exec'd worker of a newer binary under an
+//! older supervisor after a HUP, two supervisors at a binary upgrade), the
+//! version stays 1 as long as messages only grow: a new field goes at the
+//! end of its message, a decoder takes a missing trailing counter as 0
+//! and ignores bytes past the fields it knows. The version changes only
+//! for a layout an older decoder would misread.
 
 use std::fmt;
 
 /// The encoding's version; a datagram with another is refused.
-pub(crate) const PROTOCOL_VERSION: u8 = 2;
+pub(crate) const PROTOCOL_VERSION: u8 = 1;
 /// The largest datagram either side sends or accepts.
 pub(crate) const MAX_DATAGRAM: usize = 1024;
 /// The longest `BootFailed` reason sent (longer ones are cut).
@@ -65,6 +72,8 @@ pub(crate) enum WorkerMessage {
         aborted: u64,
         /// Requests served over the worker's life.
         requests: u64,
+        /// TLS handshakes that failed over the worker's life.
+        tls_handshake_failures: u64,
     },
 }
 
@@ -145,7 +154,13 @@ impl WorkerMessage {
                 drained,
                 aborted,
                 requests,
-            } => out.tag(CLOSED).u64(*drained).u64(*aborted).u64(*requests),
+                tls_handshake_failures,
+            } => out
+                .tag(CLOSED)
+                .u64(*drained)
+                .u64(*aborted)
+                .u64(*requests)
+                .u64(*tls_handshake_failures),
         };
         out.0
     }
@@ -170,10 +185,10 @@ impl WorkerMessage {
                 drained: fields.u64()?,
                 aborted: fields.u64()?,
                 requests: fields.u64()?,
+                tls_handshake_failures: fields.later_u64(),
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
-        fields.end()?;
         Ok(message)
     }
 }
@@ -207,7 +222,6 @@ impl SupervisorMessage {
             TLS => Self::Tls,
             other => return Err(DecodeError::UnknownTag(other)),
         };
-        fields.end()?;
         Ok(message)
     }
 }
@@ -284,7 +298,7 @@ impl<'a> Reader<'a> {
             requests: self.u64()?,
             in_flight: self.u64()?,
             connections: self.u64()?,
-            tls_handshake_failures: self.u64()?,
+            tls_handshake_failures: self.later_u64(),
         })
     }
 
@@ -295,12 +309,10 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Malformed)
     }
 
-    fn end(self) -> Result<(), DecodeError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::Malformed)
-        }
+    /// A counter added after version 1's first layout: 0 from a sender
+    /// that does not know it yet.
+    fn later_u64(&mut self) -> u64 {
+        self.u64().unwrap_or(0)
     }
 }
 
@@ -335,6 +347,7 @@ mod tests {
                 drained: 1,
                 aborted: 2,
                 requests: 3,
+                tls_handshake_failures: 4,
             },
         ];
         for message in worker {
@@ -365,6 +378,49 @@ mod tests {
     }
 
     #[test]
+    fn messages_that_grew_decode_both_ways() {
+        // A heartbeat of a worker that predates the TLS counter: 0.
+        let mut old = vec![PROTOCOL_VERSION, HEARTBEAT];
+        for counter in [5u64, 1, 2] {
+            old.extend(counter.to_le_bytes());
+        }
+        let counters = WorkerCounters {
+            requests: 5,
+            in_flight: 1,
+            connections: 2,
+            tls_handshake_failures: 0,
+        };
+        assert_eq!(
+            WorkerMessage::decode(&old),
+            Ok(WorkerMessage::Heartbeat(counters))
+        );
+        // One from a newer worker, with a field this decoder does not know.
+        let mut newer = WorkerMessage::Heartbeat(counters).encode();
+        newer.extend(9u64.to_le_bytes());
+        assert_eq!(
+            WorkerMessage::decode(&newer),
+            Ok(WorkerMessage::Heartbeat(counters))
+        );
+        assert_eq!(
+            WorkerMessage::decode(&[PROTOCOL_VERSION, READY, 0]),
+            Ok(WorkerMessage::Ready)
+        );
+        let mut closed = vec![PROTOCOL_VERSION, CLOSED];
+        for counter in [1u64, 0, 7] {
+            closed.extend(counter.to_le_bytes());
+        }
+        assert_eq!(
+            WorkerMessage::decode(&closed),
+            Ok(WorkerMessage::Closed {
+                drained: 1,
+                aborted: 0,
+                requests: 7,
+                tls_handshake_failures: 0,
+            })
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_never_a_panic() {
         assert_eq!(WorkerMessage::decode(&[]), Err(DecodeError::TooShort));
         assert_eq!(WorkerMessage::decode(&[9, 1]), Err(DecodeError::Version(9)));
@@ -374,10 +430,6 @@ mod tests {
         );
         assert_eq!(
             WorkerMessage::decode(&[PROTOCOL_VERSION, HEARTBEAT, 1]),
-            Err(DecodeError::Malformed)
-        );
-        assert_eq!(
-            WorkerMessage::decode(&[PROTOCOL_VERSION, READY, 0]),
             Err(DecodeError::Malformed)
         );
         assert_eq!(

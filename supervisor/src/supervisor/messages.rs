@@ -113,9 +113,14 @@ impl Supervisor<'_> {
                 drained,
                 aborted,
                 requests,
+                tls_handshake_failures,
             }) => {
                 // Its last word on what it served: counted once it is reaped.
                 worker.counters.requests = worker.counters.requests.max(requests);
+                worker.counters.tls_handshake_failures = worker
+                    .counters
+                    .tls_handshake_failures
+                    .max(tls_handshake_failures);
                 if may_log(worker.log_budget.spend(now), id) {
                     tracing::info!(
                         event = events::WORKER_CLOSED,
