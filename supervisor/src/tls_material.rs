@@ -105,6 +105,11 @@ impl Material {
     }
 
     /// What the log says of the served certificate.
+    /// Whether `other` asks clients for certificates of the same CAs.
+    pub(crate) fn same_client_cas(&self, other: &Material) -> bool {
+        self.ca == other.ca
+    }
+
     pub(crate) fn facts(&self) -> CertificateFacts {
         CertificateFacts::of(&self.leaf)
     }

@@ -186,7 +186,7 @@ async fn serve<F, Fut, S, E, K>(
     config: &Config,
     control: ControlSocket,
     identity: WorkerIdentity,
-    tls: Option<WorkerTls>,
+    mut tls: Option<WorkerTls>,
     factory: F,
 ) -> ExitCode
 where
@@ -247,7 +247,7 @@ where
     });
 
     let deadline = tokio::select! {
-        deadline = follow_supervisor(&incoming, &handle, &control, tls.as_ref()) => deadline,
+        deadline = follow_supervisor(&incoming, &handle, &control, tls.as_mut()) => deadline,
         () = handle.closing() => None,
     };
     let cut_at = tokio::time::Instant::now() + deadline.unwrap_or(config.graceful_timeout);
@@ -334,7 +334,7 @@ async fn follow_supervisor(
     incoming: &UnixDatagram,
     server: &ServerHandle,
     control: &ControlSocket,
-    tls: Option<&WorkerTls>,
+    mut tls: Option<&mut WorkerTls>,
 ) -> Option<Duration> {
     let mut buffer = [0u8; MAX_DATAGRAM];
     loop {
@@ -361,7 +361,7 @@ async fn follow_supervisor(
                 Ok(SupervisorMessage::Report { query }) => {
                     answer_report(server, control, query);
                 }
-                Ok(SupervisorMessage::Tls) => crate::worker_tls::replace(tls, fd),
+                Ok(SupervisorMessage::Tls) => crate::worker_tls::replace(tls.as_deref_mut(), fd),
                 Err(error) => tracing::warn!(%error, "ignoring a bad control message"),
             },
             Ok(_eof) => {

@@ -20,6 +20,8 @@ use crate::control::{recv_with_fd, ControlSocket};
 pub(crate) struct WorkerTls {
     tls: Tls,
     cert_reqs: CertReqs,
+    /// The client CAs served (PEM), to tell a reload that changes them.
+    ca: Vec<u8>,
 }
 
 impl WorkerTls {
@@ -55,22 +57,29 @@ pub(crate) fn receive(control: &ControlSocket, config: &Config) -> Result<Worker
         .map_err(|e| e.to_string())?;
     let tickets = &handed.tickets;
     tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
-    Ok(WorkerTls { tls, cert_reqs })
+    Ok(WorkerTls {
+        tls,
+        cert_reqs,
+        ca: handed.ca,
+    })
 }
 
 /// A reload (or a ticket-key rotation): new handshakes get the pair, the
 /// client CAs and the ticket keys in `fd`; open connections keep theirs.
 /// What does not parse here (the supervisor checked it) leaves the old
 /// one serving.
-pub(crate) fn replace(tls: Option<&WorkerTls>, fd: Option<std::os::fd::OwnedFd>) {
-    let (Some(WorkerTls { tls, cert_reqs }), Some(fd)) = (tls, fd) else {
+pub(crate) fn replace(tls: Option<&mut WorkerTls>, fd: Option<std::os::fd::OwnedFd>) {
+    let (Some(WorkerTls { tls, cert_reqs, ca }), Some(fd)) = (tls, fd) else {
         tracing::warn!("a certificate without TLS, or without its descriptor: ignored");
         return;
     };
     let installed = crate::tls_material::unpack(fd).and_then(|handed| {
-        let auth = handed.client_auth(*cert_reqs)?;
         // The CAs first: a pair is never served with CAs that failed.
-        tls.set_client_auth(auth).map_err(|e| e.to_string())?;
+        if handed.ca != *ca {
+            let auth = handed.client_auth(*cert_reqs)?;
+            tls.set_client_auth(auth).map_err(|e| e.to_string())?;
+            *ca = handed.ca;
+        }
         tls.replace(handed.pair);
         let tickets = &handed.tickets;
         tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());

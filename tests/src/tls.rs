@@ -260,6 +260,16 @@ pub fn client_cert_get(
 /// written to `session`): whether the session was reused, and the pid of
 /// the worker that answered.
 pub fn resumed_get(addr: SocketAddr, session: &Path, save: bool) -> (bool, String) {
+    resumed_get_with(addr, session, save, &[])
+}
+
+/// As [`resumed_get`], with more `s_client` arguments (`-cert`, `-key`).
+pub fn resumed_get_with(
+    addr: SocketAddr,
+    session: &Path,
+    save: bool,
+    extra: &[&str],
+) -> (bool, String) {
     let mut child = Command::new("openssl")
         .args([
             "s_client",
@@ -271,6 +281,7 @@ pub fn resumed_get(addr: SocketAddr, session: &Path, save: bool) -> (bool, Strin
         ])
         .arg(if save { "-sess_out" } else { "-sess_in" })
         .arg(session)
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -11,8 +11,8 @@ use std::sync::mpsc::{channel, Receiver};
 
 use drover_tests::operator::{ctl, status};
 use drover_tests::tls::{
-    certificate, certificate_valid_for, client_ca, client_cert_get, curl, resumed_get, s_client,
-    serial, tls_drover,
+    certificate, certificate_valid_for, client_ca, client_cert_get, curl, resumed_get,
+    resumed_get_with, s_client, serial, tls_drover,
 };
 use drover_tests::{
     drover_bin, events, free_addr, get, read_pid, test_dir, Drover, KillOnDrop, WAIT,
@@ -178,6 +178,16 @@ fn usr1_swaps_the_client_cas_too() {
     let new = Some((new_client.as_path(), new_key.as_path()));
     assert_eq!(client_cert_get(addr, &cert, old).0, 0);
     assert_ne!(client_cert_get(addr, &cert, new).0, 0, "not yet trusted");
+    // A session made with the old CA's client certificate resumes...
+    let session = dir.join("session.pem");
+    let old_args = [
+        "-cert",
+        old_client.to_str().unwrap(),
+        "-key",
+        old_key.to_str().unwrap(),
+    ];
+    assert!(!resumed_get_with(addr, &session, true, &old_args).0);
+    assert!(resumed_get_with(addr, &session, false, &old_args).0);
 
     // A CA file that does not parse: refused, the old CAs serve on.
     std::fs::write(&ca, "not a certificate\n").unwrap();
@@ -193,6 +203,10 @@ fn usr1_swaps_the_client_cas_too() {
     for _ in 0..3 {
         drover.wait_for_event(events::TLS_LOADED);
     }
+    // ...until the CAs change: a resumed session skips the client's
+    // verification, so it must not outlive the CA that verified it.
+    let (reused, answer) = resumed_get_with(addr, &session, false, &old_args);
+    assert!(!reused && answer.is_empty(), "resumed after the CA change");
     // New connections go to either worker: a few of each kind.
     for _ in 0..4 {
         assert_eq!(client_cert_get(addr, &cert, new).0, 0, "the new CA trusted");

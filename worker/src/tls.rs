@@ -212,12 +212,15 @@ impl Tls {
 
     /// New handshakes ask for client certificates as `auth` says from now
     /// on; connections open already keep what they were made with. The
-    /// certificate, the ticket keys and the session cache stay.
+    /// certificate and the ticket keys stay; the session cache starts
+    /// empty, since a resumed session skips the client's verification.
+    /// Session *tickets* resume while their key opens them: to refuse
+    /// sessions made under the old CAs, also give new ticket keys without
+    /// the previous one ([`set_ticket_keys`](Self::set_ticket_keys), as
+    /// drover's supervisor does when the CAs change).
     pub fn set_client_auth(&self, auth: ClientAuth) -> Result<(), TlsError> {
-        let mut config = server_config(self.min, auth, &self.current, &self.tickets)?;
-        let mut serving = self.config.write().unwrap_or_else(|e| e.into_inner());
-        config.session_storage = Arc::clone(&serving.session_storage);
-        *serving = Arc::new(config);
+        let config = server_config(self.min, auth, &self.current, &self.tickets)?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         Ok(())
     }
 

@@ -136,13 +136,23 @@ impl Supervisor<'_> {
             return Err("TLS is off (no --certfile)".into());
         };
         let loaded = files.load().and_then(|material| {
+            // New client CAs: a resumed session skips the client's
+            // verification, so sessions made under the old CAs must not
+            // resume: every ticket key goes (the workers drop their session
+            // caches as they take the new CAs).
+            let tickets = match material.same_client_cas(&tls.material) {
+                true => tls.tickets.clone(),
+                false => TicketKeys::new()?,
+            };
             let sealed = material
-                .seal(&tls.tickets)
+                .seal(&tickets)
                 .map_err(|e| format!("cannot hand the key over: {e}"))?;
-            Ok((material, sealed))
+            Ok((material, tickets, sealed))
         });
         match loaded {
-            Ok((material, sealed)) => (tls.material, tls.sealed) = (material, sealed),
+            Ok((material, tickets, sealed)) => {
+                (tls.material, tls.tickets, tls.sealed) = (material, tickets, sealed)
+            }
             Err(error) => {
                 tracing::error!(
                     event = events::TLS_RELOAD_FAILED,
