@@ -24,6 +24,17 @@ pub(crate) const INSECURE_NAME: &str = "insecure";
 /// systemd's name for a socket its unit did not name.
 const UNNAMED: &str = "unknown";
 
+/// LISTEN_FDNAMES for the sockets drover opens (`--bind`, then
+/// `--insecure-bind`): only when some listener is to stay plain, so that an
+/// application reading LISTEN_FDNAMES sees what it saw before.
+fn own_names(config: &Config) -> Option<String> {
+    (!config.insecure_bind.is_empty()).then(|| {
+        let tls = std::iter::repeat_n(UNNAMED, config.bind.len());
+        let plain = std::iter::repeat_n(INSECURE_NAME, config.insecure_bind.len());
+        tls.chain(plain).collect::<Vec<_>>().join(":")
+    })
+}
+
 /// The sockets every worker gets.
 pub(crate) struct Sockets {
     listeners: Vec<Listener>,
@@ -94,13 +105,7 @@ impl Sockets {
         }
         let mut opened = Self {
             listeners: Vec::with_capacity(config.bind.len() + config.insecure_bind.len()),
-            // Names only when some listener is to stay plain, so that an
-            // application reading LISTEN_FDNAMES sees what it saw before.
-            names: (!config.insecure_bind.is_empty()).then(|| {
-                let tls = std::iter::repeat_n(UNNAMED, config.bind.len());
-                let plain = std::iter::repeat_n(INSECURE_NAME, config.insecure_bind.len());
-                tls.chain(plain).collect::<Vec<_>>().join(":")
-            }),
+            names: own_names(config),
             to_claim: Vec::new(),
         };
         let mut adopted = Vec::new();

@@ -166,7 +166,8 @@ impl<'a> Supervisor<'a> {
             Some(_) => (None, None),
         };
         let desk = Desk::new(control, metrics);
-        let tls_material = tls::load_at_start(config, predecessor.as_ref())?;
+        let inherited_tickets = predecessor.as_ref().and_then(tls::inherited_tickets);
+        let tls_material = tls::load_at_start(config, inherited_tickets)?;
         let signals = SignalPipe::install().map_err(|e| format!("cannot watch signals: {e}"))?;
         // After an upgrade: as many as the old one ran (TTIN/TTOU carry over).
         let wanted = predecessor

@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use drover_worker::{CertifiedPair, ClientAuth, TicketKey};
 
 use crate::args::CertReqs;
+use crate::control::protocol::{SupervisorMessage, MAX_DATAGRAM};
+use crate::control::{recv_with_fd, ControlSocket};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
@@ -205,6 +207,24 @@ fn seal(chain: &[u8], key: &[u8], ca: &[u8], tickets: &[u8]) -> std::io::Result<
 /// A worker's side: the pair (checked again: what the worker serves is
 /// what it parsed itself) and the ticket keys, from a memfd the
 /// supervisor sent.
+/// The material waiting on `channel` now (a `SupervisorMessage::Tls` and
+/// its memfd), unpacked: `Ok(None)` when nothing waits there, an error
+/// when what waits is something else or does not unpack.
+pub(crate) fn take_waiting(channel: &ControlSocket) -> Result<Option<Handed>, String> {
+    use std::os::fd::AsFd;
+    let mut buffer = [0u8; MAX_DATAGRAM];
+    let (len, fd) = match recv_with_fd(channel.as_fd(), &mut buffer) {
+        Ok(received) => received,
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+        Err(error) => return Err(format!("reading the certificate: {error}")),
+    };
+    let (Ok(SupervisorMessage::Tls), Some(fd)) = (SupervisorMessage::decode(&buffer[..len]), fd)
+    else {
+        return Err("a message that is not the certificate".into());
+    };
+    unpack(fd).map(Some)
+}
+
 pub(crate) fn unpack(fd: OwnedFd) -> Result<Handed, String> {
     let file = std::fs::File::from(fd);
     let size = file.metadata().map_err(|e| e.to_string())?.len();

@@ -12,8 +12,8 @@ use drover_worker::Tls;
 
 use crate::args::CertReqs;
 use crate::config::Config;
-use crate::control::protocol::{SupervisorMessage, MAX_DATAGRAM};
-use crate::control::{recv_with_fd, ControlSocket};
+
+use crate::control::ControlSocket;
 
 /// A worker's TLS: what its server serves with, and what it needs to
 /// apply the supervisor's reloads.
@@ -43,14 +43,8 @@ pub(crate) fn receive(control: &ControlSocket, config: &Config) -> Result<Worker
         Ok(_) => {}
         Err(error) => return Err(format!("waiting for the certificate: {error}")),
     }
-    let mut buffer = [0u8; MAX_DATAGRAM];
-    let (len, fd) = recv_with_fd(control.as_fd(), &mut buffer)
-        .map_err(|e| format!("reading the certificate: {e}"))?;
-    let (Ok(SupervisorMessage::Tls), Some(fd)) = (SupervisorMessage::decode(&buffer[..len]), fd)
-    else {
-        return Err("the supervisor sent no certificate first".into());
-    };
-    let handed = crate::tls_material::unpack(fd)?;
+    let handed = crate::tls_material::take_waiting(control)?
+        .ok_or("the supervisor sent no certificate first")?;
     let cert_reqs = config.tls.as_ref().map_or(CertReqs::None, |t| t.cert_reqs);
     let auth = handed.client_auth(cert_reqs)?;
     let tls = Tls::with_client_auth(handed.pair, config.tls_min_version, auth)

@@ -139,7 +139,8 @@ fn a_socket_systemd_names_insecure_stays_plain() {
         .arg("--keyfile")
         .arg(&key);
     let mut drover = Drover::spawn(command);
-    drover.wait_for_line("Listening on");
+    // It listens on one socket after the other: wait for the second.
+    drover.wait_for_line(&format!("Listening on {health}"));
     // The first connection makes systemd-socket-activate exec drover.
     assert_eq!(get(health, "/").unwrap(), (200, "hello\n".into()));
     drover.wait_for_event(events::READY);
@@ -282,6 +283,14 @@ impl Wrk {
         }
         assert!(self.child.wait().unwrap().success());
         report.join("\n")
+    }
+}
+
+impl Drop for Wrk {
+    /// A test that failed midway leaves no load behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -67,6 +67,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
@@ -203,21 +204,11 @@ pub(crate) async fn serve_connection<S: HttpService>(
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _open = core.counters.connection_opened();
-    let stream = match (stream, core.connections.tls.as_ref().filter(|_| tls)) {
-        (Stream::Tcp(tcp), Some(tls)) => {
-            // Boxed: the handshake's state (a rustls connection) would
-            // otherwise size this task's future, plain connections' too.
-            match Box::pin(tls.handshake(tcp, core.connections.idle_limit())).await {
-                Ok(tls) => Stream::Tls(Box::new(TlsConnection(tls))),
-                Err(error) => {
-                    // A plain-HTTP client, a scanner, a stalled handshake:
-                    // its connection alone ends.
-                    core.counters.count_tls_failure();
-                    tracing::debug!(%error, "TLS handshake failed");
-                    return;
-                }
-            }
-        }
+    let mut stream = match (stream, core.connections.tls.as_ref().filter(|_| tls)) {
+        (Stream::Tcp(tcp), Some(tls)) => match handshake(tls, tcp, &core).await {
+            Some(tls) => tls,
+            None => return,
+        },
         (stream, _) => stream,
     };
     let opened = Instant::now();
@@ -231,6 +222,9 @@ pub(crate) async fn serve_connection<S: HttpService>(
         peer,
         certificate,
     ));
+    if let Stream::Tls(tls) = &mut stream {
+        tls.says_goodbye_when_idle(Arc::clone(&activity));
+    }
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &core.connections;
     let connection = HttpConnection::new(stream, service, config);
@@ -293,6 +287,22 @@ pub(crate) async fn serve_connection<S: HttpService>(
         }
     };
     count_end(&core, result);
+}
+
+/// The TLS handshake on an accepted connection; `None` (counted, logged at
+/// debug) when it fails: a plain-HTTP client, a scanner, a stalled
+/// handshake, whose connection alone ends.
+async fn handshake(tls: &crate::tls::Tls, tcp: TcpStream, core: &ServerCore) -> Option<Stream> {
+    // Boxed: the handshake's state (a rustls connection) would otherwise
+    // size the connection task's future, plain connections' too.
+    match Box::pin(tls.handshake(tcp, core.connections.idle_limit())).await {
+        Ok(tls) => Some(Stream::Tls(Box::new(TlsConnection::new(tls)))),
+        Err(error) => {
+            core.counters.count_tls_failure();
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+    }
 }
 
 /// Counts how the connection ended: `None` if it was cut.

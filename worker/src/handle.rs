@@ -17,8 +17,9 @@ pub struct ServerHandle {
     pub(crate) core: Arc<ServerCore>,
 }
 
-/// One listener of a server.
+/// One listener of a server (more may be told of it in later releases).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenerInfo {
     /// The address it is bound to (port 0 resolved).
     pub addr: ListenAddr,

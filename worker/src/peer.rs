@@ -105,7 +105,7 @@ impl Peer {
     pub(crate) fn of(stream: &Stream) -> Self {
         match stream {
             Stream::Tcp(tcp) => Self::of_tcp(tcp),
-            Stream::Tls(tls) => Self::of_tcp(tls.0.get_ref().0),
+            Stream::Tls(tls) => Self::of_tcp(tls.stream.get_ref().0),
             Stream::Unix(unix) => Self::Unix(UnixPeer {
                 credentials: unix.peer_cred().ok(),
             }),

@@ -3,11 +3,14 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
+
+use crate::activity::ConnectionActivity;
 
 /// Copies into `buf` what the client has sent and nobody has read yet,
 /// without consuming it or waiting (`recv(MSG_PEEK | MSG_DONTWAIT)`):
@@ -33,18 +36,46 @@ pub(crate) enum Stream {
     Tls(Box<TlsConnection>),
 }
 
-/// A TLS connection that tells its client when it goes, whichever way it
-/// ends (hyper's keep-alive timeout, a cut, an error): a `close_notify`
-/// alert, as RFC 8446 §6.1 asks, so that a client does not read an idle
-/// connection's end as a truncation (OpenSSL 3: "unexpected eof while
-/// reading"). Written without blocking: what the socket cannot take at
-/// once is dropped with the connection. Once hyper has shut the stream
-/// down (or rustls has sent an alert) there is nothing more to send.
-pub(crate) struct TlsConnection(pub(crate) TlsStream<TcpStream>);
+/// A TLS connection that tells its client when it goes between requests
+/// (hyper's keep-alive timeout, a drain, a cut of an idle connection): a
+/// `close_notify` alert, as RFC 8446 §6.1 asks, so that a client does not
+/// read an idle connection's end as a truncation (OpenSSL 3: "unexpected
+/// eof while reading"). Never while a response is unfinished: for a body
+/// that ends with the connection, the alert would make a cut one look
+/// whole. Written without blocking: what the socket cannot take at once
+/// is dropped with the connection. Once hyper has shut the stream down (or
+/// rustls has sent an alert) there is nothing more to send.
+pub(crate) struct TlsConnection {
+    pub(crate) stream: TlsStream<TcpStream>,
+    /// Whether a request is in flight, once serving began.
+    activity: Option<Arc<ConnectionActivity>>,
+}
+
+impl TlsConnection {
+    pub(crate) fn new(stream: TlsStream<TcpStream>) -> Self {
+        Self {
+            stream,
+            activity: None,
+        }
+    }
+
+    /// From now on, the goodbye is said only while `activity` has no
+    /// request in flight.
+    pub(crate) fn says_goodbye_when_idle(&mut self, activity: Arc<ConnectionActivity>) {
+        self.activity = Some(activity);
+    }
+}
 
 impl Drop for TlsConnection {
     fn drop(&mut self) {
-        let (tcp, session) = self.0.get_mut();
+        if self
+            .activity
+            .as_ref()
+            .is_some_and(|a| a.idle_since().is_none())
+        {
+            return;
+        }
+        let (tcp, session) = self.stream.get_mut();
         session.send_close_notify();
         let mut socket = NonBlockingSocket(tcp.as_raw_fd());
         while session.wants_write() {
@@ -89,7 +120,7 @@ impl Stream {
                     s.try_io(Interest::READABLE, &mut look)
                 }
                 Self::Tls(s) => {
-                    let s = s.0.get_ref().0;
+                    let s = s.stream.get_ref().0;
                     std::task::ready!(s.poll_read_ready(cx))?;
                     s.try_io(Interest::READABLE, &mut look)
                 }
@@ -111,7 +142,7 @@ impl Stream {
     /// handshake), if it was asked for one.
     pub(crate) fn client_certificate(&self) -> Option<crate::tls::ClientCertificate> {
         let Self::Tls(s) = self else { return None };
-        let first = s.0.get_ref().1.peer_certificates()?.first()?;
+        let first = s.stream.get_ref().1.peer_certificates()?.first()?;
         Some(crate::tls::ClientCertificate::new(
             first.clone().into_owned(),
         ))
@@ -121,7 +152,7 @@ impl Stream {
     /// whose version its first bytes tell.
     pub(crate) fn alpn_h2(&self) -> Option<bool> {
         match self {
-            Self::Tls(s) => Some(s.0.get_ref().1.alpn_protocol() == Some(b"h2")),
+            Self::Tls(s) => Some(s.stream.get_ref().1.alpn_protocol() == Some(b"h2")),
             _ => None,
         }
     }
@@ -132,7 +163,7 @@ impl AsRawFd for Stream {
         match self {
             Self::Tcp(s) => s.as_raw_fd(),
             Self::Unix(s) => s.as_raw_fd(),
-            Self::Tls(s) => s.0.get_ref().0.as_raw_fd(),
+            Self::Tls(s) => s.stream.get_ref().0.as_raw_fd(),
         }
     }
 }
@@ -142,7 +173,7 @@ impl AsFd for Stream {
         match self {
             Self::Tcp(s) => s.as_fd(),
             Self::Unix(s) => s.as_fd(),
-            Self::Tls(s) => s.0.get_ref().0.as_fd(),
+            Self::Tls(s) => s.stream.get_ref().0.as_fd(),
         }
     }
 }
@@ -156,7 +187,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(&mut s.0).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
         }
     }
 }
@@ -170,7 +201,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(&mut s.0).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
         }
     }
 
@@ -182,7 +213,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(&mut s.0).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -190,7 +221,7 @@ impl AsyncWrite for Stream {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Unix(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.0.is_write_vectored(),
+            Self::Tls(s) => s.stream.is_write_vectored(),
         }
     }
 
@@ -198,7 +229,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(&mut s.0).poll_flush(cx),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_flush(cx),
         }
     }
 
@@ -206,7 +237,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(&mut s.0).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 }

@@ -203,6 +203,12 @@ async fn stalled_garbage_and_distrusting_handshakes_end_alone_and_are_counted() 
     // with a wrong name) refuses it: its handshake fails on both sides.
     let (stranger, _) = certificate();
     assert!(connect(addr, &stranger).await.is_err());
+    // At once (within its own 300 ms between requests), while the bad
+    // ones are still open.
+    assert!(
+        request(&mut served).await.starts_with("HTTP/1.1 200"),
+        "the served connection goes on"
+    );
     for (what, client) in [
         ("silent", &mut silent),
         ("stalled", &mut stalled),
@@ -212,10 +218,6 @@ async fn stalled_garbage_and_distrusting_handshakes_end_alone_and_are_counted() 
         let ended = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest));
         assert!(ended.await.is_ok(), "the {what} handshake was never cut");
     }
-    assert!(
-        request(&mut served).await.starts_with("HTTP/1.1 200"),
-        "the served connection goes on"
-    );
     assert_eq!(server.handle().stats().tls_handshake_failures, 4);
     drop(served);
     server.close();
@@ -239,4 +241,67 @@ async fn an_idle_connection_closed_at_its_timeout_ends_with_close_notify() {
     assert_eq!(read.map_err(|e| e.kind()).ok(), Some(0), "{rest:?}");
     server.close();
     server.wait_closed().await.unwrap();
+}
+
+/// A response body that sends one chunk and then never ends.
+struct Endless(bool);
+
+impl hyper::body::Body for Endless {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.0 {
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        let chunk = hyper::body::Bytes::from_static(b"first\n");
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+}
+
+#[tokio::test]
+async fn a_connection_cut_in_the_middle_of_a_response_ends_without_close_notify() {
+    let (cert, key) = certificate();
+    let pair = CertifiedPair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let app = axum::Router::new().route(
+        "/endless",
+        axum::routing::get(|| async { axum::body::Body::new(Endless(false)) }),
+    );
+    let server = Server::builder()
+        .tls(Tls::new(pair, TlsVersion::Tls12).unwrap())
+        .graceful_timeout(Duration::from_millis(200))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    server.start_serving(app).await.unwrap();
+    let addr = server.local_addrs()[0].tcp().unwrap();
+    let mut client = connect(addr, &cert).await.unwrap();
+    client
+        .write_all(b"GET /endless HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reader = BufReader::new(client);
+    let mut line = String::new();
+    while !line.contains("first") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).await.unwrap() > 0,
+            "no first chunk"
+        );
+    }
+    // The close cuts the unfinished response at the graceful deadline.
+    server.close();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut rest)).await;
+    let read = read.expect("the cut connection was never closed");
+    assert_eq!(
+        read.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::UnexpectedEof),
+        "a cut response must not end with close_notify"
+    );
+    let _ = server.wait_closed().await;
 }

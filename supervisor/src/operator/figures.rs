@@ -28,6 +28,8 @@ pub(crate) struct Figures {
     /// TLS handshakes that failed since this supervisor started (a
     /// plain-HTTP client on a TLS port, a scanner, a stalled handshake),
     /// over every worker, those that left included: never goes down.
+    /// (Defaults: `drover ctl` of this release reads an older supervisor.)
+    #[serde(default)]
     pub(crate) tls_handshake_failures_total: u64,
 }
 
@@ -59,6 +61,7 @@ pub(crate) struct ListenerFigures {
     pub(crate) queue_depth: Option<u32>,
     pub(crate) queue_limit: Option<u32>,
     /// Whether its connections speak TLS.
+    #[serde(default)]
     pub(crate) tls: bool,
 }
 
@@ -78,6 +81,7 @@ pub(crate) struct WorkerFigures {
     pub(crate) requests: u64,
     pub(crate) in_flight: u64,
     pub(crate) connections: u64,
+    #[serde(default)]
     pub(crate) tls_handshake_failures: u64,
     /// From `/proc` at the moment of the answer.
     pub(crate) rss_bytes: Option<u64>,

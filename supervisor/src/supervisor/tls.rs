@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use drover_shared::events;
 
 use super::Supervisor;
-use crate::control::protocol::{SupervisorMessage, MAX_DATAGRAM};
-use crate::control::{recv_with_fd, ControlSocket};
+use crate::control::protocol::SupervisorMessage;
+use crate::control::ControlSocket;
 use crate::tls_material::{Material, TicketKeys, EXPIRY_WARNING};
 
 /// How often the session-ticket key changes; a ticket opens for up to
@@ -43,19 +43,21 @@ impl TlsState {
 }
 
 /// Reads the pair at start, if TLS is on; the error is the start's. A
-/// supervisor started by a binary upgrade keeps the ticket keys of the one
-/// it replaces (`predecessor`, its channel), so sessions resume across the
-/// upgrade too.
+/// supervisor started by a binary upgrade is given the ticket keys of the
+/// one it replaces (`inherited`, see [`inherited_tickets`]) and rotates
+/// them once: the old fleet's sessions resume, and the rotation clock,
+/// which starts again here, never lets a key live past two rotations.
 pub(super) fn load_at_start(
     config: &crate::config::Config,
-    predecessor: Option<&ControlSocket>,
+    inherited: Option<TicketKeys>,
 ) -> Result<Option<TlsState>, String> {
     let Some(files) = &config.tls else {
         return Ok(None);
     };
     let material = files.load()?;
-    let tickets = match predecessor.and_then(inherited_tickets) {
-        Some(tickets) => {
+    let tickets = match inherited {
+        Some(mut tickets) => {
+            tickets.rotate()?;
             tracing::info!("session-ticket keys taken over from the previous supervisor");
             tickets
         }
@@ -75,19 +77,15 @@ pub(super) fn load_at_start(
 
 /// The ticket keys the replaced supervisor sent before it started this
 /// one: there at once, or never (it served without TLS, or the message
-/// does not unpack; new keys then).
-fn inherited_tickets(channel: &ControlSocket) -> Option<TicketKeys> {
-    let mut buffer = [0u8; MAX_DATAGRAM];
-    let (len, fd) = recv_with_fd(channel.as_fd(), &mut buffer).ok()?;
-    match (SupervisorMessage::decode(&buffer[..len]), fd) {
-        (Ok(SupervisorMessage::Tls), Some(fd)) => match crate::tls_material::unpack(fd) {
-            Ok(handed) => Some(handed.tickets),
-            Err(error) => {
-                tracing::warn!(%error, "the previous supervisor's ticket keys: new ones instead");
-                None
-            }
-        },
-        _ => None,
+/// does not unpack; new keys then). Read whether or not this supervisor
+/// serves TLS, so the key's memfd never waits on the channel.
+pub(super) fn inherited_tickets(channel: &ControlSocket) -> Option<TicketKeys> {
+    match crate::tls_material::take_waiting(channel) {
+        Ok(handed) => handed.map(|handed| handed.tickets),
+        Err(error) => {
+            tracing::warn!(%error, "the previous supervisor's ticket keys: new ones instead");
+            None
+        }
     }
 }
 
@@ -109,6 +107,14 @@ fn log_loaded(material: &Material, certfile: &std::path::Path, workers: Option<u
         workers,
         "certificate and key checked (the key is the certificate's): new handshakes get it"
     );
+    warn_if_expiring(material);
+}
+
+/// A `tls_expiring` warning when the served certificate expires within 14
+/// days or has expired: at every load, and at every ticket rotation (so a
+/// server that runs for weeks hears it too).
+fn warn_if_expiring(material: &Material) {
+    let facts = material.facts();
     match facts.valid_for {
         Some(left) if left >= EXPIRY_WARNING => {}
         Some(left) => tracing::warn!(
@@ -192,6 +198,9 @@ impl Supervisor<'_> {
         }
         let sent = self.send_tls();
         tracing::info!(workers = sent, "session-ticket key rotated");
+        if let Some(tls) = &self.tls {
+            warn_if_expiring(&tls.material);
+        }
     }
 
     /// Sends the fleet's TLS to every active worker; how many were sent it.
