@@ -37,6 +37,8 @@ pub(crate) struct ConnectionActivity {
     /// such a connection is closed with GOAWAY, never with a `connection:
     /// close` header.
     http2: AtomicBool,
+    /// A response ended early (its body or the application failed).
+    response_cut: AtomicBool,
     /// Who the client is, for every request's extensions.
     peer: Peer,
     /// The certificate it presented over TLS, if it was asked for one.
@@ -67,6 +69,7 @@ impl ConnectionActivity {
             }),
             core,
             http2: AtomicBool::new(false),
+            response_cut: AtomicBool::new(false),
             peer,
             client_certificate,
         }
@@ -76,6 +79,12 @@ impl ConnectionActivity {
     pub(crate) fn idle_since(&self) -> Option<Instant> {
         let counts = *self.lock();
         (counts.in_flight == 0).then_some(counts.idle_since)
+    }
+
+    /// Whether every response so far was sent whole and none is under
+    /// way: what makes a TLS `close_notify` at the end truthful.
+    pub(crate) fn responses_complete(&self) -> bool {
+        self.idle_since().is_some() && !self.response_cut.load(Ordering::Relaxed)
     }
 
     /// Whether any request has arrived on this connection.
@@ -324,7 +333,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
+        let mut response = match ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(error) => {
+                if let Some(guard) = this.guard.as_ref() {
+                    guard.0.response_cut.store(true, Ordering::Relaxed);
+                }
+                return Poll::Ready(Err(error));
+            }
+        };
         let upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let closing = || {
             this.guard
@@ -377,8 +394,15 @@ impl<B: Body> Body for TrackedBody<B> {
                     access.bytes += data.remaining() as u64;
                 }
             }
+            // The body failed: the response is cut short.
+            Some(Err(_)) => {
+                if let Some(guard) = this.guard.take() {
+                    guard.0.response_cut.store(true, Ordering::Relaxed);
+                }
+                this.access.take();
+            }
             // The end: the request is over, and its line is logged now.
-            _ => {
+            None => {
                 this.guard.take();
                 this.access.take();
             }

@@ -40,14 +40,14 @@ pub(crate) enum Stream {
 /// (hyper's keep-alive timeout, a drain, a cut of an idle connection): a
 /// `close_notify` alert, as RFC 8446 §6.1 asks, so that a client does not
 /// read an idle connection's end as a truncation (OpenSSL 3: "unexpected
-/// eof while reading"). Never while a response is unfinished: for a body
-/// that ends with the connection, the alert would make a cut one look
-/// whole. Written without blocking: what the socket cannot take at once
+/// eof while reading"). Never after a response was cut (unfinished, or its
+/// body failed): for a body that ends with the connection, the alert would
+/// make a cut one look whole. Written without blocking: what the socket cannot take at once
 /// is dropped with the connection. Once hyper has shut the stream down (or
 /// rustls has sent an alert) there is nothing more to send.
 pub(crate) struct TlsConnection {
     pub(crate) stream: TlsStream<TcpStream>,
-    /// Whether a request is in flight, once serving began.
+    /// Whether its responses were sent whole, once serving began.
     activity: Option<Arc<ConnectionActivity>>,
 }
 
@@ -59,8 +59,8 @@ impl TlsConnection {
         }
     }
 
-    /// From now on, the goodbye is said only while `activity` has no
-    /// request in flight.
+    /// From now on, the goodbye is said only if `activity` has no request
+    /// in flight and no response of its was cut short.
     pub(crate) fn says_goodbye_when_idle(&mut self, activity: Arc<ConnectionActivity>) {
         self.activity = Some(activity);
     }
@@ -71,7 +71,7 @@ impl Drop for TlsConnection {
         if self
             .activity
             .as_ref()
-            .is_some_and(|a| a.idle_since().is_none())
+            .is_some_and(|a| !a.responses_complete())
         {
             return;
         }

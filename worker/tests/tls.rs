@@ -243,23 +243,31 @@ async fn an_idle_connection_closed_at_its_timeout_ends_with_close_notify() {
     server.wait_closed().await.unwrap();
 }
 
-/// A response body that sends one chunk and then never ends.
-struct Endless(bool);
+/// A response body that sends one chunk, then waits for `fail` and
+/// fails.
+struct FailingBody {
+    sent: bool,
+    fail: tokio::sync::oneshot::Receiver<()>,
+}
 
-impl hyper::body::Body for Endless {
+impl hyper::body::Body for FailingBody {
     type Data = hyper::body::Bytes;
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        if self.0 {
-            return std::task::Poll::Pending;
+        if !self.sent {
+            self.sent = true;
+            let chunk = hyper::body::Bytes::from_static(b"first\n");
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))));
         }
-        self.0 = true;
-        let chunk = hyper::body::Bytes::from_static(b"first\n");
-        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+        let _ = std::task::ready!(std::future::Future::poll(
+            std::pin::Pin::new(&mut self.fail),
+            cx
+        ));
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("the body failed"))))
     }
 }
 
@@ -267,13 +275,15 @@ impl hyper::body::Body for Endless {
 async fn a_connection_cut_in_the_middle_of_a_response_ends_without_close_notify() {
     let (cert, key) = certificate();
     let pair = CertifiedPair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-    let app = axum::Router::new().route(
-        "/endless",
-        axum::routing::get(|| async { axum::body::Body::new(Endless(false)) }),
-    );
+    let (fail, failing) = tokio::sync::oneshot::channel();
+    let failing = Arc::new(std::sync::Mutex::new(Some(failing)));
+    let body = move || {
+        let fail = failing.lock().unwrap().take().expect("one request");
+        async move { axum::body::Body::new(FailingBody { sent: false, fail }) }
+    };
+    let app = axum::Router::new().route("/failing", axum::routing::get(body));
     let server = Server::builder()
         .tls(Tls::new(pair, TlsVersion::Tls12).unwrap())
-        .graceful_timeout(Duration::from_millis(200))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -281,7 +291,7 @@ async fn a_connection_cut_in_the_middle_of_a_response_ends_without_close_notify(
     let addr = server.local_addrs()[0].tcp().unwrap();
     let mut client = connect(addr, &cert).await.unwrap();
     client
-        .write_all(b"GET /endless HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .write_all(b"GET /failing HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut reader = BufReader::new(client);
@@ -293,8 +303,8 @@ async fn a_connection_cut_in_the_middle_of_a_response_ends_without_close_notify(
             "no first chunk"
         );
     }
-    // The close cuts the unfinished response at the graceful deadline.
-    server.close();
+    // The body fails halfway: hyper ends the connection.
+    fail.send(()).unwrap();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut rest)).await;
     let read = read.expect("the cut connection was never closed");
@@ -303,5 +313,6 @@ async fn a_connection_cut_in_the_middle_of_a_response_ends_without_close_notify(
         Some(std::io::ErrorKind::UnexpectedEof),
         "a cut response must not end with close_notify"
     );
-    let _ = server.wait_closed().await;
+    server.close();
+    server.wait_closed().await.unwrap();
 }
