@@ -81,12 +81,6 @@ impl ConnectionActivity {
         (counts.in_flight == 0).then_some(counts.idle_since)
     }
 
-    /// Whether every response so far was sent whole and none is under
-    /// way: what makes a TLS `close_notify` at the end truthful.
-    pub(crate) fn responses_complete(&self) -> bool {
-        self.idle_since().is_some() && !self.response_cut.load(Ordering::Relaxed)
-    }
-
     /// Whether any request has arrived on this connection.
     pub(crate) fn has_had_requests(&self) -> bool {
         self.lock().received > 0
@@ -109,6 +103,13 @@ impl ConnectionActivity {
         // The critical sections cannot panic; a poisoned lock still holds
         // consistent counts.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What makes a TLS `close_notify` at the connection's end truthful.
+impl crate::stream::ResponseRecord for ConnectionActivity {
+    fn responses_complete(&self) -> bool {
+        self.idle_since().is_some() && !self.response_cut.load(Ordering::Relaxed)
     }
 }
 

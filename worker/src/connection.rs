@@ -77,7 +77,7 @@ use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
 use crate::server_core::ServerCore;
 use crate::service::HttpService;
-use crate::stream::{peek, Stream, TlsConnection};
+use crate::stream::{peek, ResponseRecord, Stream, TlsConnection};
 
 /// How long bytes found unread on an idle connection at close get to
 /// become a request (they are already there: hyper reads them at its next
@@ -223,7 +223,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
         certificate,
     ));
     if let Stream::Tls(tls) = &mut stream {
-        tls.says_goodbye_when_idle(Arc::clone(&activity));
+        tls.says_goodbye_when_idle(Arc::clone(&activity) as Arc<dyn ResponseRecord>);
     }
     let service = ConnectionService::new(service, Arc::clone(&activity));
     let config = &core.connections;

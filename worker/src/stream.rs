@@ -10,8 +10,6 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
-use crate::activity::ConnectionActivity;
-
 /// Copies into `buf` what the client has sent and nobody has read yet,
 /// without consuming it or waiting (`recv(MSG_PEEK | MSG_DONTWAIT)`):
 /// `WouldBlock` when there is nothing; 0 at the client's EOF.
@@ -48,30 +46,37 @@ pub(crate) enum Stream {
 pub(crate) struct TlsConnection {
     pub(crate) stream: TlsStream<TcpStream>,
     /// Whether its responses were sent whole, once serving began.
-    activity: Option<Arc<ConnectionActivity>>,
+    responses: Option<Arc<dyn ResponseRecord>>,
+}
+
+/// What a connection's serving knows of its responses (the connection's
+/// `ConnectionActivity`; a trait, so this module needs nothing above it).
+pub(crate) trait ResponseRecord: Send + Sync {
+    /// Whether every response so far was sent whole and none is under way.
+    fn responses_complete(&self) -> bool;
 }
 
 impl TlsConnection {
     pub(crate) fn new(stream: TlsStream<TcpStream>) -> Self {
         Self {
             stream,
-            activity: None,
+            responses: None,
         }
     }
 
-    /// From now on, the goodbye is said only if `activity` has no request
-    /// in flight and no response of its was cut short.
-    pub(crate) fn says_goodbye_when_idle(&mut self, activity: Arc<ConnectionActivity>) {
-        self.activity = Some(activity);
+    /// From now on, the goodbye is said only if `responses` has no
+    /// request in flight and no response of its was cut short.
+    pub(crate) fn says_goodbye_when_idle(&mut self, responses: Arc<dyn ResponseRecord>) {
+        self.responses = Some(responses);
     }
 }
 
 impl Drop for TlsConnection {
     fn drop(&mut self) {
         if self
-            .activity
+            .responses
             .as_ref()
-            .is_some_and(|a| !a.responses_complete())
+            .is_some_and(|r| !r.responses_complete())
         {
             return;
         }
