@@ -70,6 +70,11 @@ impl TicketKeys {
         })
     }
 
+    /// `tls` seals tickets with these keys from now on.
+    pub(crate) fn install(&self, tls: &drover_worker::Tls) {
+        tls.set_ticket_keys(&self.current, self.previous.as_ref());
+    }
+
     /// A new current key; the current one becomes the previous.
     pub(crate) fn rotate(&mut self) -> Result<(), String> {
         let next = TicketKey::generate().ok_or("no random source for a ticket key")?;
@@ -106,12 +111,12 @@ impl Material {
         seal(&self.chain, &self.key, &self.ca, &keys)
     }
 
-    /// What the log says of the served certificate.
     /// Whether `other` asks clients for certificates of the same CAs.
     pub(crate) fn same_client_cas(&self, other: &Material) -> bool {
         self.ca == other.ca
     }
 
+    /// What the log says of the served certificate.
     pub(crate) fn facts(&self) -> CertificateFacts {
         CertificateFacts::of(&self.leaf)
     }
@@ -204,9 +209,6 @@ fn seal(chain: &[u8], key: &[u8], ca: &[u8], tickets: &[u8]) -> std::io::Result<
     Ok(file.into())
 }
 
-/// A worker's side: the pair (checked again: what the worker serves is
-/// what it parsed itself) and the ticket keys, from a memfd the
-/// supervisor sent.
 /// The material waiting on `channel` now (a `SupervisorMessage::Tls` and
 /// its memfd), unpacked: `Ok(None)` when nothing waits there, an error
 /// when what waits is something else or does not unpack.
@@ -225,6 +227,9 @@ pub(crate) fn take_waiting(channel: &ControlSocket) -> Result<Option<Handed>, St
     unpack(fd).map(Some)
 }
 
+/// A worker's side: the pair (checked again: what the worker serves is
+/// what it parsed itself), the client CAs and the ticket keys, from a
+/// memfd the supervisor sent.
 pub(crate) fn unpack(fd: OwnedFd) -> Result<Handed, String> {
     let file = std::fs::File::from(fd);
     let size = file.metadata().map_err(|e| e.to_string())?.len();

@@ -49,8 +49,7 @@ pub(crate) fn receive(control: &ControlSocket, config: &Config) -> Result<Worker
     let auth = handed.client_auth(cert_reqs)?;
     let tls = Tls::with_client_auth(handed.pair, config.tls_min_version, auth)
         .map_err(|e| e.to_string())?;
-    let tickets = &handed.tickets;
-    tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
+    handed.tickets.install(&tls);
     Ok(WorkerTls {
         tls,
         cert_reqs,
@@ -75,8 +74,7 @@ pub(crate) fn replace(tls: Option<&mut WorkerTls>, fd: Option<std::os::fd::Owned
             *ca = handed.ca;
         }
         tls.replace(handed.pair);
-        let tickets = &handed.tickets;
-        tls.set_ticket_keys(&tickets.current, tickets.previous.as_ref());
+        handed.tickets.install(tls);
         Ok(())
     });
     match installed {

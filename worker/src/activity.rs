@@ -116,6 +116,14 @@ impl crate::stream::ResponseRecord for ConnectionActivity {
 /// One request in flight; ends it when dropped.
 struct RequestGuard(Arc<ConnectionActivity>);
 
+impl RequestGuard {
+    /// Ends the request with its response cut short (the application or
+    /// the body failed).
+    fn cut(self) {
+        self.0.response_cut.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.core.counters.request_ended();
@@ -337,8 +345,8 @@ where
         let mut response = match ready!(this.inner.poll(cx)) {
             Ok(response) => response,
             Err(error) => {
-                if let Some(guard) = this.guard.as_ref() {
-                    guard.0.response_cut.store(true, Ordering::Relaxed);
+                if let Some(guard) = this.guard.take() {
+                    guard.cut();
                 }
                 return Poll::Ready(Err(error));
             }
@@ -398,7 +406,7 @@ impl<B: Body> Body for TrackedBody<B> {
             // The body failed: the response is cut short.
             Some(Err(_)) => {
                 if let Some(guard) = this.guard.take() {
-                    guard.0.response_cut.store(true, Ordering::Relaxed);
+                    guard.cut();
                 }
                 this.access.take();
             }

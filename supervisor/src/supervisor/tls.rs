@@ -36,10 +36,35 @@ pub(super) struct TlsState {
 }
 
 impl TlsState {
+    /// `material` and `tickets`, sealed for the workers; the key rotates
+    /// next at `rotate_at`.
+    fn new(material: Material, tickets: TicketKeys, rotate_at: Instant) -> Result<Self, String> {
+        let sealed = seal(&material, &tickets)?;
+        Ok(Self {
+            material,
+            tickets,
+            sealed,
+            rotate_at,
+        })
+    }
+
+    /// The same pair with `tickets`, sealed anew.
+    fn with_tickets(&mut self, tickets: TicketKeys) -> Result<(), String> {
+        self.sealed = seal(&self.material, &tickets)?;
+        self.tickets = tickets;
+        Ok(())
+    }
+
     /// The sealed memfd (the supervisor's own descriptor: no child keeps it).
     pub(super) fn sealed(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sealed.as_fd()
     }
+}
+
+fn seal(material: &Material, tickets: &TicketKeys) -> Result<OwnedFd, String> {
+    material
+        .seal(tickets)
+        .map_err(|e| format!("cannot hand the key over: {e}"))
 }
 
 /// Reads the pair at start, if TLS is on; the error is the start's. A
@@ -63,16 +88,9 @@ pub(super) fn load_at_start(
         }
         None => TicketKeys::new()?,
     };
-    let sealed = material
-        .seal(&tickets)
-        .map_err(|e| format!("cannot hand the key over: {e}"))?;
-    log_loaded(&material, &files.cert, None);
-    Ok(Some(TlsState {
-        material,
-        tickets,
-        sealed,
-        rotate_at: Instant::now() + TICKET_ROTATION,
-    }))
+    let state = TlsState::new(material, tickets, Instant::now() + TICKET_ROTATION)?;
+    log_loaded(&state.material, &files.cert, None);
+    Ok(Some(state))
 }
 
 /// The ticket keys the replaced supervisor sent before it started this
@@ -150,15 +168,10 @@ impl Supervisor<'_> {
                 true => tls.tickets.clone(),
                 false => TicketKeys::new()?,
             };
-            let sealed = material
-                .seal(&tickets)
-                .map_err(|e| format!("cannot hand the key over: {e}"))?;
-            Ok((material, tickets, sealed))
+            TlsState::new(material, tickets, tls.rotate_at)
         });
         match loaded {
-            Ok((material, tickets, sealed)) => {
-                (tls.material, tls.tickets, tls.sealed) = (material, tickets, sealed)
-            }
+            Ok(state) => *tls = state,
             Err(error) => {
                 tracing::error!(
                     event = events::TLS_RELOAD_FAILED,
@@ -184,17 +197,9 @@ impl Supervisor<'_> {
         let Some(tls) = &mut self.tls else { return };
         tls.rotate_at = Instant::now() + TICKET_ROTATION;
         let mut tickets = tls.tickets.clone();
-        let rotated = tickets.rotate().and_then(|()| {
-            tls.material
-                .seal(&tickets)
-                .map_err(|e| format!("cannot hand the key over: {e}"))
-        });
-        match rotated {
-            Ok(sealed) => (tls.tickets, tls.sealed) = (tickets, sealed),
-            Err(error) => {
-                tracing::error!(%error, "cannot rotate the session-ticket key: the current one stays");
-                return;
-            }
+        if let Err(error) = tickets.rotate().and_then(|()| tls.with_tickets(tickets)) {
+            tracing::error!(%error, "cannot rotate the session-ticket key: the current one stays");
+            return;
         }
         let sent = self.send_tls();
         tracing::info!(workers = sent, "session-ticket key rotated");
