@@ -364,8 +364,9 @@ Signals to the supervisor:
   HUP         rolling restart: workers replaced one by one, each new one
               ready before an old one closes; a new worker that fails to
               boot stops the restart and the old ones serve on
-  USR1        TLS: re-read --certfile/--keyfile/--ca-certs, swap them in every worker
-              (new handshakes; a pair that does not check is refused)
+  USR1        TLS: re-read --certfile, --keyfile and --ca-certs and swap
+              them in every worker (new handshakes; a pair that does not
+              check is refused)
   USR2        binary upgrade: a new supervisor from the binary on disk takes
               over the sockets once its workers are ready
   TTIN, TTOU  one worker more, one fewer (never below one)";
